@@ -1,0 +1,92 @@
+"""Samplers: pure functions with one signature and a registry.
+
+    sampler(denoise, noise, schedule, steps, **options) -> x0
+
+``denoise(x_t, t)`` returns x0_hat with t of shape [B]; ``noise`` is standard normal with the
+data's shape. Common options: ``spacing`` and ``rho`` (see diffplat.samplers.grids),
+``generator`` (torch.Generator for the noise of stochastic samplers), ``noise_space``,
+``callback`` (called after every step with a dict), ``stats`` (a dict that receives "nfe"),
+``check_finite``. Samplers keep no state between calls.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from diffplat.registry import Registry
+from diffplat.samplers.adaptive import sample_adaptive
+from diffplat.samplers.dpm import sample_dpmpp_2m, sample_dpmpp_2m_sde
+from diffplat.samplers.grids import noise_levels, spacings
+from diffplat.samplers.karras import (
+    sample_ddim,
+    sample_ddpm,
+    sample_euler,
+    sample_euler_ancestral,
+    sample_heun,
+)
+from diffplat.schedules import Schedule
+
+Sampler = Callable[..., Tensor]
+
+registry: Registry[Sampler] = Registry("sampler")
+registry.register("ddpm", sample_ddpm)
+registry.register("ddim", sample_ddim)
+registry.register("euler", sample_euler)
+registry.register("euler_ancestral", sample_euler_ancestral)
+registry.register("heun", sample_heun)
+registry.register("dpmpp_2m", sample_dpmpp_2m)
+registry.register("dpmpp_2m_sde", sample_dpmpp_2m_sde)
+registry.register("adaptive", sample_adaptive)
+
+#: Samplers whose output depends on the generator beyond the starting noise.
+STOCHASTIC = frozenset({"ddpm", "euler_ancestral", "dpmpp_2m_sde"})
+
+
+def get(name: str) -> Sampler:
+    """The sampler function registered under ``name``; unknown names list the valid ones."""
+    return registry.get(name)
+
+
+def names() -> list[str]:
+    return registry.names()
+
+
+def nfe_for_steps(name: str, steps: int) -> int:
+    """Denoiser evaluations a fixed-step sampler spends on ``steps`` steps."""
+    registry.get(name)
+    if name == "adaptive":
+        raise ValueError("the adaptive sampler's NFE is only known after it runs")
+    return 2 * steps - 1 if name == "heun" else steps
+
+
+def steps_for_nfe(name: str, nfe: int) -> int:
+    """The largest step count whose NFE does not exceed ``nfe``."""
+    registry.get(name)
+    return max(1, (nfe + 1) // 2) if name == "heun" else max(1, nfe)
+
+
+def sample(name: str, denoise: Callable[[Tensor, Tensor], Tensor], shape: tuple[int, ...],
+           schedule: Schedule, steps: int, seed: int | None = None,
+           device: Any = "cpu", dtype: torch.dtype = torch.float32,
+           noise_space=None, **options: Any) -> tuple[Tensor, dict]:
+    """Draw starting noise from ``seed`` and run a sampler. Returns (x0, stats)."""
+    fn = get(name)
+    gen = torch.Generator(device=device)
+    gen.manual_seed(0 if seed is None else seed)
+    if noise_space is None:
+        noise = torch.randn(shape, generator=gen, device=device, dtype=dtype)
+    else:
+        template = torch.empty(shape, device=device, dtype=dtype)
+        noise = noise_space.project(noise_space.sample_like(template, gen))
+    stats: dict = {}
+    x0 = fn(denoise, noise, schedule, steps, generator=gen, noise_space=noise_space,
+            stats=stats, **options)
+    return x0, stats
+
+
+__all__ = ["get", "names", "sample", "noise_levels", "spacings", "registry", "STOCHASTIC",
+           "nfe_for_steps", "steps_for_nfe"]

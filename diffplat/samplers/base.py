@@ -1,0 +1,106 @@
+"""What every sampler shares: the noise-level grid and the variance-exploding view of D.
+
+Samplers integrate in the frame of Karras et al. (2022): y = x / alpha and noise level
+sigma~ = sigma / alpha, where the probability-flow ODE reads dy/dsigma~ = (y - D) / sigma~
+for every schedule. ``VEModel`` maps (y, sigma~) back to the caller's denoise(x_t, t),
+counts function evaluations (NFE), checks for NaN/Inf, and feeds the callback.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from diffplat.errors import NonFiniteError
+from diffplat.noise import GaussianNoise, NoiseSpace
+from diffplat.samplers.grids import noise_levels
+from diffplat.schedules import Schedule
+
+Denoise = Callable[[Tensor, Tensor], Tensor]
+
+
+class VEModel:
+    """The caller's denoiser seen in the variance-exploding frame, with bookkeeping.
+
+    Args:
+        denoise: ``denoise(x_t, t) -> x0_hat`` with t of shape [B].
+        noise: starting standard-normal noise; fixes batch size, dtype and device.
+        schedule: the schedule; its noise levels come from ``levels``.
+        levels: the K + 1 grid from ``noise_levels`` (float64, ending in 0).
+        noise_space, generator: for samplers that inject fresh noise.
+        callback: called after each step with a dict (step, x, t, level, denoised, nfe).
+        stats: a dict filled with "nfe" and "steps" when given.
+        check_finite: raise NonFiniteError on a NaN/Inf denoiser output (default True).
+    """
+
+    def __init__(self, denoise: Denoise, noise: Tensor, schedule: Schedule, levels: Tensor,
+                 noise_space: NoiseSpace | None = None,
+                 generator: torch.Generator | None = None,
+                 callback: Callable[[dict], Any] | None = None,
+                 stats: dict | None = None, check_finite: bool = True):
+        self.denoise = denoise
+        self.schedule = schedule
+        self.space = noise_space or GaussianNoise()
+        self.generator = generator
+        self.callback = callback
+        self.stats = stats
+        self.check_finite = check_finite
+        self.nfe = 0
+        self.batch = self.space.batch_size(noise)
+        self.dtype, self.device = noise.dtype, noise.device
+        self.levels = levels.tolist()
+        # Precompute t [B] and alpha at every grid point so a step costs no schedule maths.
+        self._grid = [self._point(lv) for lv in self.levels]
+
+    def _point(self, level: float) -> tuple[Tensor, float]:
+        if level == 0.0:
+            t = torch.zeros((), dtype=torch.float64)
+        else:
+            t = self.schedule.t_from_noise_level(torch.tensor(level, dtype=torch.float64))
+        alpha = float(self.schedule.alpha(t))
+        t_b = torch.full((self.batch,), float(t), dtype=self.dtype, device=self.device)
+        return t_b, alpha
+
+    def __call__(self, y: Tensor, i: int | None = None, level: float | None = None) -> Tensor:
+        """D at grid point i, or at an arbitrary noise level (for churn / adaptive steps)."""
+        if i is not None:
+            t_b, alpha = self._grid[i]
+            level = self.levels[i]
+        else:
+            t_b, alpha = self._point(level)
+        out = self.denoise(y * alpha, t_b)
+        self.nfe += 1
+        if self.check_finite and not torch.isfinite(out.sum(dtype=torch.float64)):
+            where = f"step {i}" if i is not None else f"noise level {level:.4g}"
+            raise NonFiniteError(
+                f"denoiser returned NaN or Inf at {where} (t={float(t_b[0]):.4f}, "
+                f"evaluation {self.nfe}); check the model or lower the learning rate")
+        return out
+
+    def randn_like(self, y: Tensor) -> Tensor:
+        return self.space.project(self.space.sample_like(y, self.generator))
+
+    def step_done(self, step: int, y: Tensor, level: float, denoised: Tensor) -> None:
+        if self.callback is not None:
+            t_b, alpha = self._point(level)
+            self.callback({"step": step, "x": y * alpha, "t": t_b, "level": level,
+                           "denoised": denoised, "nfe": self.nfe})
+
+    def finish(self, y: Tensor, steps: int) -> Tensor:
+        if self.stats is not None:
+            self.stats.update(nfe=self.nfe, steps=steps)
+        return y
+
+
+def setup(denoise: Denoise, noise: Tensor, schedule: Schedule, steps: int,
+          spacing: str | None = None, rho: float = 7.0, level_min: float | None = None,
+          level_max: float | None = None, **kw: Any) -> tuple[VEModel, Tensor]:
+    """Build the grid and the model view; returns (model, y at the first level)."""
+    if not isinstance(schedule, Schedule):
+        raise TypeError(f"schedule must be a Schedule, got {type(schedule).__name__}")
+    levels = noise_levels(schedule, steps, spacing, rho, level_min, level_max)
+    model = VEModel(denoise, noise, schedule, levels, **kw)
+    return model, noise * levels[0].item()

@@ -1,0 +1,1 @@
+"""Domain plug-ins: one folder per kind of data (toy, audio, molecules, shapes)."""

@@ -1,0 +1,5 @@
+"""The Gaussian-mixture toy: data whose exact denoiser is known in closed form."""
+
+from domains.toy.gmm import ExactDenoiser, GaussianMixture
+
+__all__ = ["GaussianMixture", "ExactDenoiser"]
