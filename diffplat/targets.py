@@ -169,6 +169,8 @@ class Denoiser(nn.Module):
         self.sigma_data = float(sigma_data)
         self.target = get(target, sigma_data=sigma_data) if isinstance(target, str) else target
         self.noise_space = noise_space or GaussianNoise()
+        #: an optional compiled version of the backbone (kept out of the state dict)
+        self.compiled: Any = None
 
     def coefficients(self, t: Tensor, x: Tensor, noise_space: NoiseSpace | None = None):
         """(a, s, c_in, c_noise): a, s, c_in broadcast against x; c_noise of shape [B]."""
@@ -183,7 +185,8 @@ class Denoiser(nn.Module):
                 **cond: Any) -> tuple[Tensor, Tensor, Tensor, Tensor]:
         """Returns (F output, x0_hat, a, s) so losses can use either space."""
         a, s, c_in, c_noise = self.coefficients(t, x_t, noise_space)
-        out = self.backbone(c_in * x_t, c_noise, **cond)
+        net = self.compiled or self.backbone
+        out = net(c_in * x_t, c_noise, **cond)
         return out, self.target.to_x0(x_t, out, a, s), a, s
 
     def forward(self, x_t: Tensor, t: Tensor, **cond: Any) -> Tensor:

@@ -1,0 +1,88 @@
+"""The ``diffplat`` command.
+
+    diffplat fit|validate|test -c CONFIG [--key value ...]   train / evaluate (LightningCLI)
+    diffplat sample --ckpt CKPT --num N --out DIR ...         draw samples, write files
+    diffplat evaluate (--ckpt CKPT | --samples DIR) ...       score samples or the data
+    diffplat export --ckpt CKPT --out DIR                      safetensors + config
+    diffplat data prepare|info DOMAIN ...                      build / describe datasets
+    diffplat compare                                           (reserved)
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+
+USAGE = __doc__.split("\n", 2)[2]
+LIGHTNING = ("fit", "validate", "test")
+
+
+def _error(cmd: str, msg: str, code: int) -> int:
+    first = str(msg).strip().splitlines()[0] if str(msg).strip() else repr(msg)
+    print(f"diffplat {cmd}: error: {first}", file=sys.stderr)
+    return code
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    os.environ.setdefault("WANDB_SILENT", "true")
+    if not argv or argv[0] in ("-h", "--help"):
+        print("usage: diffplat <command> [options]\n\ncommands:\n" + USAGE)
+        print("Run `diffplat <command> --help` for the options of a command.")
+        return 0
+    cmd, rest = argv[0], argv[1:]
+    from jsonargparse import ArgumentError
+
+    from diffplat.errors import NonFiniteError
+    from diffplat.registry import UnknownNameError
+    from diffplat.training.module import NonFiniteLossError
+
+    try:
+        if cmd in LIGHTNING:
+            from diffplat.cli.train import run
+
+            run([cmd, *rest])
+            return 0
+        if cmd == "sample":
+            from diffplat.cli.sample import main as sub
+        elif cmd == "evaluate":
+            from diffplat.cli.evaluate import main as sub
+        elif cmd == "export":
+            from diffplat.cli.export import main as sub
+        elif cmd == "data":
+            from diffplat.cli.data import main as sub
+        elif cmd == "compare":
+            from diffplat.cli.compare import main as sub
+        else:
+            return _error(cmd, f"unknown command {cmd!r}; commands: fit, validate, test, "
+                               "sample, evaluate, export, data, compare", 2)
+        return sub(rest)
+    except ArgumentError as err:
+        return _error(cmd, _config_message(err), 2)
+    except (NonFiniteLossError, NonFiniteError) as err:
+        return _error(cmd, err, 1)
+    except (FileNotFoundError, UnknownNameError, ValueError, KeyError) as err:
+        return _error(cmd, err, 2 if cmd in LIGHTNING else 1)
+
+
+def _config_message(err: Exception) -> str:
+    """Fold jsonargparse's nested report into one line: the dotted key, then the cause.
+
+    'Parser key "model.domain": ... Parser key "dim": Expected int' -> 'model.domain.dim:
+    Expected int'."""
+    import re
+
+    keys, detail = [], []
+    for line in str(err).splitlines():
+        line = line.strip(" -")
+        m = re.match(r'Parser key "([^"]+)":?$', line)
+        if m:
+            keys.append(m.group(1))
+        elif line and not line.startswith("Problem with given class_path"):
+            detail.append(line)
+    cause = detail[-1] if detail else str(err).strip()
+    return f"{'.'.join(keys)}: {cause}" if keys else cause
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

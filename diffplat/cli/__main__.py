@@ -1,0 +1,3 @@
+from diffplat.cli import main
+
+raise SystemExit(main())

@@ -1,0 +1,22 @@
+"""Known domains for ``diffplat data`` (a domain lives in domains/<name>/)."""
+
+from __future__ import annotations
+
+import importlib
+import inspect
+
+from diffplat.registry import Registry
+
+registry: Registry[str] = Registry("domain")
+registry.register("toy", "domains.toy.domain:ToyDomain")
+
+
+def domain_class(name: str):
+    module, cls = registry.get(name).split(":")
+    return getattr(importlib.import_module(module), cls)
+
+
+def prepare_options(name: str) -> list[str]:
+    sig = inspect.signature(domain_class(name).prepare)
+    return [f"{p.name}={p.default!r}" for p in sig.parameters.values()
+            if p.name not in ("out_dir", "cls") and p.default is not inspect.Parameter.empty]

@@ -1,0 +1,88 @@
+"""``diffplat evaluate``: score samples (from a model or a folder) or the reference data."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+from typing import Any
+
+from diffplat.cli.sample import META_FILE, add_sampling_args, generate
+
+
+def _domain_from_meta(folder: Path):
+    from diffplat.training.checkpoint import TRUSTED_PREFIXES, _check_class_paths
+
+    meta_file = folder / META_FILE
+    if not meta_file.is_file():
+        raise FileNotFoundError(f"{meta_file} not found: --samples needs a folder written by "
+                                "`diffplat sample` (it records which domain made the samples)")
+    cfg = json.loads(meta_file.read_text())["domain"]
+    _check_class_paths(cfg, TRUSTED_PREFIXES)
+    return _instantiate(cfg)
+
+
+def _instantiate(cfg: dict[str, Any]):
+    from jsonargparse import ArgumentParser
+
+    from diffplat.domain import Domain
+
+    parser = ArgumentParser(exit_on_error=False)
+    parser.add_subclass_arguments(Domain, "domain")
+    return parser.instantiate_classes(parser.parse_object({"domain": cfg})).domain
+
+
+def print_table(metrics: dict[str, float], title: str) -> None:
+    width = max(len(k) for k in metrics)
+    print(title)
+    for k, v in metrics.items():
+        print(f"  {k:<{width}}  {v:.6g}" if isinstance(v, float) else f"  {k:<{width}}  {v}")
+
+
+def main(argv: list[str]) -> int:
+    p = argparse.ArgumentParser(
+        prog="diffplat evaluate",
+        description="Score samples with the domain's metrics. Either sample from --ckpt "
+                    "(--num, --sampler, --steps, --seed as in `diffplat sample`), or read a "
+                    "folder written by `diffplat sample` (--samples), or, with --reference, "
+                    "score the reference data itself (the ceiling row). Prints the metrics "
+                    "and writes them as JSON with --json.")
+    add_sampling_args(p, required=False)
+    p.add_argument("--samples", help="a folder written by `diffplat sample`")
+    p.add_argument("--reference", action="store_true",
+                   help="score the domain's reference data instead of generated samples")
+    p.add_argument("--split", default="test", help="reference split (default test)")
+    p.add_argument("--json", help="write the metrics to this JSON file")
+    args = p.parse_args(argv)
+    if bool(args.ckpt) == bool(args.samples):
+        p.error("give exactly one of --ckpt or --samples")
+    info: dict[str, Any] = {}
+    if args.samples:
+        domain = _domain_from_meta(Path(args.samples))
+        domain.setup("test")
+        samples = domain.read(Path(args.samples))
+        info["samples"] = args.samples
+    elif args.reference:
+        from diffplat.training.checkpoint import load_module
+
+        domain = load_module(args.ckpt).domain
+        domain.setup("test")
+        samples = None
+    else:
+        module, samples, stats = generate(args)
+        domain = module.domain
+        info.update(ckpt=args.ckpt, **{k: v for k, v in stats.items() if k != "options"})
+    if args.reference:
+        num = len(samples) if samples is not None else args.num
+        samples = domain.reference(num, args.split)
+        info.update(reference=args.split)
+    num = len(samples)
+    metrics = domain.metrics(samples, args.split)
+    title = f"{domain.name}: {num} " + ("reference samples" if args.reference else "samples")
+    print_table(metrics, title)
+    if args.json:
+        Path(args.json).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.json).write_text(json.dumps({"metrics": metrics, **info}, indent=2,
+                                              default=str))
+        print(f"wrote {args.json}")
+    return 0

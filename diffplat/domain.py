@@ -1,0 +1,101 @@
+"""The Domain plug-in interface.
+
+A domain is everything the core does not know about one kind of data: where the data comes
+from, how a batch becomes (x0, condition, noise space), what to sample from, how samples are
+scored, written to files and previewed. A new domain is a folder under ``domains/`` with a
+Domain subclass and a backbone, plus a YAML config; the core needs no change.
+
+See docs/domains.md for a walk-through.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import Tensor
+from torch.utils.data import Dataset
+
+from diffplat.noise import GaussianNoise, NoiseSpace
+
+
+class Domain:
+    """Base class of domain plug-ins. Subclasses document their own Args.
+
+    Data flow:
+        ``train_dataset()`` items -> ``collate`` -> batch -> ``unpack(batch)`` gives
+        (x0, cond, noise_space) for the loss; at sampling time ``prior(num, generator)``
+        gives (noise, cond, noise_space), the sampler returns x0, and ``decode(x0, cond)``
+        turns it into the domain's samples, which ``metrics``, ``write`` and ``preview``
+        consume.
+    """
+
+    name = "base"
+    #: Where ``diffplat data prepare <name>`` writes by default.
+    default_data_dir = "data"
+
+    # -- data ---------------------------------------------------------------------------------
+    def setup(self, stage: str = "fit") -> None:
+        """Load or check the data; raise FileNotFoundError naming a missing path."""
+
+    def train_dataset(self) -> Dataset:
+        raise NotImplementedError
+
+    def val_dataset(self) -> Dataset:
+        raise NotImplementedError
+
+    def test_dataset(self) -> Dataset:
+        return self.val_dataset()
+
+    def collate(self, items: list[Any]) -> Any:
+        return torch.utils.data.default_collate(items)
+
+    def unpack(self, batch: Any) -> tuple[Tensor, dict[str, Any], NoiseSpace]:
+        """A collated batch -> (x0, conditioning kwargs for the backbone, noise space)."""
+        return batch, {}, GaussianNoise()
+
+    # -- sampling -----------------------------------------------------------------------------
+    def prior(self, num: int, generator: torch.Generator, device: Any = "cpu",
+              **options: Any) -> tuple[Tensor, dict[str, Any], NoiseSpace]:
+        """Starting noise for ``num`` samples, their conditioning and their noise space."""
+        raise NotImplementedError
+
+    def decode(self, x0: Tensor, cond: dict[str, Any]) -> Any:
+        """Sampler output -> the domain's samples (identity by default)."""
+        return x0
+
+    def concat(self, parts: list[Any]) -> Any:
+        """Join decoded chunks of samples (tensors are concatenated along dim 0)."""
+        return torch.cat(parts) if isinstance(parts[0], Tensor) else [s for p in parts for s in p]
+
+    # -- scoring and output -------------------------------------------------------------------
+    def reference(self, num: int, split: str = "test") -> Any:
+        """``num`` real samples to score against (or to score with ``--reference``)."""
+        raise NotImplementedError
+
+    def metrics(self, samples: Any, split: str = "test") -> dict[str, float]:
+        """Score samples against the domain's reference for ``split`` (the domain decides
+        what it compares with: a data split, an exact distribution, a classifier...)."""
+        raise NotImplementedError
+
+    def write(self, samples: Any, out_dir: Path) -> list[Path]:
+        """Write samples in the domain's own file formats; returns the paths written."""
+        raise NotImplementedError
+
+    def read(self, path: Path) -> Any:
+        """Read samples written by ``write`` (for ``diffplat evaluate --samples``)."""
+        raise NotImplementedError
+
+    def preview(self, samples: Any, path: Path) -> Path:
+        """A PNG picture of some samples."""
+        raise NotImplementedError
+
+    # -- data preparation (diffplat data prepare|info) ------------------------------------------
+    @classmethod
+    def prepare(cls, out_dir: Path, **options: Any) -> list[Path]:
+        raise NotImplementedError(f"domain {cls.name!r} has nothing to prepare")
+
+    @classmethod
+    def describe(cls, path: Path) -> dict[str, Any]:
+        raise NotImplementedError(f"domain {cls.name!r} cannot describe data")

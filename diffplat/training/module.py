@@ -1,0 +1,314 @@
+"""DiffusionModule: the one LightningModule every domain trains with."""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytorch_lightning as pl
+import torch
+from torch import Tensor, nn
+
+from diffplat import samplers as samplers_mod
+from diffplat import schedules as schedules_mod
+from diffplat.domain import Domain
+from diffplat.losses import DiffusionLoss
+from diffplat.schedules import LOG_SNR_LIMIT
+from diffplat.targets import Denoiser
+from diffplat.training.data import StepIndexedLoader
+from diffplat.training.ema import EMA
+from diffplat.training.optim import AdaptiveClipper, warmup_cosine
+
+
+class NonFiniteLossError(FloatingPointError):
+    """The training loss became NaN or Inf; the message names the step."""
+
+
+def _step_seed(seed: int, step: int, rank: int, salt: str) -> int:
+    digest = hashlib.blake2b(f"{seed}/{step}/{rank}/{salt}".encode(), digest_size=8).digest()
+    return int.from_bytes(digest, "little") & ((1 << 62) - 1)
+
+
+class DiffusionModule(pl.LightningModule):
+    """A diffusion model: backbone + schedule + target + loss + the domain's data and noise.
+
+    Args:
+        domain: the Domain plug-in (data, noise space, metrics, writer, preview).
+        backbone: network called as ``backbone(c_in * x_t, c_noise, **cond)``.
+        schedule: schedule name (linear, cosine, sigmoid, polynomial, edm, flow).
+        schedule_options: its options, e.g. ``{"shift": -1.0}``.
+        target: prediction target (eps, x0, v, edm, flow).
+        sigma_data: data standard deviation for the preconditioning and the edm target.
+        weighting: loss weighting (uniform, min_snr, edm, sigmoid); options in
+            ``weighting_options``.
+        t_sampler: training-time sampler (uniform, low_discrepancy, lognormal,
+            logit_normal); options in ``t_options``.
+        lr, weight_decay, betas: AdamW settings.
+        warmup_steps: linear learning-rate warm-up.
+        decay_steps: cosine decay length (default: the trainer's max_steps; 0 = constant).
+        min_lr_ratio: learning rate at the end of the decay, relative to ``lr``.
+        clip: gradient clipping: "none", "norm" (at ``clip_value``) or "adaptive"
+            (EDM-molecules: 1.5 x mean + 2 x std of the last 50 norms).
+        clip_value: maximum norm for ``clip="norm"``.
+        ema_decay: decay of the weight EMA used for validation and sampling.
+        batch_size, val_batch_size, num_workers: data loading.
+        seed: seed of the data order and of the training noise (exact resume needs no RNG
+            state: every step's randomness derives from (seed, step, rank)).
+        sampler, sample_steps, sample_num, sample_every_n_epochs: validation-time sampling
+            and scoring with the domain's metrics (``sample_num = 0`` turns it off).
+        log_snr_buckets: the training loss is also logged per equal-width log-SNR bucket.
+        on_nonfinite: "stop" (raise, naming the step; the last good checkpoint stays) or
+            "skip" (skip the batch and count it in ``train/skipped_batches``).
+        compile: wrap the backbone in torch.compile when training on a GPU.
+    """
+
+    def __init__(self, domain: Domain, backbone: nn.Module, schedule: str = "cosine",
+                 schedule_options: dict[str, Any] | None = None, target: str = "eps",
+                 sigma_data: float = 1.0, weighting: str = "uniform",
+                 weighting_options: dict[str, Any] | None = None, t_sampler: str = "uniform",
+                 t_options: dict[str, Any] | None = None, lr: float = 1e-3,
+                 weight_decay: float = 0.0, betas: tuple[float, float] = (0.9, 0.999),
+                 warmup_steps: int = 100, decay_steps: int | None = None,
+                 min_lr_ratio: float = 0.1, clip: str = "norm", clip_value: float = 1.0,
+                 ema_decay: float = 0.999, batch_size: int = 256,
+                 val_batch_size: int | None = None, num_workers: int = 0, seed: int = 0,
+                 sampler: str = "heun", sample_steps: int = 18, sample_num: int = 1000,
+                 sample_every_n_epochs: int = 1, log_snr_buckets: int = 8,
+                 on_nonfinite: str = "stop", compile: bool = False):
+        super().__init__()
+        if clip not in ("none", "norm", "adaptive"):
+            raise ValueError(f"clip must be one of none, norm, adaptive; got {clip!r}")
+        if on_nonfinite not in ("stop", "skip"):
+            raise ValueError(f"on_nonfinite must be 'stop' or 'skip', got {on_nonfinite!r}")
+        samplers_mod.get(sampler)  # unknown names fail at construction, listing the valid ones
+        self.save_hyperparameters(ignore=["domain", "backbone"] if _outside_cli() else None)
+        self.domain = domain
+        self.backbone = backbone
+        self.schedule = schedules_mod.get(schedule, **(schedule_options or {}))
+        self.ema = EMA(backbone, ema_decay)
+        # The two denoisers only wrap modules registered above; object.__setattr__ keeps
+        # them out of the module tree so the state dict holds each weight once.
+        object.__setattr__(self, "denoiser",
+                           Denoiser(backbone, self.schedule, target, sigma_data=sigma_data))
+        object.__setattr__(self, "ema_denoiser",
+                           Denoiser(self.ema.shadow, self.schedule, target,
+                                    sigma_data=sigma_data))
+        self.loss_fn = DiffusionLoss(weighting, t_sampler, weighting_options, t_options)
+        self.clipper = AdaptiveClipper()
+        self.register_buffer("grad_norms", torch.zeros(self.clipper.size))
+        self.register_buffer("grad_norms_filled", torch.zeros((), dtype=torch.long))
+        self.register_buffer("skipped_batches", torch.zeros((), dtype=torch.long))
+        lo, hi = self.schedule.log_snr_range()
+        self.register_buffer("bucket_edges", torch.linspace(lo, hi, log_snr_buckets + 1),
+                             persistent=False)
+        self.register_buffer("bucket_sum", torch.zeros(log_snr_buckets), persistent=False)
+        self.register_buffer("bucket_count", torch.zeros(log_snr_buckets), persistent=False)
+        #: filled by the CLI: the whole run configuration, stored in every checkpoint
+        self.run_config: dict[str, Any] | None = None
+        self.last_metrics: dict[str, float] = {}
+        self._skipped = False
+
+    # -- data ---------------------------------------------------------------------------------
+    def setup(self, stage: str) -> None:
+        self.domain.setup(stage)
+        if self.hparams.compile and self.device.type == "cuda":
+            # object.__setattr__ keeps the compiled wrapper out of the state dict
+            object.__setattr__(self.denoiser, "compiled", torch.compile(self.backbone))
+
+    def _batches_done(self) -> int:
+        return int(self.trainer.fit_loop.epoch_loop.batch_progress.total.ready)
+
+    def train_dataloader(self):
+        return StepIndexedLoader(self.domain.train_dataset(), self.hparams.batch_size,
+                                 collate_fn=self.domain.collate, seed=self.hparams.seed,
+                                 counter=self._batches_done, rank=self.global_rank,
+                                 world=self.trainer.world_size,
+                                 num_workers=self.hparams.num_workers)
+
+    def _eval_loader(self, dataset):
+        return torch.utils.data.DataLoader(
+            dataset, batch_size=self.hparams.val_batch_size or self.hparams.batch_size,
+            shuffle=False, collate_fn=self.domain.collate, num_workers=self.hparams.num_workers)
+
+    def val_dataloader(self):
+        return self._eval_loader(self.domain.val_dataset())
+
+    def test_dataloader(self):
+        return self._eval_loader(self.domain.test_dataset())
+
+    # -- training -----------------------------------------------------------------------------
+    def _generator(self, salt: str, index: int) -> torch.Generator:
+        gen = torch.Generator(device=self.device)
+        gen.manual_seed(_step_seed(self.hparams.seed, index, self.global_rank, salt))
+        return gen
+
+    def training_step(self, batch: Any, batch_idx: int) -> Tensor | None:
+        self._skipped = False
+        x0, cond, space = self.domain.unpack(batch)
+        step = self._batches_done()
+        losses, t = self.loss_fn(self.denoiser, x0, generator=self._generator("train", step),
+                                 noise_space=space, **cond)
+        loss = losses.mean()
+        if not torch.isfinite(loss):
+            if self.hparams.on_nonfinite == "skip":
+                self._skipped = True
+                self.skipped_batches += 1
+                self.log("train/skipped_batches", self.skipped_batches.float())
+                return None
+            raise NonFiniteLossError(
+                f"training loss is {loss.item()} at step {self.global_step} (batch {step}); "
+                "the last checkpoint written before it is kept. Lower the learning rate, "
+                "check the data, or set model.on_nonfinite=skip")
+        self._bucket(losses.detach(), t.detach())
+        self.log("train/loss", loss, prog_bar=True, batch_size=len(losses))
+        return loss
+
+    def _bucket(self, losses: Tensor, t: Tensor) -> None:
+        lam = self.schedule.log_snr(t.to(torch.float64)).to(self.bucket_edges.dtype)
+        idx = (torch.bucketize(lam, self.bucket_edges[1:-1])).clamp(0, len(self.bucket_sum) - 1)
+        self.bucket_sum.index_add_(0, idx, losses.to(self.bucket_sum.dtype))
+        self.bucket_count.index_add_(0, idx, torch.ones_like(self.bucket_sum[idx]))
+
+    def bucket_names(self) -> list[str]:
+        e = self.bucket_edges.tolist()
+        return [f"[{e[i]:+.1f},{e[i + 1]:+.1f})" for i in range(len(e) - 1)]
+
+    def on_train_epoch_end(self) -> None:
+        total_sum = self.trainer.strategy.reduce(self.bucket_sum, reduce_op="sum")
+        total_cnt = self.trainer.strategy.reduce(self.bucket_count, reduce_op="sum")
+        for name, s, c in zip(self.bucket_names(), total_sum.tolist(), total_cnt.tolist()):
+            if c > 0:
+                self.log(f"train/loss_by_log_snr/{name}", s / c, rank_zero_only=True)
+        self.bucket_sum.zero_()
+        self.bucket_count.zero_()
+
+    def optimizer_step(self, *args: Any, **kwargs: Any) -> None:
+        super().optimizer_step(*args, **kwargs)
+        # here rather than in on_train_batch_end, which runs after the checkpoint callback:
+        # a checkpoint must hold the EMA of every step it counts
+        if not self._skipped:
+            self.ema.update(self.backbone)
+
+    def configure_gradient_clipping(self, optimizer, gradient_clip_val=None,
+                                    gradient_clip_algorithm=None) -> None:
+        mode = self.hparams.clip
+        params = [p for p in self.backbone.parameters() if p.grad is not None]
+        if mode == "none" or not params:
+            return
+        if mode == "norm":
+            max_norm = self.hparams.clip_value
+        else:
+            max_norm = self.clipper.max_norm(self.grad_norms, int(self.grad_norms_filled))
+        norm = torch.nn.utils.clip_grad_norm_(params, max_norm)
+        if mode == "adaptive":
+            i = int(self.grad_norms_filled) % self.clipper.size
+            self.grad_norms[i] = min(float(norm), max_norm)
+            self.grad_norms_filled += 1
+        self.log("train/grad_norm", norm, batch_size=1)
+
+    def configure_optimizers(self):
+        hp = self.hparams
+        opt = torch.optim.AdamW(self.backbone.parameters(), lr=hp.lr, betas=tuple(hp.betas),
+                                weight_decay=hp.weight_decay)
+        total = hp.decay_steps
+        if total is None:
+            total = self.trainer.max_steps if self.trainer.max_steps > 0 else int(
+                self.trainer.estimated_stepping_batches)
+        sched = torch.optim.lr_scheduler.LambdaLR(
+            opt, lambda s: warmup_cosine(s, hp.warmup_steps, total, hp.min_lr_ratio))
+        return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}
+
+    # -- validation: EMA loss, then samples scored with the domain's metrics ---------------
+    def _eval_step(self, batch: Any, batch_idx: int, split: str) -> None:
+        x0, cond, space = self.domain.unpack(batch)
+        n = space.batch_size(x0)
+        # stratified t so validation losses are comparable from epoch to epoch
+        t = ((torch.arange(n, device=self.device) + 0.5) / n).clamp(1e-4, 1 - 1e-4)
+        losses, _ = self.loss_fn(self.ema_denoiser, x0, t=t,
+                                 generator=self._generator(split, batch_idx),
+                                 noise_space=space, **cond)
+        self.log(f"{split}/loss", losses.mean(), sync_dist=True, batch_size=n)
+
+    def validation_step(self, batch: Any, batch_idx: int) -> None:
+        self._eval_step(batch, batch_idx, "val")
+
+    def test_step(self, batch: Any, batch_idx: int) -> None:
+        self._eval_step(batch, batch_idx, "test")
+
+    def _score_samples(self, split: str) -> None:
+        hp = self.hparams
+        if hp.sample_num <= 0 or self.trainer.sanity_checking:
+            return
+        if split == "val" and self.current_epoch % max(1, hp.sample_every_n_epochs) != 0:
+            return
+        samples, stats = self.generate(hp.sample_num, seed=hp.seed)
+        if self.global_rank == 0:
+            metrics = self.domain.metrics(samples, split)
+            self.last_metrics = metrics
+            for k, v in metrics.items():
+                self.log(f"{split}/{k}", float(v), rank_zero_only=True)
+            self._log_preview(samples, split)
+
+    def on_validation_epoch_end(self) -> None:
+        self._score_samples("val")
+
+    def on_test_epoch_end(self) -> None:
+        self._score_samples("test")
+
+    def _log_preview(self, samples: Any, split: str) -> None:
+        logger = self.logger
+        if logger is None or logger.log_dir is None and not hasattr(logger, "experiment"):
+            return
+        root = Path(getattr(logger, "log_dir", None) or self.trainer.default_root_dir)
+        path = self.domain.preview(samples, root / "previews" /
+                                   f"{split}_step{self.global_step:07d}.png")
+        if hasattr(logger, "log_image"):
+            logger.log_image(key=f"{split}/samples", images=[str(path)], step=self.global_step)
+
+    # -- sampling -----------------------------------------------------------------------------
+    @torch.no_grad()
+    def generate(self, num: int, sampler: str | None = None, steps: int | None = None,
+                 seed: int = 0, batch_size: int | None = None,
+                 callback: Callable[[dict], Any] | None = None,
+                 sampler_options: dict[str, Any] | None = None,
+                 **prior_options: Any) -> tuple[Any, dict[str, Any]]:
+        """Draw ``num`` samples with the EMA weights; reproducible for a fixed seed and
+        batch size. Returns (samples as the domain decodes them, sampler stats)."""
+        name = sampler or self.hparams.sampler
+        steps = steps or self.hparams.sample_steps
+        fn = samplers_mod.get(name)
+        batch_size = batch_size or num
+        parts, stats_all = [], {"nfe": 0, "sampler": name, "steps": steps}
+        was_training = self.ema.shadow.training
+        self.ema.shadow.eval()
+        for chunk, start in enumerate(range(0, num, batch_size)):
+            n = min(batch_size, num - start)
+            gen = torch.Generator(device=self.device).manual_seed(seed * 100_003 + chunk)
+            noise, cond, space = self.domain.prior(n, gen, self.device, **prior_options)
+
+            def denoise(x, t, cond=cond, space=space):
+                return self.ema_denoiser.predict(x, t, noise_space=space, **cond)[1]
+
+            stats: dict[str, Any] = {}
+            x0 = fn(denoise, noise, self.schedule, steps, generator=gen, noise_space=space,
+                    stats=stats, callback=callback, **(sampler_options or {}))
+            stats_all["nfe"] = stats["nfe"]
+            parts.append(self.domain.decode(x0.float(), cond))
+        self.ema.shadow.train(was_training)
+        return self.domain.concat(parts), stats_all
+
+    # -- checkpoints --------------------------------------------------------------------------
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        checkpoint["diffplat"] = {"run_config": self.run_config, "domain": self.domain.name,
+                                  "log_snr_limit": LOG_SNR_LIMIT}
+
+
+def _outside_cli() -> bool:
+    from pytorch_lightning.core.mixins.hparams_mixin import _given_hyperparameters
+
+    return _given_hyperparameters.get() is None
+
+
+__all__ = ["DiffusionModule", "NonFiniteLossError"]
