@@ -31,6 +31,9 @@ def main(argv: list[str] | None = None) -> int:
         print("Run `diffplat <command> --help` for the options of a command.")
         return 0
     cmd, rest = argv[0], argv[1:]
+    import torch
+
+    torch.set_flush_denormal(True)  # subnormal floats make CPU kernels ~50x slower
     from jsonargparse import ArgumentError
 
     from diffplat.errors import NonFiniteError
