@@ -152,3 +152,13 @@ def test_data_prepare_and_info(tmp_path, capsys):
     info = json.loads(capsys.readouterr().out.split("\n", 1)[1])
     assert info["train_size"] == 500 and info["dim"] == 2
     assert main(["data", "info", "nosuchdomain"]) == 1
+
+
+def test_validate_and_test_subcommands_report_metrics(trained, tmp_path, capsys):
+    cfg = trained.parent / "cfg.yaml"
+    ckpt = str(trained / "checkpoints" / "last.ckpt")
+    for cmd in ("validate", "test"):
+        assert main([cmd, "-c", str(cfg), "--ckpt_path", ckpt]) == 0
+        out = capsys.readouterr().out
+        assert f"{'val' if cmd == 'validate' else 'test'}/mmd2" in out
+        assert f"{'val' if cmd == 'validate' else 'test'}/loss" in out

@@ -7,7 +7,7 @@ import torch
 from diffplat import samplers, schedules
 from diffplat.errors import NonFiniteError
 from diffplat.registry import UnknownNameError
-from diffplat.samplers.grids import noise_levels
+from diffplat.samplers.grids import level_range, noise_levels
 from domains.toy import ExactDenoiser, GaussianMixture
 from domains.toy.metrics import mmd2_to_mixture
 
@@ -21,10 +21,11 @@ def _noise(n=256, d=2, seed=0):
 def _reference(sched, noise):
     """The exact probability-flow ODE endpoint, from scipy's DOP853 (an independent solver).
 
-    In s = log(level) the ODE is dy/ds = y - D(y); y starts at level_max * noise."""
+    In s = log(level) the ODE is dy/ds = y - D(y); y starts at level_max * noise and the
+    result is D at level_min, as for the samplers on the Karras grid."""
     from scipy.integrate import solve_ivp
 
-    levels = noise_levels(sched, 2)  # [max, min, 0]
+    lo, hi = level_range(sched)
     den = ExactDenoiser(MIX, sched)
     shape = noise.shape
 
@@ -35,11 +36,11 @@ def _reference(sched, noise):
         x0 = den(yy * sched.alpha(t), t.expand(shape[0]))
         return (yy - x0).reshape(-1).numpy()
 
-    y0 = (noise * levels[0]).reshape(-1).numpy()
-    sol = solve_ivp(f, (math.log(levels[0]), math.log(levels[1])), y0, method="DOP853",
+    y0 = (noise * hi).reshape(-1).numpy()
+    sol = solve_ivp(f, (math.log(hi), math.log(lo)), y0, method="DOP853",
                     rtol=1e-10, atol=1e-10)
     y = torch.from_numpy(sol.y[:, -1]).reshape(shape)
-    t_end = sched.t_from_noise_level(levels[1])
+    t_end = sched.t_from_noise_level(torch.tensor(lo, dtype=torch.float64))
     return den(y * sched.alpha(t_end), t_end.expand(shape[0]))
 
 

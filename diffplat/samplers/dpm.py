@@ -15,6 +15,7 @@ from __future__ import annotations
 import math
 from typing import Any
 
+import torch
 from torch import Tensor
 
 from diffplat.samplers.base import Denoise, setup
@@ -37,10 +38,10 @@ def sample_dpmpp_2m(denoise: Denoise, noise: Tensor, schedule: Schedule, steps: 
         h = _lam(nxt) - _lam(level)
         if old is None or nxt == 0.0:
             d_hat = den
-        else:
-            r = h_last / h
-            d_hat = den * (1 + 1 / (2 * r)) - old * (1 / (2 * r))
-        y = y * (nxt / level) - d_hat * math.expm1(-h)
+        else:  # (1 + 1/2r) den - (1/2r) old
+            d_hat = torch.lerp(den, old, -h / (2 * h_last))
+        # (nxt/level) y - expm1(-h) d_hat, where exp(-h) = nxt/level
+        y = torch.lerp(d_hat, y, nxt / level)
         old, h_last = den, h
         model.step_done(i, y, nxt, den)
     return model.finish(y, steps)

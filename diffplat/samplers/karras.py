@@ -11,6 +11,7 @@ from __future__ import annotations
 import math
 from typing import Any
 
+import torch
 from torch import Tensor
 
 from diffplat.samplers.base import Denoise, setup
@@ -41,7 +42,8 @@ def sample_euler(denoise: Denoise, noise: Tensor, schedule: Schedule, steps: int
         y, level, at = _churn(model, y, i, steps, s_churn, s_tmin, s_tmax, s_noise)
         den = model(y, i=at, level=level)
         nxt = model.levels[i + 1]
-        y = den + (y - den) * (nxt / level)  # = y + d (next - level), d = (y - den) / level
+        # y + d (next - level) with d = (y - den) / level, in one fused pass
+        y = torch.lerp(den, y, nxt / level)
         model.step_done(i, y, nxt, den)
     return model.finish(y, steps)
 
@@ -56,11 +58,13 @@ def sample_heun(denoise: Denoise, noise: Tensor, schedule: Schedule, steps: int,
         y, level, at = _churn(model, y, i, steps, s_churn, s_tmin, s_tmax, s_noise)
         den = model(y, i=at, level=level)
         nxt = model.levels[i + 1]
-        d = (y - den) / level
-        y_next = y + d * (nxt - level)
+        y_next = torch.lerp(den, y, nxt / level)  # the Euler step
         if nxt > 0:
-            d2 = (y_next - model(y_next, i=i + 1)) / nxt
-            y_next = y + (d + d2) * ((nxt - level) / 2)
+            # trapezoid: y + (next - level) / 2 * (d + d2), d = (y - den) / level and
+            # d2 = (y_next - den2) / next, written as in-place adds
+            half = (nxt - level) / 2
+            den2 = model(y_next, i=i + 1)
+            y_next = y.add(y - den, alpha=half / level).add_(y_next - den2, alpha=half / nxt)
         y = y_next
         model.step_done(i, y, nxt, den)
     return model.finish(y, steps)
@@ -83,7 +87,7 @@ def sample_euler_ancestral(denoise: Denoise, noise: Tensor, schedule: Schedule, 
         level, nxt = model.levels[i], model.levels[i + 1]
         den = model(y, i=i)
         down, up = ancestral_levels(level, nxt, eta)
-        y = den + (y - den) * (down / level)
+        y = torch.lerp(den, y, down / level)
         if up > 0:
             y = y + model.randn_like(y) * (s_noise * up)
         model.step_done(i, y, nxt, den)
