@@ -248,13 +248,13 @@ class DiffusionModule(pl.LightningModule):
             return
         if split == "val" and self.current_epoch % max(1, hp.sample_every_n_epochs) != 0:
             return
-        samples, stats = self.generate(hp.sample_num, seed=hp.seed)
-        if self.global_rank == 0:
-            metrics = self.domain.metrics(samples, split)
-            self.last_metrics = metrics
-            for k, v in metrics.items():
-                self.log(f"{split}/{k}", float(v), rank_zero_only=True)
-            self._log_preview(samples, split)
+        if self.global_rank != 0:  # one rank samples and scores; the others wait
+            return
+        samples, _ = self.generate(hp.sample_num, seed=hp.seed)
+        self.last_metrics = self.domain.metrics(samples, split)
+        for k, v in self.last_metrics.items():
+            self.log(f"{split}/{k}", float(v), rank_zero_only=True)
+        self._log_preview(samples, split)
 
     def on_validation_epoch_end(self) -> None:
         self._score_samples("val")
@@ -263,8 +263,9 @@ class DiffusionModule(pl.LightningModule):
         self._score_samples("test")
 
     def _log_preview(self, samples: Any, split: str) -> None:
+        """Save a preview PNG beside the logs; wandb also receives it as an image."""
         logger = self.logger
-        if logger is None or logger.log_dir is None and not hasattr(logger, "experiment"):
+        if logger is None:
             return
         root = Path(getattr(logger, "log_dir", None) or self.trainer.default_root_dir)
         path = self.domain.preview(samples, root / "previews" /
