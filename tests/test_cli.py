@@ -162,3 +162,10 @@ def test_validate_and_test_subcommands_report_metrics(trained, tmp_path, capsys)
         out = capsys.readouterr().out
         assert f"{'val' if cmd == 'validate' else 'test'}/mmd2" in out
         assert f"{'val' if cmd == 'validate' else 'test'}/loss" in out
+
+
+def test_bf16_mixed_precision_trains_on_cpu(tmp_path):
+    cfg = write_config(tmp_path / "b.yaml", tmp_path / "run", max_steps=10, ckpt_every=10)
+    assert main(["fit", "-c", str(cfg), "--trainer.precision", "bf16-mixed"]) == 0
+    ckpt = torch.load(tmp_path / "run" / "checkpoints" / "last.ckpt", weights_only=True)
+    assert ckpt["global_step"] == 10
