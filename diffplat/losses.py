@@ -173,8 +173,11 @@ def vlb(denoiser: Denoiser, x0: Tensor, num_steps: int = 1000,
     t = (i / num_steps).to(torch.float64)
     snr_t = torch.exp(sched._log_snr64(t))
     snr_s = torch.exp(sched._log_snr64(t - 1.0 / num_steps))
+    def x0_hat(z: Tensor, tt: Tensor) -> Tensor:
+        return denoiser.predict(z, tt.to(x0.dtype), noise_space=space, **cond)[1]
+
     z_t, _, _ = noisy(t.to(x0.dtype))
-    err = space.sum((x0 - denoiser(z_t, t.to(x0.dtype), **cond)) ** 2).double()
+    err = space.sum((x0 - x0_hat(z_t, t)) ** 2).double()
     diffusion = 0.5 * num_steps * (snr_s - snr_t) * err
 
     # prior: KL(N(a1 x, s1^2) || N(0, 1)) summed over the free dimensions
@@ -187,7 +190,7 @@ def vlb(denoiser: Denoiser, x0: Tensor, num_steps: int = 1000,
     zero = torch.zeros(n, dtype=torch.float64, device=x0.device)
     var0 = torch.exp(-sched._log_snr64(zero))
     z_0, _, _ = noisy(zero.to(x0.dtype))
-    err0 = space.sum((x0 - denoiser(z_0, zero.to(x0.dtype), **cond)) ** 2).double()
+    err0 = space.sum((x0 - x0_hat(z_0, zero)) ** 2).double()
     recon = 0.5 * err0 / var0 + 0.5 * dof * torch.log(2 * math.pi * var0)
 
     return {"nll": prior + diffusion + recon, "prior": prior, "diffusion": diffusion,

@@ -22,6 +22,18 @@ def _domain_from_meta(folder: Path):
     return _instantiate(cfg)
 
 
+def _domain_from_config(path: Path):
+    import yaml
+
+    if not path.is_file():
+        raise FileNotFoundError(f"config not found: {path}")
+    cfg = yaml.safe_load(path.read_text()) or {}
+    domain = (cfg.get("model") or {}).get("domain")
+    if not isinstance(domain, dict):
+        raise ValueError(f"{path}: no model.domain section")
+    return _instantiate(domain)
+
+
 def _instantiate(cfg: dict[str, Any]):
     from jsonargparse import ArgumentParser
 
@@ -49,13 +61,19 @@ def main(argv: list[str]) -> int:
                     "and writes them as JSON with --json.")
     add_sampling_args(p, required=False)
     p.add_argument("--samples", help="a folder written by `diffplat sample`")
+    p.add_argument("--config", "-c",
+                   help="with --reference: take the domain from this training config "
+                        "(its model.domain section), no checkpoint needed")
     p.add_argument("--reference", action="store_true",
                    help="score the domain's reference data instead of generated samples")
     p.add_argument("--split", default="test", help="reference split (default test)")
     p.add_argument("--json", help="write the metrics to this JSON file")
     args = p.parse_args(argv)
-    if bool(args.ckpt) == bool(args.samples):
-        p.error("give exactly one of --ckpt or --samples")
+    sources = [x for x in (args.ckpt, args.samples, args.config) if x]
+    if len(sources) != 1:
+        p.error("give exactly one of --ckpt, --samples or --config")
+    if args.config and not args.reference:
+        p.error("--config is only used with --reference")
     info: dict[str, Any] = {}
     if args.samples:
         domain = _domain_from_meta(Path(args.samples))
@@ -63,9 +81,12 @@ def main(argv: list[str]) -> int:
         samples = domain.read(Path(args.samples))
         info["samples"] = args.samples
     elif args.reference:
-        from diffplat.training.checkpoint import load_module
+        if args.config:
+            domain = _domain_from_config(Path(args.config))
+        else:
+            from diffplat.training.checkpoint import load_module
 
-        domain = load_module(args.ckpt).domain
+            domain = load_module(args.ckpt).domain
         domain.setup("test")
         samples = None
     else:

@@ -107,3 +107,8 @@ class ExactDenoiser(torch.nn.Module):
     def forward(self, x_t: Tensor, t: Tensor) -> Tensor:
         a, s = self.schedule.alpha_sigma(t.double())
         return self.mixture.posterior_mean(x_t, a, s).to(x_t.dtype)
+
+    def predict(self, x_t: Tensor, t: Tensor, noise_space=None) -> tuple:
+        """Denoiser.predict's layout (output, x0_hat, alpha, sigma); output = x0_hat."""
+        x0 = self(x_t, t)
+        return x0, x0, None, None

@@ -1,0 +1,244 @@
+"""3D molecule generation as a Domain: QM9 (EDM's protocol) or the user's SDF/XYZ files."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import Tensor
+from torch.utils.data import Dataset
+
+from diffplat.domain import Domain
+from diffplat.noise import ZeroCoMGaussian
+from domains.molecules.features import SYMBOL_TO_Z, Featurizer, Molecule
+
+SPLITS = ("train", "val", "test")
+
+
+class _Encoded(Dataset):
+    def __init__(self, molecules: list[tuple[Tensor, Tensor]], featurizer: Featurizer):
+        self.molecules, self.featurizer = molecules, featurizer
+
+    def __len__(self) -> int:
+        return len(self.molecules)
+
+    def __getitem__(self, i: int) -> Tensor:
+        return self.featurizer.encode(*self.molecules[i])
+
+
+class MoleculeDomain(Domain):
+    """Unconditional 3D molecules: atom types and coordinates, hydrogens included.
+
+    Args:
+        data_path: the QM9 cache written by ``diffplat data prepare qm9`` (``.npz``), or an
+            SDF/XYZ file or a folder of them (split 90/5/5 with ``split_seed``).
+        elements: element vocabulary; default: H C N O F for QM9, the elements present in
+            the data for SDF/XYZ input.
+        include_charges: append the atomic-number feature (EDM's QM9 setting).
+        max_train, max_eval: use only the first molecules of the training / evaluation
+            splits (for quick CPU runs; None = all).
+        split_seed: seed of the split of SDF/XYZ input.
+        skip_bad: skip unreadable SDF/XYZ records (counted) instead of stopping.
+    """
+
+    name = "molecules"
+    default_data_dir = "data/qm9"
+
+    def __init__(self, data_path: str = "data/qm9/qm9.npz", elements: list[str] | None = None,
+                 include_charges: bool = True, max_train: int | None = None,
+                 max_eval: int | None = None, split_seed: int = 0, skip_bad: bool = False):
+        self.data_path = data_path
+        self.elements = list(elements) if elements else None
+        self.include_charges = include_charges
+        self.max_train, self.max_eval = max_train, max_eval
+        self.split_seed, self.skip_bad = split_seed, skip_bad
+        self.featurizer: Featurizer | None = None
+        self._splits: dict[str, list[tuple[Tensor, Tensor]]] | None = None
+        self._train_smiles: set[str] | None = None
+        self.size_histogram: Tensor | None = None
+
+    # -- data ---------------------------------------------------------------------------------
+    def setup(self, stage: str = "fit") -> None:
+        if self._splits is not None:
+            return
+        path = Path(self.data_path)
+        if not path.exists():
+            hint = (" (create it with `diffplat data prepare qm9`)" if path.suffix == ".npz"
+                    else "")
+            raise FileNotFoundError(f"molecule data not found: {path}{hint}")
+        if path.suffix == ".npz":
+            self._load_qm9(path)
+        else:
+            self._load_files(path)
+        sizes = torch.tensor([len(t) for _, t in self._splits["train"]])
+        self.size_histogram = torch.bincount(sizes).float()
+
+    def _load_qm9(self, path: Path) -> None:
+        from domains.molecules.qm9 import load_qm9
+
+        cache = load_qm9(path)
+        self.featurizer = Featurizer(self.elements or ("H", "C", "N", "O", "F"),
+                                     self.include_charges)
+        limits = {"train": self.max_train, "val": self.max_eval, "test": self.max_eval}
+        self._splits = {}
+        for split in SPLITS:
+            idx = cache.split_indices(split)
+            if limits[split] is not None:
+                idx = idx[: limits[split]]
+            mols = []
+            for i in idx:
+                pos, z = cache.molecule(int(i))
+                symbols = [_symbol(int(a)) for a in z]
+                mols.append((torch.as_tensor(pos, dtype=torch.float32),
+                             self.featurizer.type_indices(symbols, f"{path} molecule {i}: ")))
+            self._splits[split] = mols
+        self._train_smiles = cache.train_smiles()
+
+    def _load_files(self, path: Path) -> None:
+        from domains.molecules.io import read_molecules
+
+        result = read_molecules(path, skip_bad=self.skip_bad)
+        mols = result[0] if isinstance(result, tuple) else result
+        if not mols:
+            raise ValueError(f"no molecules found in {path}")
+        present = sorted({s for _, syms, _ in mols for s in syms}, key=SYMBOL_TO_Z.get)
+        self.featurizer = Featurizer(self.elements or present, self.include_charges)
+        encoded = [(torch.as_tensor(p, dtype=torch.float32),
+                    self.featurizer.type_indices(s, f"{path} record {name}: "))
+                   for p, s, name in mols]
+        perm = torch.randperm(len(encoded), generator=torch.Generator().manual_seed(
+            self.split_seed)).tolist()
+        n_val = n_test = max(1, len(encoded) // 20)
+        n_train = len(encoded) - n_val - n_test
+        if n_train < 1:
+            raise ValueError(f"{path}: {len(encoded)} molecules are too few to split")
+        parts = {"train": perm[:n_train], "val": perm[n_train:n_train + n_val],
+                 "test": perm[n_train + n_val:]}
+        self._splits = {k: [encoded[i] for i in v] for k, v in parts.items()}
+        if self.max_train is not None:
+            self._splits["train"] = self._splits["train"][: self.max_train]
+
+    def _dataset(self, split: str) -> Dataset:
+        self.setup()
+        return _Encoded(self._splits[split], self.featurizer)
+
+    def train_dataset(self):
+        return self._dataset("train")
+
+    def val_dataset(self):
+        return self._dataset("val")
+
+    def test_dataset(self):
+        return self._dataset("test")
+
+    def collate(self, items: list[Tensor]) -> dict[str, Any]:
+        return self.featurizer.collate(items)
+
+    @staticmethod
+    def _cond(batch: Tensor, num_graphs: int) -> dict[str, Any]:
+        """Backbone kwargs; the fully connected edges are built once per batch, not per
+        sampler step."""
+        from domains.molecules.egnn import fully_connected_edges
+
+        return {"batch": batch, "num_graphs": num_graphs,
+                "edge_index": fully_connected_edges(batch, num_graphs)}
+
+    def unpack(self, batch: dict[str, Any]):
+        cond = self._cond(batch["batch"], batch["num_graphs"])
+        return batch["x"], cond, ZeroCoMGaussian(batch["batch"], batch["num_graphs"])
+
+    # -- sampling -----------------------------------------------------------------------------
+    def prior(self, num: int, generator: torch.Generator, device: Any = "cpu",
+              num_atoms: int | None = None, **options: Any):
+        """Molecule sizes from the training histogram (or all ``num_atoms``), then noise."""
+        self.setup()
+        if num_atoms is not None:
+            sizes = torch.full((num,), int(num_atoms))
+        else:
+            cpu_gen = generator
+            if generator.device.type != "cpu":  # the histogram lives on the CPU
+                seed = torch.randint(2**62, (1,), generator=generator, device=generator.device)
+                cpu_gen = torch.Generator().manual_seed(int(seed))
+            sizes = torch.multinomial(self.size_histogram, num, replacement=True,
+                                      generator=cpu_gen)
+        batch = torch.repeat_interleave(torch.arange(num), sizes).to(device)
+        space = ZeroCoMGaussian(batch, num)
+        template = torch.empty(len(batch), 3 + self.featurizer.num_features, device=device)
+        noise = space.project(space.sample_like(template, generator))
+        return noise, self._cond(batch, num), space
+
+    def decode(self, x0: Tensor, cond: dict[str, Any]) -> list[Molecule]:
+        return self.featurizer.decode(x0, cond["batch"], cond["num_graphs"])
+
+    # -- scoring and output -------------------------------------------------------------------
+    def reference(self, num: int, split: str = "test") -> list[Molecule]:
+        self.setup()
+        mols = self._splits[split]
+        if num > len(mols):
+            raise ValueError(f"the {split} split holds {len(mols)} molecules, asked for {num}")
+        order = torch.randperm(len(mols), generator=torch.Generator().manual_seed(0))[:num]
+        return [Molecule(mols[i][0].double().numpy(),
+                         [self.featurizer.elements[t] for t in mols[i][1].tolist()])
+                for i in order.tolist()]
+
+    def metrics(self, samples: list[Molecule], split: str = "test") -> dict[str, float]:
+        from domains.molecules.metrics import edm_metrics
+
+        self.setup()
+        return edm_metrics([(m.positions, m.symbols) for m in samples], self._train_smiles)
+
+    def write(self, samples: list[Molecule], out_dir: Path) -> list[Path]:
+        from domains.molecules.io import write_sdf, write_xyz
+        from domains.molecules.metrics import infer_bonds
+
+        out_dir.mkdir(parents=True, exist_ok=True)
+        records = [(m.positions, m.symbols, infer_bonds(m.positions, m.symbols))
+                   for m in samples]
+        sdf, xyz = out_dir / "molecules.sdf", out_dir / "molecules.xyz"
+        write_sdf(sdf, records)
+        write_xyz(xyz, records)
+        (out_dir / "elements.json").write_text(json.dumps(list(self.featurizer.elements)))
+        return [sdf, xyz]
+
+    def read(self, path: Path) -> list[Molecule]:
+        from domains.molecules.io import read_molecules
+
+        path = Path(path)
+        file = path / "molecules.sdf" if path.is_dir() else path
+        result = read_molecules(file)
+        mols = result[0] if isinstance(result, tuple) else result
+        return [Molecule(np.asarray(p), list(s), n) for p, s, n in mols]
+
+    def preview(self, samples: list[Molecule], path: Path) -> Path:
+        from domains.molecules.metrics import check_stability, infer_bonds
+        from domains.molecules.render import render_grid
+
+        titles = []
+        for m in samples[:16]:
+            stable = check_stability(m.positions, m.symbols)[0]
+            titles.append(f"{len(m)} atoms{' (stable)' if stable else ''}")
+        return render_grid(samples, path, lambda m: infer_bonds(m.positions, m.symbols),
+                           titles)
+
+    # -- diffplat data prepare|info -----------------------------------------------------------
+    @classmethod
+    def prepare(cls, out_dir: Path) -> list[Path]:
+        from domains.molecules.qm9 import prepare_qm9
+
+        return prepare_qm9(out_dir)
+
+    @classmethod
+    def describe(cls, path: Path) -> dict[str, Any]:
+        from domains.molecules.qm9 import describe_qm9
+
+        file = path / "qm9.npz" if path.is_dir() else path
+        return describe_qm9(file)
+
+
+def _symbol(z: int) -> str:
+    from domains.molecules.features import Z_TO_SYMBOL
+
+    return Z_TO_SYMBOL[z]
