@@ -109,3 +109,34 @@ def test_users_sdf_folder_trains_with_its_own_vocabulary(qm9_small, tmp_path, ca
     assert "c.sdf" in capsys.readouterr().err
     assert main(["fit", "-c", str(cfg),
                  "--model.domain.init_args.skip_bad", "true"]) == 0
+
+
+def test_property_conditioning_on_alpha(qm9_small, tmp_path, capsys):
+    from domains.molecules.domain import MoleculeDomain
+
+    domain = MoleculeDomain(data_path=str(qm9_small), context=["alpha"])
+    batch = domain.collate([domain.train_dataset()[i] for i in range(32)])
+    x0, cond, space = domain.unpack(batch)
+    assert cond["context"].shape == (32, 1)
+    full = torch.stack([c for _, c in domain.train_dataset()])
+    assert abs(float(full.mean())) < 1e-4  # normalised with the training mean and MAD
+    assert abs(float((full - full.mean()).abs().mean()) - 1) < 1e-3
+
+    cfg = _config(tmp_path, qm9_small, steps=4)
+    cfg.write_text(cfg.read_text().replace(
+        "      max_eval: 50\n", "      max_eval: 50\n      context: [alpha]\n").replace(
+        "      layers: 2\n", "      layers: 2\n      context_dim: 1\n"))
+    assert main(["fit", "-c", str(cfg)]) == 0
+    ckpt = str(tmp_path / "run" / "checkpoints" / "last.ckpt")
+    outs = {}
+    for alpha in ("50", "90"):
+        out = tmp_path / f"a{alpha}"
+        assert main(["sample", "--ckpt", ckpt, "--num", "4", "--steps", "4",
+                     "--prior", f"alpha={alpha}", "--prior", "num_atoms=12",
+                     "--out", str(out), "--no-progress"]) == 0
+        outs[alpha] = (out / "molecules.xyz").read_text()
+        assert json.loads((out / "meta.json").read_text())["prior"]["alpha"] == int(alpha)
+    assert outs["50"] != outs["90"]  # same seed, different condition
+    assert main(["sample", "--ckpt", ckpt, "--num", "2", "--prior", "beta=1",
+                 "--out", str(tmp_path / "bad"), "--no-progress"]) == 1
+    assert "unknown sampling option" in capsys.readouterr().err

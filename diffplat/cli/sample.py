@@ -33,6 +33,10 @@ def add_sampling_args(p: argparse.ArgumentParser, required: bool = True) -> None
                         "seed is reproducible for a fixed batch size")
     p.add_argument("--option", "-o", action="append", default=[], metavar="KEY=VALUE",
                    help="extra sampler option, e.g. -o eta=0.5 -o s_churn=10 (repeatable)")
+    p.add_argument("--prior", action="append", default=[], metavar="KEY=VALUE",
+                   help="what to sample, passed to the domain, e.g. --prior num_atoms=19 or, "
+                        "for a property-conditional molecule model, --prior alpha=80 "
+                        "(repeatable)")
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu",
                    help="cpu or cuda (default: cuda when available)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
@@ -69,10 +73,12 @@ def generate(args: argparse.Namespace):
     t0 = time.perf_counter()
     samples, stats = module.generate(
         args.num, sampler=name, steps=steps, seed=args.seed, batch_size=args.batch_size,
-        callback=(lambda info: bar.update(1)) if bar else None, sampler_options=options)
+        callback=(lambda info: bar.update(1)) if bar else None, sampler_options=options,
+        **parse_options(args.prior))
     if bar:
         bar.close()
-    stats.update(seconds=round(time.perf_counter() - t0, 3), options=options)
+    stats.update(seconds=round(time.perf_counter() - t0, 3), options=options,
+                 prior=parse_options(args.prior))
     return module, samples, stats
 
 

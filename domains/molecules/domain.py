@@ -19,14 +19,16 @@ SPLITS = ("train", "val", "test")
 
 
 class _Encoded(Dataset):
-    def __init__(self, molecules: list[tuple[Tensor, Tensor]], featurizer: Featurizer):
-        self.molecules, self.featurizer = molecules, featurizer
+    def __init__(self, molecules: list[tuple[Tensor, Tensor]], featurizer: Featurizer,
+                 context: Tensor | None = None):
+        self.molecules, self.featurizer, self.context = molecules, featurizer, context
 
     def __len__(self) -> int:
         return len(self.molecules)
 
-    def __getitem__(self, i: int) -> Tensor:
-        return self.featurizer.encode(*self.molecules[i])
+    def __getitem__(self, i: int):
+        x = self.featurizer.encode(*self.molecules[i])
+        return x if self.context is None else (x, self.context[i])
 
 
 class MoleculeDomain(Domain):
@@ -42,6 +44,11 @@ class MoleculeDomain(Domain):
             splits (for quick CPU runs; None = all).
         split_seed: seed of the split of SDF/XYZ input.
         skip_bad: skip unreadable SDF/XYZ records (counted) instead of stopping.
+        context: QM9 properties to condition on, e.g. ``["alpha"]`` or ``["gap_ev"]``
+            (EDM's property-conditional setting); each is normalised with the training
+            mean and mean absolute deviation, and the backbone needs ``context_dim`` equal
+            to their number. Sampling draws (size, properties) pairs from the training set
+            unless values are given (``diffplat sample --prior alpha=80``).
     """
 
     name = "molecules"
@@ -49,7 +56,8 @@ class MoleculeDomain(Domain):
 
     def __init__(self, data_path: str = "data/qm9/qm9.npz", elements: list[str] | None = None,
                  include_charges: bool = True, max_train: int | None = None,
-                 max_eval: int | None = None, split_seed: int = 0, skip_bad: bool = False):
+                 max_eval: int | None = None, split_seed: int = 0, skip_bad: bool = False,
+                 context: list[str] | None = None):
         self.data_path = data_path
         self.elements = list(elements) if elements else None
         self.include_charges = include_charges
@@ -59,6 +67,9 @@ class MoleculeDomain(Domain):
         self._splits: dict[str, list[tuple[Tensor, Tensor]]] | None = None
         self._train_smiles: set[str] | None = None
         self.size_histogram: Tensor | None = None
+        self.context = list(context or [])
+        self._ctx: dict[str, Tensor] = {}            # per split: raw property values
+        self._ctx_stats: tuple[Tensor, Tensor] | None = None
 
     # -- data ---------------------------------------------------------------------------------
     def setup(self, stage: str = "fit") -> None:
@@ -95,11 +106,25 @@ class MoleculeDomain(Domain):
                 mols.append((torch.as_tensor(pos, dtype=torch.float32),
                              self.featurizer.type_indices(symbols, f"{path} molecule {i}: ")))
             self._splits[split] = mols
+            for name in self.context:
+                if name not in cache.arrays or cache.arrays[name].shape != (len(cache),):
+                    raise ValueError(f"unknown QM9 property {name!r} for model.domain.context;"
+                                     " valid: alpha, gap_ev, gap_au")
+            if self.context:
+                vals = np.stack([cache.arrays[n][idx] for n in self.context], 1)
+                self._ctx[split] = torch.as_tensor(vals, dtype=torch.float32)
+        if self.context:
+            train = self._ctx["train"]
+            mean = train.mean(0)
+            self._ctx_stats = (mean, (train - mean).abs().mean(0))
         self._train_smiles = cache.train_smiles()
 
     def _load_files(self, path: Path) -> None:
         from domains.molecules.io import read_molecules
 
+        if self.context:
+            raise ValueError("model.domain.context needs the QM9 cache (properties come "
+                             f"from it), not {path}")
         result = read_molecules(path, skip_bad=self.skip_bad)
         mols = result[0] if isinstance(result, tuple) else result
         if not mols:
@@ -121,9 +146,14 @@ class MoleculeDomain(Domain):
         if self.max_train is not None:
             self._splits["train"] = self._splits["train"][: self.max_train]
 
+    def normalise_context(self, raw: Tensor) -> Tensor:
+        mean, mad = self._ctx_stats
+        return (raw - mean.to(raw.device)) / mad.to(raw.device)
+
     def _dataset(self, split: str) -> Dataset:
         self.setup()
-        return _Encoded(self._splits[split], self.featurizer)
+        ctx = self.normalise_context(self._ctx[split]) if self.context else None
+        return _Encoded(self._splits[split], self.featurizer, ctx)
 
     def train_dataset(self):
         return self._dataset("train")
@@ -134,8 +164,12 @@ class MoleculeDomain(Domain):
     def test_dataset(self):
         return self._dataset("test")
 
-    def collate(self, items: list[Tensor]) -> dict[str, Any]:
-        return self.featurizer.collate(items)
+    def collate(self, items: list[Any]) -> dict[str, Any]:
+        if not self.context:
+            return self.featurizer.collate(items)
+        out = self.featurizer.collate([x for x, _ in items])
+        out["context"] = torch.stack([c for _, c in items])
+        return out
 
     @staticmethod
     def _cond(batch: Tensor, num_graphs: int) -> dict[str, Any]:
@@ -148,27 +182,48 @@ class MoleculeDomain(Domain):
 
     def unpack(self, batch: dict[str, Any]):
         cond = self._cond(batch["batch"], batch["num_graphs"])
+        if self.context:
+            cond["context"] = batch["context"]
         return batch["x"], cond, ZeroCoMGaussian(batch["batch"], batch["num_graphs"])
 
     # -- sampling -----------------------------------------------------------------------------
     def prior(self, num: int, generator: torch.Generator, device: Any = "cpu",
-              num_atoms: int | None = None, **options: Any):
-        """Molecule sizes from the training histogram (or all ``num_atoms``), then noise."""
+              num_atoms: int | None = None, **values: Any):
+        """Molecule sizes (and, when conditioning, property values) for ``num`` samples,
+        then noise. Sizes come from the training histogram, or all ``num_atoms``; with
+        ``context`` the (size, properties) pairs of random training molecules are drawn
+        jointly, and property values given by name (raw units) override them."""
         self.setup()
-        if num_atoms is not None:
-            sizes = torch.full((num,), int(num_atoms))
+        unknown = set(values) - set(self.context)
+        if unknown:
+            raise ValueError(f"unknown sampling option(s) {sorted(unknown)}; this model takes "
+                             f"num_atoms{''.join(', ' + c for c in self.context)}")
+        cpu_gen = generator
+        if generator.device.type != "cpu":  # the tables live on the CPU
+            seed = torch.randint(2**62, (1,), generator=generator, device=generator.device)
+            cpu_gen = torch.Generator().manual_seed(int(seed))
+        context = None
+        if self.context:
+            pick = torch.randint(len(self._splits["train"]), (num,), generator=cpu_gen)
+            sizes = torch.tensor([len(self._splits["train"][i][1]) for i in pick.tolist()])
+            raw = self._ctx["train"][pick].clone()
+            for k, name in enumerate(self.context):
+                if name in values:
+                    raw[:, k] = float(values[name])
+            context = self.normalise_context(raw).to(device)
         else:
-            cpu_gen = generator
-            if generator.device.type != "cpu":  # the histogram lives on the CPU
-                seed = torch.randint(2**62, (1,), generator=generator, device=generator.device)
-                cpu_gen = torch.Generator().manual_seed(int(seed))
             sizes = torch.multinomial(self.size_histogram, num, replacement=True,
                                       generator=cpu_gen)
+        if num_atoms is not None:
+            sizes = torch.full((num,), int(num_atoms))
         batch = torch.repeat_interleave(torch.arange(num), sizes).to(device)
         space = ZeroCoMGaussian(batch, num)
         template = torch.empty(len(batch), 3 + self.featurizer.num_features, device=device)
         noise = space.project(space.sample_like(template, generator))
-        return noise, self._cond(batch, num), space
+        cond = self._cond(batch, num)
+        if context is not None:
+            cond["context"] = context
+        return noise, cond, space
 
     def decode(self, x0: Tensor, cond: dict[str, Any]) -> list[Molecule]:
         return self.featurizer.decode(x0, cond["batch"], cond["num_graphs"])

@@ -89,6 +89,8 @@ class ToyDomain(Domain):
 
     # -- sampling -----------------------------------------------------------------------------
     def prior(self, num, generator, device="cpu", **options):
+        if options:
+            raise ValueError(f"the toy domain takes no sampling options, got {sorted(options)}")
         noise = torch.randn(num, self.dim, generator=generator, device=device)
         return noise, {}, GaussianNoise()
 
