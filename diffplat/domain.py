@@ -55,6 +55,12 @@ class Domain:
         """A collated batch -> (x0, conditioning kwargs for the backbone, noise space)."""
         return batch, {}, GaussianNoise()
 
+    def likelihood(self, denoiser: Any, batch: Any,
+                   generator: torch.Generator | None = None) -> dict[str, Tensor] | None:
+        """Optional: per-sample negative log-likelihood terms (nats) of a batch, in the
+        units the domain's literature reports; None when the domain has none."""
+        return None
+
     # -- sampling -----------------------------------------------------------------------------
     def prior(self, num: int, generator: torch.Generator, device: Any = "cpu",
               **options: Any) -> tuple[Tensor, dict[str, Any], NoiseSpace]:

@@ -235,6 +235,10 @@ class DiffusionModule(pl.LightningModule):
                                  generator=self._generator(split, batch_idx),
                                  noise_space=space, **cond)
         self.log(f"{split}/loss", losses.mean(), sync_dist=True, batch_size=n)
+        terms = self.domain.likelihood(self.ema_denoiser, batch,
+                                       self._generator(split + "/nll", batch_idx))
+        for k, v in (terms or {}).items():
+            self.log(f"{split}/{k}", v.mean().float(), sync_dist=True, batch_size=n)
 
     def validation_step(self, batch: Any, batch_idx: int) -> None:
         self._eval_step(batch, batch_idx, "val")

@@ -186,6 +186,17 @@ class MoleculeDomain(Domain):
             cond["context"] = batch["context"]
         return batch["x"], cond, ZeroCoMGaussian(batch["batch"], batch["num_graphs"])
 
+    def likelihood(self, denoiser, batch, generator=None):
+        """EDM's NLL estimate per molecule (domains/molecules/nll.py)."""
+        from domains.molecules.nll import edm_nll
+
+        x0, cond, space = self.unpack(batch)
+        hist = self.size_histogram
+        size_log_prob = torch.log(hist / hist.sum())
+        f = self.featurizer
+        return edm_nll(denoiser, x0, cond, space, len(f.elements), f.include_charges,
+                       size_log_prob, f.onehot_scale, f.charge_scale, generator=generator)
+
     # -- sampling -----------------------------------------------------------------------------
     def prior(self, num: int, generator: torch.Generator, device: Any = "cpu",
               num_atoms: int | None = None, **values: Any):
