@@ -161,6 +161,13 @@ def test_edm_nll_terms(qm9_small, tmp_path, capsys):
     total = terms["prior"] + terms["diffusion"] + terms["positions_t0"] + \
         terms["features_t0"] + terms["size"]
     torch.testing.assert_close(terms["nll"], total)
+    # a size the training histogram never saw has probability 0: infinite NLL, no crash
+    from domains.molecules.nll import edm_nll
+
+    x0, cond, space = domain.unpack(batch)
+    short = torch.log(hist / hist.sum())[: int(counts.min())]
+    size = edm_nll(den, x0, cond, space, 5, True, short)["size"]
+    assert torch.isinf(size).all() and (size > 0).all()
     # and the CLI reports it on the test split
     cfg = _config(tmp_path, qm9_small, steps=2)
     assert main(["fit", "-c", str(cfg)]) == 0

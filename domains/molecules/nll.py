@@ -79,7 +79,13 @@ def edm_nll(denoiser, x0: Tensor, cond: dict[str, Any], space: ZeroCoMGaussian,
     feat_nll = torch.zeros(b, dtype=torch.float64, device=x0.device).index_add_(
         0, space.batch, per_atom)
 
-    size_nll = -size_log_prob.to(x0.device)[space.counts.long()].double()
+    # sizes never seen in training have probability 0 under the histogram: infinite NLL
+    counts = space.counts.long().to(x0.device)
+    table = size_log_prob.to(x0.device).double()
+    if int(counts.max()) >= len(table):
+        table = torch.cat([table, table.new_full((int(counts.max()) + 1 - len(table),),
+                                                 -math.inf)])
+    size_nll = -table[counts]
     nll = terms["prior"] + terms["diffusion"] + pos_nll + feat_nll + size_nll
     return {"nll": nll, "prior": terms["prior"], "diffusion": terms["diffusion"],
             "positions_t0": pos_nll, "features_t0": feat_nll, "size": size_nll}
