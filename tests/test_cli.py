@@ -58,9 +58,10 @@ def test_sample_is_reproducible_and_evaluate_writes_json(trained, tmp_path):
     assert main(["evaluate", "--ckpt", ckpt, "--reference", "--num", "256",
                  "--json", str(ref)]) == 0
     ref_metrics = json.loads(ref.read_text())["metrics"]
-    # the reference data is exact: its MMD to the mixture is at the noise floor
-    assert abs(ref_metrics["mmd2"]) < 0.01 < metrics["mmd2"] or metrics["mmd2"] > \
-        ref_metrics["mmd2"]
+    # the reference data is exact: its MMD to the mixture is at the noise floor, below the
+    # 40-step model's
+    assert abs(ref_metrics["mmd2"]) < 0.005
+    assert metrics["mmd2"] > ref_metrics["mmd2"]
 
 
 def test_training_learns_the_mixture(trained):

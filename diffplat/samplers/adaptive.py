@@ -68,7 +68,7 @@ def sample_adaptive(denoise: Denoise, noise: Tensor, schedule: Schedule, steps: 
         if norm <= 1.0:
             y, s, k1 = y_new, s + h, ks[6]  # first-same-as-last
             accepted += 1
-            model.step_done(accepted - 1, y, math.exp(s), y - k1)
+            model.step_done(accepted - 1, y, y - k1, level=math.exp(s))
         else:
             rejected += 1
         factor = 5.0 if norm == 0 else min(5.0, max(0.2, 0.9 * norm ** (-1 / 5)))

@@ -84,9 +84,15 @@ class VEModel:
     def randn_like(self, y: Tensor) -> Tensor:
         return self.space.project(self.space.sample_like(y, self.generator))
 
-    def step_done(self, step: int, y: Tensor, level: float, denoised: Tensor) -> None:
+    def step_done(self, step: int, y: Tensor, denoised: Tensor,
+                  level: float | None = None) -> None:
+        """Report a finished step; ``level`` defaults to the grid point after ``step``."""
         if self.callback is not None:
-            t_b, alpha = self._point(level)
+            if level is None:
+                level = self.levels[step + 1]
+                t_b, alpha = self._grid[step + 1]
+            else:
+                t_b, alpha = self._point(level)
             self.callback({"step": step, "x": y * alpha, "t": t_b, "level": level,
                            "denoised": denoised, "nfe": self.nfe})
 

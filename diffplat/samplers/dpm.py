@@ -43,7 +43,7 @@ def sample_dpmpp_2m(denoise: Denoise, noise: Tensor, schedule: Schedule, steps: 
         # (nxt/level) y - expm1(-h) d_hat, where exp(-h) = nxt/level
         y = torch.lerp(d_hat, y, nxt / level)
         old, h_last = den, h
-        model.step_done(i, y, nxt, den)
+        model.step_done(i, y, den)
     return model.finish(y, steps)
 
 
@@ -70,5 +70,5 @@ def sample_dpmpp_2m_sde(denoise: Denoise, noise: Tensor, schedule: Schedule, ste
                     nxt * math.sqrt(-math.expm1(-2 * eta_h)) * s_noise)
             h_last = h
         old = den
-        model.step_done(i, y, nxt, den)
+        model.step_done(i, y, den)
     return model.finish(y, steps)

@@ -44,7 +44,7 @@ def sample_euler(denoise: Denoise, noise: Tensor, schedule: Schedule, steps: int
         nxt = model.levels[i + 1]
         # y + d (next - level) with d = (y - den) / level, in one fused pass
         y = torch.lerp(den, y, nxt / level)
-        model.step_done(i, y, nxt, den)
+        model.step_done(i, y, den)
     return model.finish(y, steps)
 
 
@@ -66,7 +66,7 @@ def sample_heun(denoise: Denoise, noise: Tensor, schedule: Schedule, steps: int,
             den2 = model(y_next, i=i + 1)
             y_next = y.add(y - den, alpha=half / level).add_(y_next - den2, alpha=half / nxt)
         y = y_next
-        model.step_done(i, y, nxt, den)
+        model.step_done(i, y, den)
     return model.finish(y, steps)
 
 
@@ -90,7 +90,7 @@ def sample_euler_ancestral(denoise: Denoise, noise: Tensor, schedule: Schedule, 
         y = torch.lerp(den, y, down / level)
         if up > 0:
             y = y + model.randn_like(y) * (s_noise * up)
-        model.step_done(i, y, nxt, den)
+        model.step_done(i, y, den)
     return model.finish(y, steps)
 
 

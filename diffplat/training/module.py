@@ -107,7 +107,6 @@ class DiffusionModule(pl.LightningModule):
         self.register_buffer("bucket_count", torch.zeros(log_snr_buckets), persistent=False)
         #: filled by the CLI: the whole run configuration, stored in every checkpoint
         self.run_config: dict[str, Any] | None = None
-        self.last_metrics: dict[str, float] = {}
         self._skipped = False
 
     # -- data ---------------------------------------------------------------------------------
@@ -255,8 +254,7 @@ class DiffusionModule(pl.LightningModule):
         if self.global_rank != 0:  # one rank samples and scores; the others wait
             return
         samples, _ = self.generate(hp.sample_num, seed=hp.seed)
-        self.last_metrics = self.domain.metrics(samples, split)
-        for k, v in self.last_metrics.items():
+        for k, v in self.domain.metrics(samples, split).items():
             self.log(f"{split}/{k}", float(v), rank_zero_only=True)
         self._log_preview(samples, split)
 

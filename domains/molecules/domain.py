@@ -101,10 +101,10 @@ class MoleculeDomain(Domain):
                 idx = idx[: limits[split]]
             mols = []
             for i in idx:
-                pos, z = cache.molecule(int(i))
-                symbols = [_symbol(int(a)) for a in z]
-                mols.append((torch.as_tensor(pos, dtype=torch.float32),
-                             self.featurizer.type_indices(symbols, f"{path} molecule {i}: ")))
+                pos = cache.molecule(int(i))[0]
+                types = self.featurizer.type_indices(cache.symbols(int(i)),
+                                                     f"{path} molecule {i}: ")
+                mols.append((torch.as_tensor(pos, dtype=torch.float32), types))
             self._splits[split] = mols
             for name in self.context:
                 if name not in cache.arrays or cache.arrays[name].shape != (len(cache),):
@@ -303,8 +303,3 @@ class MoleculeDomain(Domain):
         file = path / "qm9.npz" if path.is_dir() else path
         return describe_qm9(file)
 
-
-def _symbol(z: int) -> str:
-    from domains.molecules.features import Z_TO_SYMBOL
-
-    return Z_TO_SYMBOL[z]

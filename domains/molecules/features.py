@@ -16,7 +16,6 @@ from torch import Tensor
 
 SYMBOL_TO_Z = {"H": 1, "C": 6, "N": 7, "O": 8, "F": 9, "P": 15, "S": 16, "Cl": 17, "Br": 35,
                "I": 53, "B": 5, "Si": 14}
-Z_TO_SYMBOL = {z: s for s, z in SYMBOL_TO_Z.items()}
 QM9_ELEMENTS = ("H", "C", "N", "O", "F")
 
 
