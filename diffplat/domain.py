@@ -67,6 +67,21 @@ class Domain:
         """Starting noise for ``num`` samples, their conditioning and their noise space."""
         raise NotImplementedError
 
+    def null_condition(self, cond: dict[str, Any]) -> dict[str, Any]:
+        """For classifier-free guidance: ``cond`` with its class or context replaced by the
+        null condition the model was trained with (``--guidance`` in ``diffplat sample``)."""
+        raise NotImplementedError(f"domain {self.name!r} has no null condition, so no "
+                                  "classifier-free guidance")
+
+    def inpaint_source(self, path: Path, mask: str, like: Tensor,
+                       cond: dict[str, Any]) -> tuple[Tensor, Tensor]:
+        """For inpainting, continuation or completion (``diffplat sample --inpaint PATH
+        --mask SPEC``): read the known data from ``path`` (a file in the domain's format) and
+        return ``(known, mask)`` in the sampler's space: ``known`` with the shape of the
+        prior noise ``like``, ``mask`` broadcastable to it, 1 where the data is known. The
+        meaning of ``mask`` (a time range, a dimension, a region) is the domain's."""
+        raise NotImplementedError(f"domain {self.name!r} does not support --inpaint")
+
     def decode(self, x0: Tensor, cond: dict[str, Any]) -> Any:
         """Sampler output -> the domain's samples (identity by default)."""
         return x0

@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 import torch
 
+from diffplat import samplers
 from diffplat.cli import main
 from diffplat.training.checkpoint import build_module, load_module
 from tests.helpers import state_equal, write_config
@@ -170,3 +171,28 @@ def test_bf16_mixed_precision_trains_on_cpu(tmp_path):
     assert main(["fit", "-c", str(cfg), "--trainer.precision", "bf16-mixed"]) == 0
     ckpt = torch.load(tmp_path / "run" / "checkpoints" / "last.ckpt", weights_only=True)
     assert ckpt["global_step"] == 10
+
+
+def test_sample_inpaint_keeps_the_known_dimension_and_guidance_needs_a_condition(
+        trained, tmp_path, capsys):
+    ckpt = str(trained / "checkpoints" / "last.ckpt")
+    point = tmp_path / "point.npy"
+    np.save(point, np.array([[1.5, -0.25]], dtype=np.float32))
+    out = tmp_path / "inp"
+    assert main(["sample", "--ckpt", ckpt, "--num", "64", "--steps", "6", "--no-progress",
+                 "--sampler", "dpmpp_2m",
+                 "--inpaint", str(point), "--mask", "0", "--resample", "2",
+                 "--out", str(out)]) == 0
+    x = np.load(out / "samples.npy")
+    assert np.all(x[:, 0] == np.float32(1.5))        # the known coordinate, exactly
+    assert np.isfinite(x).all() and x[:, 1].std() > 0  # the other one is generated
+    meta = json.loads((out / "meta.json").read_text())
+    assert meta["inpaint"] == [str(point), "0"]
+    assert meta["nfe"] == 2 * samplers.nfe_for_steps("dpmpp_2m", 6)  # two calls per step
+
+    assert main(["sample", "--ckpt", ckpt, "--num", "4", "--no-progress", "--inpaint",
+                 str(point), "--mask", "5", "--out", str(tmp_path / "bad")]) != 0
+    assert "--mask '5'" in capsys.readouterr().err
+    assert main(["sample", "--ckpt", ckpt, "--num", "4", "--no-progress", "--guidance", "2",
+                 "--out", str(tmp_path / "cfg")]) != 0
+    assert "no null condition" in capsys.readouterr().err

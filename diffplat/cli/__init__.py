@@ -64,7 +64,8 @@ def main(argv: list[str] | None = None) -> int:
         return _error(cmd, _config_message(err), 2)
     except (NonFiniteLossError, NonFiniteError) as err:
         return _error(cmd, err, 1)
-    except (FileNotFoundError, UnknownNameError, ValueError, KeyError) as err:
+    except (FileNotFoundError, UnknownNameError, ValueError, KeyError,
+            NotImplementedError) as err:
         return _error(cmd, err, 2 if cmd in LIGHTNING else 1)
 
 

@@ -37,6 +37,17 @@ def add_sampling_args(p: argparse.ArgumentParser, required: bool = True) -> None
                    help="what to sample, passed to the domain, e.g. --prior num_atoms=19 or, "
                         "for a property-conditional molecule model, --prior alpha=80 "
                         "(repeatable)")
+    p.add_argument("--guidance", type=float, default=None, metavar="W",
+                   help="classifier-free guidance weight for a conditional model (1 = plain "
+                        "conditional, 0 = unconditional; default: none)")
+    p.add_argument("--inpaint", default=None, metavar="PATH",
+                   help="inpaint, continue or complete the data in PATH (a file in the "
+                        "domain's format); --mask says which part is kept")
+    p.add_argument("--mask", default=None, metavar="SPEC",
+                   help="with --inpaint: the kept part, in the domain's terms (audio: a time "
+                        "range in seconds or fractions such as 0:0.5; toy: a dimension)")
+    p.add_argument("--resample", type=int, default=1,
+                   help="with --inpaint: denoiser calls per step (RePaint-style, default 1)")
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu",
                    help="cpu or cuda (default: cuda when available)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
@@ -64,6 +75,13 @@ def generate(args: argparse.Namespace):
     name = args.sampler or module.hparams.sampler
     steps = args.steps or module.hparams.sample_steps
     options = parse_options(args.option)
+    inpaint = getattr(args, "inpaint", None)
+    if inpaint is not None:
+        if not Path(inpaint).exists():
+            raise FileNotFoundError(f"--inpaint: no such file {inpaint}")
+        if args.mask is None:
+            raise ValueError("--inpaint needs --mask (which part of the input is kept)")
+        inpaint = (inpaint, args.mask)
     if args.spacing:
         options["spacing"] = args.spacing
     bar = None
@@ -74,11 +92,13 @@ def generate(args: argparse.Namespace):
     samples, stats = module.generate(
         args.num, sampler=name, steps=steps, seed=args.seed, batch_size=args.batch_size,
         callback=(lambda info: bar.update(1)) if bar else None, sampler_options=options,
-        **parse_options(args.prior))
+        guidance=getattr(args, "guidance", None), inpaint=inpaint,
+        resample=getattr(args, "resample", 1), **parse_options(args.prior))
     if bar:
         bar.close()
     stats.update(seconds=round(time.perf_counter() - t0, 3), options=options,
-                 prior=parse_options(args.prior))
+                 prior=parse_options(args.prior), guidance=getattr(args, "guidance", None),
+                 inpaint=list(inpaint) if inpaint else None)
     return module, samples, stats
 
 

@@ -14,6 +14,7 @@ from torch import Tensor, nn
 from diffplat import samplers as samplers_mod
 from diffplat import schedules as schedules_mod
 from diffplat.domain import Domain
+from diffplat.guidance import ClassifierFreeGuidance, Inpainting
 from diffplat.losses import DiffusionLoss
 from diffplat.schedules import LOG_SNR_LIMIT
 from diffplat.targets import Denoiser
@@ -281,9 +282,16 @@ class DiffusionModule(pl.LightningModule):
                  seed: int = 0, batch_size: int | None = None,
                  callback: Callable[[dict], Any] | None = None,
                  sampler_options: dict[str, Any] | None = None,
+                 guidance: float | None = None,
+                 inpaint: tuple[str | Path, str] | None = None, resample: int = 1,
                  **prior_options: Any) -> tuple[Any, dict[str, Any]]:
         """Draw ``num`` samples with the EMA weights; reproducible for a fixed seed and
-        batch size. Returns (samples as the domain decodes them, sampler stats)."""
+        batch size. Returns (samples as the domain decodes them, sampler stats).
+
+        ``guidance = w`` applies classifier-free guidance with the domain's null condition;
+        ``inpaint = (path, mask)`` fixes the part of each sample that the domain reads from
+        ``path`` (``Domain.inpaint_source``) and generates the rest, with ``resample``
+        denoiser calls per evaluation (``guidance.Inpainting``)."""
         name = sampler or self.hparams.sampler
         steps = steps or self.hparams.sample_steps
         fn = samplers_mod.get(name)
@@ -299,10 +307,24 @@ class DiffusionModule(pl.LightningModule):
             def denoise(x, t, cond=cond, space=space):
                 return self.ema_denoiser.predict(x, t, noise_space=space, **cond)[1]
 
+            if guidance is not None:
+                null = self.domain.null_condition(cond)
+
+                def unconditional(x, t, cond=null, space=space):
+                    return self.ema_denoiser.predict(x, t, noise_space=space, **cond)[1]
+
+                denoise = ClassifierFreeGuidance(denoise, unconditional, guidance)
+            if inpaint is not None:
+                known, mask = self.domain.inpaint_source(Path(inpaint[0]), inpaint[1],
+                                                         noise, cond)
+                denoise = Inpainting(denoise, known.to(noise), mask.to(noise), self.schedule,
+                                     noise_space=space, generator=gen, resample=resample)
+
             stats: dict[str, Any] = {}
             x0 = fn(denoise, noise, self.schedule, steps, generator=gen, noise_space=space,
                     stats=stats, callback=callback, **(sampler_options or {}))
-            stats_all["nfe"] = stats["nfe"]
+            stats_all["nfe"] = stats["nfe"] * (2 if guidance not in (None, 0.0, 1.0) else 1) \
+                * (resample if inpaint is not None else 1)
             parts.append(self.domain.decode(x0.float(), cond))
         self.ema.shadow.train(was_training)
         return self.domain.concat(parts), stats_all

@@ -94,6 +94,33 @@ class ToyDomain(Domain):
         noise = torch.randn(num, self.dim, generator=generator, device=device)
         return noise, {}, GaussianNoise()
 
+    def inpaint_source(self, path, mask, like, cond):
+        """Conditional sampling on the mixture: ``path`` holds points (.npy or a folder
+        from ``write``), one point to condition every sample on or at least as many points
+        as samples; ``mask`` lists the known dimensions, e.g. "0" or "0,2"."""
+        points = self.read(path).to(like)
+        if points.ndim == 1:
+            points = points[None]
+        if points.ndim != 2 or points.shape[1] != self.dim:
+            raise ValueError(f"{path}: expected points of dimension {self.dim}, got shape "
+                             f"{tuple(points.shape)}")
+        n = like.shape[0]
+        if points.shape[0] == 1:
+            points = points.expand(n, -1)
+        elif points.shape[0] < n:
+            raise ValueError(f"{path}: {points.shape[0]} points for {n} samples (give one "
+                             "point or at least as many as --num)")
+        try:
+            dims = [int(d) for d in str(mask).split(",")]
+        except ValueError:
+            raise ValueError(f"--mask {mask!r}: the toy takes known dimensions such as 0 or "
+                             "0,1") from None
+        if any(d < 0 or d >= self.dim for d in dims):
+            raise ValueError(f"--mask {mask!r}: dimensions must be in 0..{self.dim - 1}")
+        keep = torch.zeros(1, self.dim, dtype=like.dtype, device=like.device)
+        keep[0, dims] = 1
+        return points[:n].clone(), keep
+
     # -- scoring and output -------------------------------------------------------------------
     def reference(self, num: int, split: str = "test") -> Tensor:
         data = self.split(split)
