@@ -5,7 +5,7 @@
     diffplat evaluate (--ckpt CKPT | --samples DIR) ...       score samples or the data
     diffplat export --ckpt CKPT --out DIR                      safetensors + config
     diffplat data prepare|info DOMAIN ...                      build / describe datasets
-    diffplat compare                                           (reserved)
+    diffplat compare -c GRID                                   schedules x samplers across domains
 """
 
 from __future__ import annotations

@@ -1,0 +1,169 @@
+"""Collect a comparison's results: results.csv / results.json, a markdown table, and plots
+of quality against NFE (one per domain) and of denoising error against log-SNR (one per
+schedule)."""
+
+from __future__ import annotations
+
+import csv
+import json
+from collections import defaultdict
+from pathlib import Path
+from typing import Any
+
+from diffplat.compare.grid import Grid
+from diffplat.compare.runner import _load
+from diffplat.compare.worker import LOSS_FILE, TRAIN_FILE
+
+BASE_COLUMNS = ["domain", "schedule", "target", "weighting", "sampler", "nfe", "steps",
+                "status", "metric", "value", "reason", "train_seconds", "sample_seconds"]
+
+
+def collect(grid: Grid) -> list[dict[str, Any]]:
+    """One row per sampling cell (missing results are rows with status "missing")."""
+    rows = []
+    for s in grid.sample_cells:
+        cell_dir = grid.out / "cells" / s.train.dirname
+        train = _load(cell_dir / TRAIN_FILE) or {}
+        result = _load(cell_dir / s.filename) or {}
+        spec = grid.domains[s.train.domain]
+        row: dict[str, Any] = {
+            "domain": s.train.domain, "schedule": s.train.schedule, "target": s.train.target,
+            "weighting": s.train.weighting, "sampler": s.sampler, "nfe": s.nfe,
+            "steps": s.steps, "metric": spec.metric, "train_seconds": train.get("seconds")}
+        if train.get("status") == "failed":
+            row.update(status="failed", reason=f"training: {train.get('reason')}")
+        elif result:
+            row.update(status=result["status"], reason=result.get("reason", ""),
+                       sample_seconds=result.get("sample_seconds"))
+            metrics = result.get("metrics") or {}
+            row["value"] = metrics.get(spec.metric)
+            row.update({f"m.{k}": v for k, v in metrics.items()})
+        else:
+            row.update(status="missing", reason="not run")
+        rows.append(row)
+    return rows
+
+
+def loss_curves(grid: Grid) -> list[dict[str, Any]]:
+    out = []
+    for cell in grid.train_cells:
+        curve = _load(grid.out / "cells" / cell.dirname / LOSS_FILE)
+        if curve and "log_snr" in curve:
+            out.append({"domain": cell.domain, "schedule": cell.schedule,
+                        "target": cell.target, "weighting": cell.weighting, **curve})
+    return out
+
+
+def _fmt(v: Any) -> str:
+    if v is None:
+        return ""
+    return f"{v:.4g}" if isinstance(v, float) else str(v)
+
+
+def markdown(grid: Grid, rows: list[dict[str, Any]]) -> str:
+    """Per domain: one row per (schedule, target, weighting, sampler), one column per NFE;
+    the best value of each column in bold."""
+    lines = [f"# Comparison: {grid.out.name}", ""]
+    for name, spec in grid.domains.items():
+        drows = [r for r in rows if r["domain"] == name]
+        nfes = sorted({r["nfe"] for r in drows})
+        lines += [f"## {name}: {spec.metric} ({'lower' if spec.goal == 'min' else 'higher'} "
+                  f"is better), {spec.num_samples} samples", "",
+                  "| schedule | target | weighting | sampler | "
+                  + " | ".join(f"NFE {n}" for n in nfes) + " |",
+                  "|" + "---|" * (4 + len(nfes))]
+        best = {}
+        for n in nfes:
+            vals = [r["value"] for r in drows if r["nfe"] == n and r["status"] == "ok"]
+            if vals:
+                best[n] = min(vals) if spec.goal == "min" else max(vals)
+        groups = defaultdict(dict)
+        for r in drows:
+            groups[(r["schedule"], r["target"], r["weighting"], r["sampler"])][r["nfe"]] = r
+        for key, by_nfe in groups.items():
+            cells = []
+            for n in nfes:
+                r = by_nfe.get(n)
+                if r is None:
+                    cells.append("")
+                elif r["status"] != "ok":
+                    cells.append(r["status"])
+                else:
+                    text = _fmt(r["value"])
+                    cells.append(f"**{text}**" if r["value"] == best.get(n) else text)
+            lines.append("| " + " | ".join(key) + " | " + " | ".join(cells) + " |")
+        lines.append("")
+    failed = [r for r in rows if r["status"] not in ("ok",)]
+    if failed:
+        lines += ["## Cells that did not finish", ""]
+        lines += [f"- {r['domain']}/{r['schedule']}/{r['target']}/{r['weighting']}/"
+                  f"{r['sampler']}/NFE {r['nfe']}: {r['status']}: {r['reason']}"
+                  for r in failed]
+        lines.append("")
+    return "\n".join(lines)
+
+
+def plots(grid: Grid, rows: list[dict[str, Any]], curves: list[dict[str, Any]]) -> list[Path]:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    paths = []
+    for name, spec in grid.domains.items():
+        fig, ax = plt.subplots(figsize=(6, 4))
+        groups = defaultdict(list)
+        for r in rows:
+            if r["domain"] == name and r["status"] == "ok":
+                groups[(r["schedule"], r["target"], r["weighting"], r["sampler"])].append(r)
+        for key, rs in sorted(groups.items()):
+            rs.sort(key=lambda r: r["nfe"])
+            ax.plot([r["nfe"] for r in rs], [r["value"] for r in rs], marker="o",
+                    label="/".join(key))
+        ax.set_xscale("log")
+        ax.set_xlabel("NFE (denoiser evaluations)")
+        ax.set_ylabel(f"{spec.metric} ({'lower' if spec.goal == 'min' else 'higher'} is better)")
+        ax.set_title(f"{name}: quality against NFE")
+        if groups:
+            ax.legend(fontsize=7)
+        fig.tight_layout()
+        path = grid.out / f"quality_vs_nfe_{name}.png"
+        fig.savefig(path, dpi=110)
+        plt.close(fig)
+        paths.append(path)
+    for schedule in sorted({c["schedule"] for c in curves}):
+        fig, ax = plt.subplots(figsize=(6, 4))
+        for c in curves:
+            if c["schedule"] == schedule:
+                ax.plot(c["log_snr"], c["relative_mse"], marker=".",
+                        label=f"{c['domain']}/{c['target']}/{c['weighting']}")
+        ax.set_yscale("log")
+        ax.set_xlabel("log-SNR")
+        ax.set_ylabel("x0 MSE / E[x0^2] (EMA model, validation data)")
+        ax.set_title(f"schedule {schedule}: denoising error against log-SNR")
+        ax.legend(fontsize=7)
+        fig.tight_layout()
+        path = grid.out / f"loss_vs_logsnr_{schedule}.png"
+        fig.savefig(path, dpi=110)
+        plt.close(fig)
+        paths.append(path)
+    return paths
+
+
+def write_report(grid: Grid) -> dict[str, Any]:
+    """Write results.csv, results.json, results.md and the plots; returns a summary."""
+    rows = collect(grid)
+    curves = loss_curves(grid)
+    extra = sorted({k for r in rows for k in r if k.startswith("m.")})
+    with open(grid.out / "results.csv", "w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=BASE_COLUMNS + extra, restval="")
+        writer.writeheader()
+        writer.writerows(rows)
+    (grid.out / "results.json").write_text(json.dumps(
+        {"grid": grid.to_json(), "rows": rows, "loss_curves": curves}, indent=2, default=str))
+    (grid.out / "results.md").write_text(markdown(grid, rows))
+    paths = plots(grid, rows, curves)
+    counts = defaultdict(int)
+    for r in rows:
+        counts[r["status"]] += 1
+    return {"rows": len(rows), **counts, "plots": [str(p) for p in paths]}

@@ -1,0 +1,171 @@
+"""One training cell of a comparison, run in its own process.
+
+    python -m diffplat.compare.worker CELL_DIR
+
+``CELL_DIR/cell.json`` (written by the runner) holds the full training config, the sampling
+cells and the scoring settings. The worker trains (or resumes, or reuses a checkpoint), then
+measures the denoising error against log-SNR and scores every sampling cell, writing one JSON
+file per result, so an interrupted comparison resumes where it stopped. A failure is written
+down with its reason and never stops the other cells.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import sys
+import time
+import traceback
+from pathlib import Path
+from typing import Any
+
+import torch
+import yaml
+
+TRAIN_FILE = "train.json"
+LOSS_FILE = "loss_curve.json"
+#: log-SNR values at which the trained denoiser's error is measured (kept inside each
+#: schedule's own range)
+LOSS_LOG_SNR = [float(x) for x in range(-10, 11)]
+
+
+def _write(path: Path, obj: dict[str, Any]) -> None:
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(obj, indent=2, default=str))
+    tmp.replace(path)
+
+
+def _reason(err: BaseException) -> str:
+    text = str(err).strip().splitlines()
+    return f"{type(err).__name__}: {text[0] if text else ''}"[:500]
+
+
+def train(cell_dir: Path, spec: dict[str, Any]) -> Path:
+    """Train the cell's model (resuming an interrupted run); returns the checkpoint path."""
+    from diffplat.cli import main as cli_main
+
+    if spec.get("checkpoint"):
+        ckpt = Path(spec["checkpoint"])
+        if not ckpt.is_file():
+            raise FileNotFoundError(f"checkpoint to reuse not found: {ckpt}")
+        return ckpt
+    run_dir = cell_dir / "run"
+    ckpt = run_dir / "checkpoints" / "last.ckpt"
+    config = cell_dir / "config.yaml"
+    config.write_text(yaml.safe_dump(spec["config"], sort_keys=False))
+    args = ["fit", "-c", str(config)]
+    if ckpt.is_file():  # an interrupted training: resume exactly
+        args += ["--ckpt_path", str(ckpt)]
+    code = cli_main(args)
+    if code != 0:  # the CLI printed a one-line reason to stderr, which goes to worker.log
+        log = cell_dir / "worker.log"
+        lines = log.read_text(errors="replace").splitlines() if log.is_file() else []
+        said = [ln.split("error:", 1)[1].strip() for ln in lines
+                if ln.startswith("diffplat fit: error:")]
+        raise RuntimeError(said[-1] if said else
+                           f"training exited with status {code} (see {log})")
+    if not ckpt.is_file():
+        raise RuntimeError(f"training finished without writing {ckpt}")
+    return ckpt
+
+
+@torch.no_grad()
+def loss_curve(module, batches: int, seed: int) -> dict[str, Any]:
+    """Mean squared x0 error per degree of freedom of the EMA denoiser at fixed log-SNR
+    values, relative to E[x0^2] per degree of freedom (so 1 is "predicts the mean" when the
+    data is centred), on the first ``batches`` validation batches with fixed noise."""
+    from pytorch_lightning.utilities import move_data_to_device
+
+    domain, schedule = module.domain, module.schedule
+    lo, hi = schedule.log_snr_range()
+    lams = [lam for lam in LOSS_LOG_SNR if lo <= lam <= hi]
+    loader = module._eval_loader(domain.val_dataset())
+    err = {lam: 0.0 for lam in lams}
+    power, count = 0.0, 0
+    for i, batch in enumerate(loader):
+        if i >= batches:
+            break
+        batch = move_data_to_device(batch, module.device)
+        x0, cond, space = domain.unpack(batch)
+        dof = space.dof(x0).double()
+        power += float((space.sum(x0.double() ** 2) / dof).sum())
+        count += int(dof.numel())
+        gen = torch.Generator(device=module.device).manual_seed(seed * 7919 + i)
+        eps = space.sample_like(x0, gen)
+        for lam in lams:
+            t = schedule.t_from_log_snr(torch.full((space.batch_size(x0),), lam,
+                                                   device=x0.device))
+            a, s = schedule.alpha_sigma(t)
+            x_t = space.expand(a, x0) * x0 + space.expand(s, x0) * eps
+            x0_hat = module.ema_denoiser.predict(x_t, t, noise_space=space, **cond)[1]
+            err[lam] += float((space.sum((x0_hat - x0).double() ** 2) / dof).sum())
+    if count == 0:
+        raise ValueError("the validation split is empty: no loss curve")
+    scale = power / count
+    return {"log_snr": lams, "mse": [err[lam] / count for lam in lams],
+            "relative_mse": [err[lam] / count / scale for lam in lams],
+            "x0_power": scale, "examples": count}
+
+
+def score(module, cell: dict[str, Any], spec: dict[str, Any]) -> dict[str, Any]:
+    t0 = time.perf_counter()
+    opts = dict(spec.get("sampling") or {})
+    batch_size = opts.pop("batch_size", None)
+    samples, stats = module.generate(spec["num_samples"], sampler=cell["sampler"],
+                                     steps=cell["steps"], seed=spec["seed"],
+                                     batch_size=batch_size, **opts)
+    seconds = time.perf_counter() - t0
+    metrics = module.domain.metrics(samples, "test")
+    value = metrics.get(spec["metric"])
+    if value is None:
+        raise KeyError(f"metric {spec['metric']!r} not among the domain's metrics: "
+                       f"{', '.join(metrics)}")
+    if not math.isfinite(float(value)):
+        raise FloatingPointError(f"metric {spec['metric']} is {value}")
+    return {"status": "ok", "metrics": {k: float(v) for k, v in metrics.items()},
+            "nfe": stats["nfe"], "sample_seconds": round(seconds, 3)}
+
+
+def run(cell_dir: Path) -> int:
+    from diffplat.training.checkpoint import load_module
+
+    torch.set_flush_denormal(True)
+    spec = json.loads((cell_dir / "cell.json").read_text())
+    train_file = cell_dir / TRAIN_FILE
+    previous = json.loads(train_file.read_text()) if train_file.is_file() else {}
+    t0 = time.perf_counter()
+    try:
+        ckpt = train(cell_dir, spec) if previous.get("status") != "ok" else \
+            Path(previous["checkpoint"])
+        seconds = previous.get("seconds") or round(time.perf_counter() - t0, 1)
+        _write(train_file, {"status": "ok", "checkpoint": str(ckpt), "seconds": seconds})
+    except Exception as err:  # noqa: BLE001 - any failure is the cell's result
+        traceback.print_exc()
+        _write(train_file, {"status": "failed", "reason": _reason(err),
+                            "seconds": round(time.perf_counter() - t0, 1)})
+        return 0
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    module = load_module(ckpt, map_location=device).to(device)
+    module.domain.setup("validate")
+    if not (cell_dir / LOSS_FILE).is_file():
+        try:
+            _write(cell_dir / LOSS_FILE, loss_curve(module, spec["loss_curve_batches"],
+                                                     spec["seed"]))
+        except Exception as err:  # noqa: BLE001
+            traceback.print_exc()
+            _write(cell_dir / LOSS_FILE, {"status": "failed", "reason": _reason(err)})
+    for cell in spec["cells"]:
+        out = cell_dir / cell["file"]
+        if out.is_file() and json.loads(out.read_text()).get("status") == "ok":
+            continue
+        try:
+            result = score(module, cell, spec)
+        except Exception as err:  # noqa: BLE001
+            traceback.print_exc()
+            result = {"status": "failed", "reason": _reason(err)}
+        _write(out, {**cell, **result})
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(run(Path(sys.argv[1])))

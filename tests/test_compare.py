@@ -1,0 +1,107 @@
+"""``diffplat compare`` on a tiny toy grid: validation, results, failures, resume."""
+
+import csv
+import json
+from pathlib import Path
+
+import pytest
+import torch
+
+from diffplat.cli import main
+from diffplat.compare.grid import GridError, load_grid
+from diffplat.training.checkpoint import load_module
+from tests.helpers import write_config
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _grid(tmp: Path, domains: str, grid: str = "") -> Path:
+    path = tmp / "grid.yaml"
+    path.write_text(f"out: {tmp / 'out'}\nseed: 3\n{grid}\ndomains:\n{domains}")
+    return path
+
+
+def _toy(name: str, cfg: Path, extra: str = "") -> str:
+    return (f"  {name}:\n    config: {cfg}\n    num_samples: 200\n    metric: w2\n"
+            f"    goal: min\n{extra}")
+
+
+GRID = """grid:
+  schedule: [cosine]
+  target: [v]
+  weighting: [uniform]
+  sampler: [ddim, dpmpp_2m]
+  nfe: [3, 6]
+"""
+
+
+@pytest.mark.parametrize("bad, needle", [
+    ("sampler: [dpmpp_3m]", "unknown sampler 'dpmpp_3m'; valid names: ddim, ddpm"),
+    ("sampler: [adaptive]", "unknown sampler 'adaptive'"),
+    ("schedule: [cosin]", "unknown schedule 'cosin'; valid names: cosine, edm"),
+    ("weighting: [snr]", "unknown weighting 'snr'; valid names: edm, min_snr"),
+    ("nfe: [0]", "NFE must be positive"),
+    ("steps: [5]", "grid.steps is not an axis"),
+])
+def test_unknown_names_are_rejected_before_anything_runs(tmp_path, capsys, bad, needle):
+    cfg = write_config(tmp_path / "cfg.yaml", tmp_path / "run")
+    grid = _grid(tmp_path, _toy("toy", cfg), f"grid:\n  nfe: [3]\n  {bad}\n")
+    assert main(["compare", "-c", str(grid)]) != 0
+    err = capsys.readouterr().err
+    assert needle in err
+    assert not (tmp_path / "out").exists()
+    with pytest.raises(GridError):
+        load_grid(grid)
+
+
+def test_compare_scores_every_cell_records_failures_and_resumes(tmp_path, capsys):
+    good = write_config(tmp_path / "good.yaml", tmp_path / "unused", max_steps=30)
+    nan = write_config(tmp_path / "nan.yaml", tmp_path / "unused2", max_steps=30, extra="""
+  on_nonfinite: stop
+""")
+    # the second domain entry trains a backbone that turns NaN at its 3rd forward pass
+    text = nan.read_text().replace("class_path: domains.toy.MLPBackbone",
+                                   "class_path: tests.helpers.NaNBackbone")
+    nan.write_text(text.replace("      depth: 2", "      depth: 2\n      nan_from: 3"))
+    grid = _grid(tmp_path, _toy("toy", good) + _toy("broken", nan), GRID)
+
+    assert main(["compare", "-c", str(grid)]) == 1  # one model failed
+    out = tmp_path / "out"
+    with open(out / "results.csv") as f:
+        rows = list(csv.DictReader(f))
+    assert len(rows) == 2 * 2 * 2  # domains x samplers x NFE
+    ok = [r for r in rows if r["status"] == "ok"]
+    failed = [r for r in rows if r["status"] == "failed"]
+    assert {r["domain"] for r in ok} == {"toy"} and len(ok) == 4
+    assert {r["domain"] for r in failed} == {"broken"}
+    assert all(r["reason"].startswith("training: ") and "nan" in r["reason"].lower()
+               for r in failed)
+    for name in ("results.json", "results.md", "quality_vs_nfe_toy.png",
+                 "loss_vs_logsnr_cosine.png"):
+        assert (out / name).stat().st_size > 100
+    table = (out / "results.md").read_text()
+    assert "| cosine | v | uniform | ddim |" in table and "training:" in table
+
+    # each reported value is what the checkpoint gives when sampled and scored again
+    result = json.loads((out / "results.json").read_text())
+    row = next(r for r in result["rows"]
+               if r["domain"] == "toy" and r["sampler"] == "dpmpp_2m" and r["nfe"] == 6)
+    ckpt = next((out / "cells").glob("toy-cosine-v-uniform-*")) / "run/checkpoints/last.ckpt"
+    module = load_module(ckpt)
+    module.domain.setup("test")
+    samples, _ = module.generate(200, sampler="dpmpp_2m", steps=6, seed=3)
+    assert module.domain.metrics(samples)["w2"] == pytest.approx(row["value"], rel=1e-6)
+
+    # the loss curve is the EMA model's error: near 1 at low SNR, far below at high SNR
+    curve = result["loss_curves"][0]
+    assert curve["relative_mse"][0] > 0.5 and curve["relative_mse"][-1] < 0.2
+    assert torch.tensor(curve["log_snr"]).diff().gt(0).all()
+
+    # a rerun trains nothing and rewrites the same table
+    mtime = ckpt.stat().st_mtime_ns
+    capsys.readouterr()
+    assert main(["compare", "-c", str(grid)]) == 1
+    printed = capsys.readouterr().out
+    assert "2 models already done, 0 to run" in printed
+    assert ckpt.stat().st_mtime_ns == mtime
+    assert (out / "results.md").read_text() == table
