@@ -125,3 +125,29 @@ def test_collate_offsets_edges_and_stereocentres():
     assert b["chiral_sign"].tolist() == [gs[0].chiral[0, 4], gs[2].chiral[0, 4]]
     centred = b["x"][b["batch"] == 1]
     assert torch.allclose(centred.mean(0), torch.zeros(3), atol=1e-6)
+
+
+def test_domain_on_a_multi_conformer_sdf_with_etkdg_targets(tmp_path):
+    from domains.molecules.conformers.domain import ConformerDomain
+
+    writer = Chem.SDWriter(str(tmp_path / "set.sdf"))
+    counts = {}
+    for k, smiles in enumerate(["CCO", "N[C@@H](C)C=O", "ClCC#N", "OCC=O"]):
+        mol = from_smiles(smiles).mol
+        counts[Chem.MolToSmiles(mol)] = len(AllChem.EmbedMultipleConfs(mol, k + 1, randomSeed=2))
+        for cid in range(k + 1):
+            writer.write(Chem.Mol(mol, confId=cid))
+    writer.close()
+    domain = ConformerDomain(data_path=str(tmp_path / "set.sdf"), etkdg_targets=2)
+    domain.setup()
+    assert list(domain.vocabulary) == ["H", "C", "N", "O", "Cl"]   # from the data, by Z
+    train = domain.graphs("train")
+    assert len(train) + len(domain.graphs("test")) + len(domain.graphs("val")) == 4
+    for g in train:  # the file's conformers, then two ETKDG+MMFF targets
+        assert len(g.conformers) == counts[g.name] + 2
+    ds = domain.train_dataset()
+    assert len(ds) == sum(len(g.conformers) for g in train)
+    x, cond, space = domain.unpack(domain.collate([ds[i] for i in range(len(ds))]))
+    assert x.shape[1] == 3 and cond["node_attr"].shape[1] == node_dim(5)
+    # zero-CoM noise on positions only: (n - 1) x 3 degrees of freedom per item
+    assert space.dof(x).tolist() == [3 * (len(train[g]) - 1) for g, _ in ds.items]

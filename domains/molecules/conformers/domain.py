@@ -71,6 +71,8 @@ class ConformerDomain(Domain):
         self.splits: dict[str, list] | None = None
         self.skipped: dict[str, int] = {}
         self._pending: list | None = None  # graphs of the last prior(), read by decode()
+        self._targets_added = False
+        self._cache = None                 # the QM9 arrays, when data_path is a cache
         if self.elements:
             self.vocabulary = {s: i for i, s in enumerate(self.elements)}
         elif Path(data_path).suffix == ".npz":
@@ -80,35 +82,37 @@ class ConformerDomain(Domain):
 
     # -- data ---------------------------------------------------------------------------------
     def setup(self, stage: str = "fit") -> None:
+        """Check the data; SDF data is read at once, QM9 splits are built on first use
+        (``graphs``), so evaluating 200 test molecules does not build 100k training graphs."""
         if self.splits is not None:
             return
         path = Path(self.data_path)
         if not path.exists():
             hint = " (create it with `diffplat data prepare qm9`)" if path.suffix == ".npz" else ""
             raise FileNotFoundError(f"conformer data not found: {path}{hint}")
+        self.splits = {}
         if path.suffix == ".npz":
-            self._load_qm9(path)
+            from domains.molecules.qm9 import load_qm9
+
+            self._cache = load_qm9(path)
         else:
             self._load_sdf(path)
-        if self.etkdg_targets:
-            from domains.molecules.conformers.data import add_etkdg_targets
 
-            add_etkdg_targets(self.splits["train"], self.etkdg_targets, self.etkdg_mmff)
-        if not self.splits["train"]:
-            raise ValueError(f"{path}: no usable training molecules (skipped: {self.skipped})")
+    def _build(self, split: str) -> None:
+        from domains.molecules.conformers.data import add_etkdg_targets, qm9_graphs
 
-    def _load_qm9(self, path: Path) -> None:
-        from domains.molecules.conformers.data import qm9_graphs
-        from domains.molecules.qm9 import load_qm9
-
-        cache = load_qm9(path)
-        limits = {"train": self.max_train, "val": self.max_eval, "test": self.max_eval}
-        self.splits = {}
-        for split in SPLITS:
-            idx = cache.split_indices(split)
-            if limits[split] is not None:
-                idx = idx[: limits[split]]
-            self.splits[split] = qm9_graphs(cache, idx, self.vocabulary, self.skipped)
+        if split not in self.splits:  # QM9: DetermineBonds on the split's geometries
+            limit = self.max_train if split == "train" else self.max_eval
+            idx = self._cache.split_indices(split)
+            idx = idx if limit is None else idx[:limit]
+            self.splits[split] = qm9_graphs(self._cache, idx, self.vocabulary, self.skipped)
+        if split == "train" and not self._targets_added:
+            self._targets_added = True
+            if self.etkdg_targets:
+                add_etkdg_targets(self.splits["train"], self.etkdg_targets, self.etkdg_mmff)
+            if not self.splits["train"]:
+                raise ValueError(f"{self.data_path}: no usable training molecules (skipped: "
+                                 f"{self.skipped})")
 
     def _load_sdf(self, path: Path) -> None:
         from domains.molecules.conformers.data import sdf_graphs
@@ -140,9 +144,10 @@ class ConformerDomain(Domain):
 
     def graphs(self, split: str) -> list:
         """The molecules of a split, each a MolGraph with its reference conformers."""
-        self.setup()
         if split not in SPLITS:
             raise ValueError(f"split must be one of {SPLITS}, not {split!r}")
+        self.setup()
+        self._build(split)
         return self.splits[split]
 
     def _dataset(self, split: str):
