@@ -117,3 +117,22 @@ def test_stereo_agreement_follows_the_3d_geometry():
     assert out["stereo_match"] == pytest.approx(50.0) and out["stereo_molecules"] == 1
     failed = ensemble_metrics([mol], [confs], [[]], 0.5)
     assert failed["failed"] == 1 and failed["molecules"] == 0
+
+
+def test_etkdg_baseline_gives_distinct_conformers_for_seed_zero():
+    """RDKit's randomSeed=0 makes all conformers identical; the baseline avoids it."""
+    from domains.molecules.conformers.baseline import rdkit_conformers
+
+    mol = Chem.AddHs(Chem.MolFromSmiles("CCCCO"))
+    p = AllChem.ETKDGv3()
+    p.randomSeed = 0
+    quirk = Chem.Mol(mol)
+    ids = list(AllChem.EmbedMultipleConfs(quirk, 3, p))
+    same = rmsd_matrix(quirk, [quirk.GetConformer(ids[0]).GetPositions()],
+                       [quirk.GetConformer(i).GetPositions() for i in ids])
+    confs = rdkit_conformers(mol, 3, seed=0)
+    r = rmsd_matrix(mol, confs[:1], confs)
+    assert len(confs) == 3 and r[0, 1:].min() > 0.05
+    if same.max() < 1e-6:  # the quirk is present in this RDKit version
+        assert r.max() > same.max()
+    assert np.allclose(confs[1], rdkit_conformers(mol, 3, seed=0)[1])  # reproducible

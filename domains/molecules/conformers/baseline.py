@@ -16,7 +16,7 @@ def rdkit_conformers(mol: Chem.Mol, num: int, mmff: bool = False, seed: int = 0,
         mol: molecule with explicit hydrogens; existing conformers are ignored.
         num: conformers to embed.
         mmff: relax each with MMFF94 (up to 2000 iterations) when MMFF has parameters.
-        seed: ETKDG random seed (reproducible output).
+        seed: random seed >= 0 (reproducible output; passed to RDKit as seed + 1).
         max_attempts: ETKDG's maxIterations (0: RDKit's default).
 
     Returns:
@@ -26,7 +26,10 @@ def rdkit_conformers(mol: Chem.Mol, num: int, mmff: bool = False, seed: int = 0,
     m = Chem.Mol(mol)
     m.RemoveAllConformers()
     params = AllChem.ETKDGv3()
-    params.randomSeed = int(seed)
+    # RDKit quirk: randomSeed 0 gives every conformer of EmbedMultipleConfs the same
+    # coordinates (seen with RDKit 2026.09; tests/test_conformers_metrics.py), so seeds are
+    # shifted by one; -1 (RDKit's "random") is never passed
+    params.randomSeed = int(seed) + 1
     params.pruneRmsThresh = -1.0
     if max_attempts:
         params.maxIterations = int(max_attempts)

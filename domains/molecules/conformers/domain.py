@@ -69,7 +69,8 @@ class ConformerDomain(Domain):
         self.etkdg_targets, self.etkdg_mmff = etkdg_targets, etkdg_mmff
         self.delta, self.sample_split = delta, sample_split
         self.splits: dict[str, list] | None = None
-        self.skipped: dict[str, int] = {}
+        #: molecules left out, per QM9 split (or SDF path), per reason: {"test": {"bonds": 3}}
+        self.skipped: dict[str, dict[str, int]] = {}
         self._pending: list | None = None  # graphs of the last prior(), read by decode()
         self._targets_added = False
         self._cache = None                 # the QM9 arrays, when data_path is a cache
@@ -105,7 +106,8 @@ class ConformerDomain(Domain):
             limit = self.max_train if split == "train" else self.max_eval
             idx = self._cache.split_indices(split)
             idx = idx if limit is None else idx[:limit]
-            self.splits[split] = qm9_graphs(self._cache, idx, self.vocabulary, self.skipped)
+            self.splits[split] = qm9_graphs(self._cache, idx, self.vocabulary,
+                                            self.skipped.setdefault(split, {}))
         if split == "train" and not self._targets_added:
             self._targets_added = True
             if self.etkdg_targets:
@@ -117,7 +119,8 @@ class ConformerDomain(Domain):
     def _load_sdf(self, path: Path) -> None:
         from domains.molecules.conformers.data import sdf_graphs
 
-        graphs = sdf_graphs(path, self.vocabulary, self.skip_bad, self.skipped, self.group_by)
+        graphs = sdf_graphs(path, self.vocabulary, self.skip_bad,
+                            self.skipped.setdefault(str(path), {}), self.group_by)
         if self.vocabulary is None:
             present = {}
             for g in graphs:
