@@ -105,6 +105,18 @@ def test_bad_inputs_are_reported_and_the_rest_written(ckpt, tmp_path, capsys):
     assert "2 of 3 molecule(s) failed" in err
     recs = _records(out)
     assert len(recs) == 2 and all(r.GetProp("_Name") == "CCO" for r in recs)
+    # SDF input: a record RDKit cannot read and one outside the vocabulary, between good ones
+    good = Chem.MolToMolBlock(Chem.AddHs(Chem.MolFromSmiles("CC=O")))
+    bad = "broken\n  nonsense\n\n  3 x\nM  END\n"
+    chloro = Chem.MolToMolBlock(Chem.AddHs(Chem.MolFromSmiles("CCl")))
+    (tmp_path / "in.sdf").write_text("$$$$\n".join([good, bad, chloro, good]) + "$$$$\n")
+    rc = main(["conformers", "--ckpt", ckpt, "--sdf", str(tmp_path / "in.sdf"), "-n", "1",
+               "--steps", "3", "--out", str(tmp_path / "sdf.sdf")])
+    err = capsys.readouterr().err
+    assert rc == 1
+    assert "molecule 2 (in.sdf record 2): RDKit cannot parse or sanitise this record" in err
+    assert "molecule 3 (in.sdf record 3): element: element(s) Cl outside" in err
+    assert len(_records(tmp_path / "sdf.sdf")) == 2
 
 
 def test_rdkit_baseline_same_interface_and_embedding_failure(tmp_path, capsys):
@@ -133,8 +145,11 @@ def test_evaluate_conformers_writes_model_and_rdkit_rows(ckpt, tmp_path, capsys)
     assert rc == 0
     info = json.loads((out / "metrics.json").read_text())
     assert info["num_mols"] == 3 and info["delta"] == 0.5 and len(info["rows"]) == 2
-    for row in info["rows"].values():
-        assert row["molecules"] + row["failed"] == 3
+    rows = list(info["rows"].values())
+    # both rows are scored on the molecules both methods handled
+    assert info["scored"] == 3 - sum(r["failed"] for r in rows)
+    for row in rows:
+        assert row["molecules"] == info["scored"]
         assert 0 <= row["cov_r_mean"] <= 100 and row["mat_r_mean"] >= 0
         assert row["conformers"] == 2 * row["molecules"]  # 2K for K = 1 QM9 reference
     rdkit = next(v for k, v in info["rows"].items() if k.startswith("RDKit"))

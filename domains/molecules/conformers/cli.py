@@ -130,7 +130,7 @@ COLUMNS = [("cov_r_mean", "COV-R mean (%)"), ("cov_r_median", "COV-R median (%)"
            ("cov_p_mean", "COV-P mean (%)"), ("cov_p_median", "COV-P median (%)"),
            ("mat_p_mean", "MAT-P mean (A)"), ("mat_p_median", "MAT-P median (A)"),
            ("stereo_match", "stereo match (%)"), ("ms_per_conformer", "ms / conformer"),
-           ("molecules", "molecules"), ("failed", "failed")]
+           ("molecules", "molecules scored"), ("failed", "failed")]
 
 
 def markdown_table(rows: dict[str, dict[str, Any]]) -> str:
@@ -178,7 +178,7 @@ def evaluate_main(argv: list[str]) -> int:
 
     mols = [g.mol for g in graphs]
     refs = [g.conformers for g in graphs]
-    rows: dict[str, dict[str, Any]] = {}
+    made: dict[str, tuple[list, float]] = {}  # method -> (conformers per molecule, seconds)
     if module is not None:
         from domains.molecules.conformers.sample import model_conformers
 
@@ -190,27 +190,35 @@ def evaluate_main(argv: list[str]) -> int:
                                    args.steps, args.seed, args.max_atoms, device)
             for i, c in zip(idx, out):
                 gens[i] = c
-        seconds = time.perf_counter() - t0
-        row = ensemble_metrics(mols, refs, gens, delta)
-        row["ms_per_conformer"] = 1000 * seconds / max(row["conformers"], 1)
         steps = args.steps or module.hparams.sample_steps
-        rows[f"model ({args.sampler or module.hparams.sampler}, {steps} steps)"] = row
+        name = f"model ({args.sampler or module.hparams.sampler}, {steps} steps)"
+        made[name] = (gens, time.perf_counter() - t0)
     if args.baseline:
         from domains.molecules.conformers.baseline import rdkit_conformers
 
         t0 = time.perf_counter()
         gens = [rdkit_conformers(m, 2 * len(r), args.mmff, args.seed)
                 for m, r in zip(mols, refs)]
-        seconds = time.perf_counter() - t0
-        row = ensemble_metrics(mols, refs, gens, delta)
-        row["ms_per_conformer"] = 1000 * seconds / max(row["conformers"], 1)
-        rows["RDKit ETKDGv3" + (" + MMFF" if args.mmff else "")] = row
+        made["RDKit ETKDGv3" + (" + MMFF" if args.mmff else "")] = (
+            gens, time.perf_counter() - t0)
+    # like with like: every row is scored on the molecules every method produced conformers
+    # for; each method's own failures are counted in its ``failed`` column
+    common = [i for i in range(len(graphs)) if all(len(g[i]) for g, _ in made.values())]
+    rows: dict[str, dict[str, Any]] = {}
+    for name, (gens, seconds) in made.items():
+        row = ensemble_metrics([mols[i] for i in common], [refs[i] for i in common],
+                               [gens[i] for i in common], delta)
+        row["failed"] = sum(1 for g in gens if not len(g))
+        row["ms_per_conformer"] = 1000 * seconds / max(sum(len(g) for g in gens), 1)
+        rows[name] = row
     table = markdown_table(rows)
-    print(f"conformers: {len(graphs)} {split} molecules, delta {delta} A, device {device}")
+    print(f"conformers: {len(graphs)} {split} molecules ({len(common)} handled by every "
+          f"method, scored), delta {delta} A, device {device}")
     print(table)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    info = {"rows": rows, "split": split, "num_mols": len(graphs), "delta": delta,
+    info = {"rows": rows, "split": split, "num_mols": len(graphs), "scored": len(common),
+            "delta": delta,
             "ckpt": args.ckpt, "device": device, "cpu": platform.processor() or
             platform.machine(), "skipped_graphs": domain.skipped,
             "date": time.strftime("%Y-%m-%d")}
