@@ -40,7 +40,9 @@ class ConformerDomain(Domain):
             folder of SDF files with several conformers per molecule (split 90/5/5 by
             molecule with ``split_seed``).
         elements: element vocabulary of the node one-hot; default H C N O F for QM9, the
-            elements present for SDF data. The CLI rejects molecules outside it.
+            elements present for SDF data (then a checkpoint needs the data at inference
+            to rebuild it: give ``elements`` to make it self-contained). The CLI rejects
+            molecules outside it.
         max_train, max_eval: keep only the first molecules of the training / evaluation
             splits (QM9 order; for CPU runs).
         split_seed: seed of the SDF split.
