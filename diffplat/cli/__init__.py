@@ -5,6 +5,7 @@
     diffplat evaluate (--ckpt CKPT | --samples DIR) ...       score samples or the data
     diffplat export --ckpt CKPT --out DIR                      safetensors + config
     diffplat data prepare|info DOMAIN ...                      build / describe datasets
+    diffplat conformers (--ckpt CKPT | --baseline rdkit) ...   conformers of given molecules
     diffplat compare -c GRID                                   schedules x samplers across domains
 """
 
@@ -56,9 +57,11 @@ def main(argv: list[str] | None = None) -> int:
             from diffplat.cli.data import main as sub
         elif cmd == "compare":
             from diffplat.cli.compare import main as sub
+        elif cmd == "conformers":
+            from diffplat.cli.conformers import main as sub
         else:
             return _error(cmd, f"unknown command {cmd!r}; commands: fit, validate, test, "
-                               "sample, evaluate, export, data, compare", 2)
+                               "sample, evaluate, export, data, compare, conformers", 2)
         return sub(rest)
     except ArgumentError as err:
         return _error(cmd, _config_message(err), 2)

@@ -52,6 +52,10 @@ def print_table(metrics: dict[str, float], title: str) -> None:
 
 
 def main(argv: list[str]) -> int:
+    if argv and argv[0] == "conformers":
+        from diffplat.cli.conformers import evaluate
+
+        return evaluate(argv[1:])
     p = argparse.ArgumentParser(
         prog="diffplat evaluate",
         description="Score samples with the domain's metrics. Either sample from --ckpt "

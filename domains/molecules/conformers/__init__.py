@@ -1,0 +1,1 @@
+"""Graph-conditioned conformer generation (docs/conformers.md)."""

@@ -1,0 +1,228 @@
+"""``diffplat conformers`` and ``diffplat evaluate conformers`` (the core's CLI dispatches
+here lazily, so the core never imports RDKit)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+BASELINES = ("rdkit",)
+
+
+def _add_generation_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--ckpt", help="a conformer model checkpoint (.ckpt or export folder)")
+    p.add_argument("--baseline", choices=BASELINES,
+                   help="use RDKit's ETKDGv3 instead of (or, for evaluate, beside) a model")
+    p.add_argument("--mmff", action="store_true", help="with --baseline rdkit: relax each "
+                                                       "conformer with MMFF94")
+    p.add_argument("--sampler", default=None, help="core sampler (default: the model's)")
+    p.add_argument("--steps", type=int, default=None, help="sampler steps (default: the "
+                                                           "model's)")
+    p.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
+    p.add_argument("--max-atoms", type=int, default=20000,
+                   help="atoms per sampler batch (default 20000)")
+    p.add_argument("--device", default=None, help="cpu or cuda (default: cuda if available)")
+
+
+def _device(args) -> str:
+    import torch
+
+    return args.device or ("cuda" if torch.cuda.is_available() else "cpu")
+
+
+def _load(ckpt: str, device: str):
+    from diffplat.training.checkpoint import load_module
+    from domains.molecules.conformers.domain import ConformerDomain
+
+    module = load_module(ckpt, map_location=device).to(device)
+    if not isinstance(module.domain, ConformerDomain):
+        raise ValueError(f"{ckpt} is a {module.domain.name!r} model, not a conformer model")
+    if module.domain.vocabulary is None:  # SDF-trained without `elements`: read the data
+        module.domain.setup()
+    return module
+
+
+def conformers_main(argv: list[str]) -> int:
+    p = argparse.ArgumentParser(
+        prog="diffplat conformers",
+        description="Generate conformers of given molecules (SMILES and/or SDF records) with "
+                    "a trained model (--ckpt) or RDKit's ETKDG (--baseline rdkit), written to "
+                    "one multi-conformer SDF in the input's atom order with hydrogens. "
+                    "Molecules that fail are reported with the reason; the others are still "
+                    "written, and the exit status is 1.")
+    _add_generation_args(p)
+    p.add_argument("--smiles", action="append", default=[], metavar="SMILES",
+                   help="an input molecule (repeatable); hydrogens are added if absent")
+    p.add_argument("--sdf", help="an SDF file of input molecules (one per record)")
+    p.add_argument("-n", "--num", type=int, default=10, help="conformers per molecule")
+    p.add_argument("--out", required=True, help="output SDF file")
+    args = p.parse_args(argv)
+    if bool(args.ckpt) == bool(args.baseline):
+        p.error("give exactly one of --ckpt or --baseline rdkit")
+    if args.num < 1:
+        p.error(f"-n must be >= 1, got {args.num}")
+    from domains.molecules.conformers.graph import GraphError, mol_to_graph
+    from domains.molecules.conformers.io import read_inputs, write_conformers
+
+    inputs = read_inputs(args.smiles, args.sdf)
+    failures = [(k, m.name, m.error) for k, m in enumerate(inputs) if m.error]
+    ok = [k for k, m in enumerate(inputs) if not m.error]
+    results: dict[int, list] = {}
+    t0 = time.perf_counter()
+    if args.ckpt:
+        device = _device(args)
+        module = _load(args.ckpt, device)
+        graphs = {}
+        for k in ok:
+            try:
+                graphs[k] = mol_to_graph(inputs[k].mol, module.domain.vocabulary,
+                                         inputs[k].name)
+            except GraphError as err:
+                failures.append((k, inputs[k].name, str(err)))
+        from domains.molecules.conformers.sample import model_conformers
+
+        t0 = time.perf_counter()
+        confs = model_conformers(module, list(graphs.values()), args.num, args.sampler,
+                                 args.steps, args.seed, args.max_atoms, device)
+        results = dict(zip(graphs, confs))
+        how = f"model {args.ckpt} on {device}"
+    else:
+        from domains.molecules.conformers.baseline import rdkit_conformers
+
+        for k in ok:
+            confs = rdkit_conformers(inputs[k].mol, args.num, args.mmff, args.seed)
+            if confs:
+                results[k] = confs
+            else:
+                failures.append((k, inputs[k].name, "RDKit could not embed this molecule"))
+        how = "RDKit ETKDGv3" + (" + MMFF94" if args.mmff else "")
+    seconds = time.perf_counter() - t0
+    written = sorted(results)
+    n_confs = sum(len(results[k]) for k in written)
+    if written:
+        write_conformers(args.out, [(inputs[k].mol, inputs[k].name, results[k])
+                                    for k in written])
+        print(f"wrote {n_confs} conformers of {len(written)} molecule(s) to {args.out} "
+              f"({how}; {seconds:.2f} s, {1000 * seconds / max(n_confs, 1):.1f} ms per "
+              "conformer)")
+    for k, name, reason in sorted(failures):
+        print(f"diffplat conformers: molecule {k + 1} ({name}): {reason}", file=sys.stderr)
+    if failures:
+        print(f"diffplat conformers: {len(failures)} of {len(inputs)} molecule(s) failed",
+              file=sys.stderr)
+        return 1
+    return 0
+
+
+def _domain_from_config(path: str):
+    from diffplat.cli.evaluate import _domain_from_config as load
+
+    return load(Path(path))
+
+
+COLUMNS = [("cov_r_mean", "COV-R mean (%)"), ("cov_r_median", "COV-R median (%)"),
+           ("mat_r_mean", "MAT-R mean (A)"), ("mat_r_median", "MAT-R median (A)"),
+           ("cov_p_mean", "COV-P mean (%)"), ("cov_p_median", "COV-P median (%)"),
+           ("mat_p_mean", "MAT-P mean (A)"), ("mat_p_median", "MAT-P median (A)"),
+           ("stereo_match", "stereo match (%)"), ("ms_per_conformer", "ms / conformer"),
+           ("molecules", "molecules scored"), ("failed", "failed")]
+
+
+def markdown_table(rows: dict[str, dict[str, Any]]) -> str:
+    """The metrics rows as a markdown table (one row per method)."""
+    head = "| method | " + " | ".join(c for _, c in COLUMNS) + " |"
+    lines = [head, "|---|" + "---:|" * len(COLUMNS)]
+    for name, row in rows.items():
+        cells = []
+        for key, _ in COLUMNS:
+            v = row.get(key)
+            cells.append(f"{v:.3f}" if isinstance(v, float) and key.startswith("mat") else
+                         f"{v:.1f}" if isinstance(v, float) else str(v))
+        lines.append(f"| {name} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def evaluate_main(argv: list[str]) -> int:
+    p = argparse.ArgumentParser(
+        prog="diffplat evaluate conformers",
+        description="COV-R/MAT-R/COV-P/MAT-P (mean and median, heavy-atom symmetry-aware "
+                    "RMSD) and stereo agreement on a split's molecules, 2K conformers for K "
+                    "references, for a model (--ckpt) and/or RDKit ETKDG (--baseline rdkit) "
+                    "on the same molecules. Prints the table and writes metrics.json and "
+                    "metrics.md to --out.")
+    _add_generation_args(p)
+    p.add_argument("--config", "-c", help="without --ckpt: take the data from this config")
+    p.add_argument("--split", default="test", help="split to evaluate (default test)")
+    p.add_argument("--num-mols", type=int, default=200, help="molecules (default 200)")
+    p.add_argument("--delta", type=float, default=None,
+                   help="coverage threshold in A (default: the domain's, 0.5 for QM9)")
+    p.add_argument("--out", default="conformer-eval", help="output folder")
+    args = p.parse_args(argv)
+    if not args.ckpt and not args.baseline:
+        p.error("give --ckpt and/or --baseline rdkit")
+    if not args.ckpt and not args.config:
+        p.error("--baseline without --ckpt needs --config (which data to evaluate on)")
+    device = _device(args)
+    module = _load(args.ckpt, device) if args.ckpt else None
+    domain = module.domain if module else _domain_from_config(args.config)
+    split = "val" if args.split == "valid" else args.split
+    order = domain.order(split)[: args.num_mols]
+    graphs = [domain.graphs(split)[i] for i in order]
+    delta = args.delta if args.delta is not None else domain.delta
+    from domains.molecules.conformers.metrics import ensemble_metrics
+
+    mols = [g.mol for g in graphs]
+    refs = [g.conformers for g in graphs]
+    made: dict[str, tuple[list, float]] = {}  # method -> (conformers per molecule, seconds)
+    if module is not None:
+        from domains.molecules.conformers.sample import model_conformers
+
+        gens: list = [None] * len(graphs)
+        t0 = time.perf_counter()
+        for k in sorted({len(r) for r in refs}):  # 2K conformers for K references
+            idx = [i for i, r in enumerate(refs) if len(r) == k]
+            out = model_conformers(module, [graphs[i] for i in idx], 2 * k, args.sampler,
+                                   args.steps, args.seed, args.max_atoms, device)
+            for i, c in zip(idx, out):
+                gens[i] = c
+        steps = args.steps or module.hparams.sample_steps
+        name = f"model ({args.sampler or module.hparams.sampler}, {steps} steps)"
+        made[name] = (gens, time.perf_counter() - t0)
+    if args.baseline:
+        from domains.molecules.conformers.baseline import rdkit_conformers
+
+        t0 = time.perf_counter()
+        gens = [rdkit_conformers(m, 2 * len(r), args.mmff, args.seed)
+                for m, r in zip(mols, refs)]
+        made["RDKit ETKDGv3" + (" + MMFF" if args.mmff else "")] = (
+            gens, time.perf_counter() - t0)
+    # like with like: every row is scored on the molecules every method produced conformers
+    # for; each method's own failures are counted in its ``failed`` column
+    common = [i for i in range(len(graphs)) if all(len(g[i]) for g, _ in made.values())]
+    rows: dict[str, dict[str, Any]] = {}
+    for name, (gens, seconds) in made.items():
+        row = ensemble_metrics([mols[i] for i in common], [refs[i] for i in common],
+                               [gens[i] for i in common], delta)
+        row["failed"] = sum(1 for g in gens if not len(g))
+        row["ms_per_conformer"] = 1000 * seconds / max(sum(len(g) for g in gens), 1)
+        rows[name] = row
+    table = markdown_table(rows)
+    print(f"conformers: {len(graphs)} {split} molecules ({len(common)} handled by every "
+          f"method, scored), delta {delta} A, device {device}")
+    print(table)
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    info = {"rows": rows, "split": split, "num_mols": len(graphs), "scored": len(common),
+            "delta": delta,
+            "ckpt": args.ckpt, "device": device, "cpu": platform.processor() or
+            platform.machine(), "skipped_graphs": domain.skipped,
+            "date": time.strftime("%Y-%m-%d")}
+    (out / "metrics.json").write_text(json.dumps(info, indent=2, default=str))
+    (out / "metrics.md").write_text(table + "\n")
+    print(f"wrote {out / 'metrics.json'}, {out / 'metrics.md'}")
+    return 0

@@ -1,0 +1,261 @@
+"""Graph-conditioned conformer generation as a Domain: diffusion over coordinates only.
+
+The diffusion tensor of a batch is [N_atoms, 3], the centred positions of every molecule; the
+graph (atoms, charges, bonds, aromaticity, stereo tags) is the condition and never noised.
+Noise is ``diffplat.noise.ZeroCoMGaussian`` with no feature columns, so a molecule of n
+atoms has (n - 1) x 3 degrees of freedom and every core schedule and sampler applies.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from diffplat.domain import Domain
+from diffplat.noise import ZeroCoMGaussian
+from domains.molecules.features import QM9_ELEMENTS
+
+SPLITS = ("train", "val", "test")
+
+
+@dataclass
+class Conformer:
+    """One generated (or reference) conformer: the molecule's graph and [n, 3] positions."""
+
+    graph: Any          # domains.molecules.conformers.graph.MolGraph
+    positions: np.ndarray
+
+
+class ConformerDomain(Domain):
+    """Conformers of given molecular graphs (hydrogens explicit).
+
+    Args:
+        data_path: the QM9 cache (``.npz``, from ``diffplat data prepare qm9``; one DFT
+            geometry per molecule, EDM's split, bonds from DetermineBonds), or an SDF file or
+            folder of SDF files with several conformers per molecule (split 90/5/5 by
+            molecule with ``split_seed``).
+        elements: element vocabulary of the node one-hot; default H C N O F for QM9, the
+            elements present for SDF data (then a checkpoint needs the data at inference
+            to rebuild it: give ``elements`` to make it self-contained). The CLI rejects
+            molecules outside it.
+        max_train, max_eval: keep only the first molecules of the training / evaluation
+            splits (QM9 order; for CPU runs).
+        split_seed: seed of the SDF split.
+        skip_bad: skip unreadable SDF records (counted) instead of stopping.
+        group_by: group SDF records into molecules by ``"smiles"`` or ``"name"``.
+        etkdg_targets: add this many ETKDG conformers per training molecule as extra
+            targets (0: none); relaxed with MMFF94 when ``etkdg_mmff``.
+        delta: coverage threshold of the validation metrics, in Angstrom (QM9: 0.5).
+        sample_split: split whose molecules ``prior`` samples for (validation sampling).
+    """
+
+    name = "conformers"
+    default_data_dir = "data/qm9"
+
+    def __init__(self, data_path: str = "data/qm9/qm9.npz", elements: list[str] | None = None,
+                 max_train: int | None = None, max_eval: int | None = None,
+                 split_seed: int = 0, skip_bad: bool = False, group_by: str = "smiles",
+                 etkdg_targets: int = 0, etkdg_mmff: bool = True, delta: float = 0.5,
+                 sample_split: str = "val"):
+        if sample_split not in SPLITS:
+            raise ValueError(f"sample_split must be one of {SPLITS}, not {sample_split!r}")
+        self.data_path = data_path
+        self.elements = list(elements) if elements else None
+        self.max_train, self.max_eval = max_train, max_eval
+        self.split_seed, self.skip_bad, self.group_by = split_seed, skip_bad, group_by
+        self.etkdg_targets, self.etkdg_mmff = etkdg_targets, etkdg_mmff
+        self.delta, self.sample_split = delta, sample_split
+        self.splits: dict[str, list] | None = None
+        #: molecules left out, per QM9 split (or SDF path), per reason: {"test": {"bonds": 3}}
+        self.skipped: dict[str, dict[str, int]] = {}
+        self._pending: list | None = None  # graphs of the last prior(), read by decode()
+        self._targets_added = False
+        self._cache = None                 # the QM9 arrays, when data_path is a cache
+        if self.elements:
+            self.vocabulary = {s: i for i, s in enumerate(self.elements)}
+        elif Path(data_path).suffix == ".npz":
+            self.vocabulary = {s: i for i, s in enumerate(QM9_ELEMENTS)}
+        else:
+            self.vocabulary = None  # from the data, at setup
+
+    # -- data ---------------------------------------------------------------------------------
+    def setup(self, stage: str = "fit") -> None:
+        """Check the data; SDF data is read at once, QM9 splits are built on first use
+        (``graphs``), so evaluating 200 test molecules does not build 100k training graphs."""
+        if self.splits is not None:
+            return
+        path = Path(self.data_path)
+        if not path.exists():
+            hint = " (create it with `diffplat data prepare qm9`)" if path.suffix == ".npz" else ""
+            raise FileNotFoundError(f"conformer data not found: {path}{hint}")
+        self.splits = {}
+        if path.suffix == ".npz":
+            from domains.molecules.qm9 import load_qm9
+
+            self._cache = load_qm9(path)
+        else:
+            self._load_sdf(path)
+
+    def _build(self, split: str) -> None:
+        from domains.molecules.conformers.data import add_etkdg_targets, qm9_graphs
+
+        if split not in self.splits:  # QM9: DetermineBonds on the split's geometries
+            limit = self.max_train if split == "train" else self.max_eval
+            idx = self._cache.split_indices(split)
+            idx = idx if limit is None else idx[:limit]
+            self.splits[split] = qm9_graphs(self._cache, idx, self.vocabulary,
+                                            self.skipped.setdefault(split, {}))
+        if split == "train" and not self._targets_added:
+            self._targets_added = True
+            if self.etkdg_targets:
+                add_etkdg_targets(self.splits["train"], self.etkdg_targets, self.etkdg_mmff)
+            if not self.splits["train"]:
+                raise ValueError(f"{self.data_path}: no usable training molecules (skipped: "
+                                 f"{self.skipped})")
+
+    def _load_sdf(self, path: Path) -> None:
+        from domains.molecules.conformers.data import sdf_graphs
+
+        graphs = sdf_graphs(path, self.vocabulary, self.skip_bad,
+                            self.skipped.setdefault(str(path), {}), self.group_by)
+        if self.vocabulary is None:
+            present = {}
+            for g in graphs:
+                for a in g.mol.GetAtoms():
+                    present[a.GetSymbol()] = a.GetAtomicNum()
+            self.vocabulary = {s: i for i, s in enumerate(sorted(present, key=present.get))}
+        perm = torch.randperm(len(graphs), generator=torch.Generator().manual_seed(
+            self.split_seed)).tolist()
+        n_eval = max(1, len(graphs) // 20) if len(graphs) >= 3 else 0
+        parts = {"train": perm[2 * n_eval:], "val": perm[:n_eval],
+                 "test": perm[n_eval:2 * n_eval]}
+        if n_eval == 0:  # too few molecules to split: evaluate on the training molecules
+            parts = {"train": perm, "val": perm, "test": perm}
+        self.splits = {k: [graphs[i] for i in v] for k, v in parts.items()}
+        if self.max_train is not None:
+            self.splits["train"] = self.splits["train"][: self.max_train]
+        if self.max_eval is not None:
+            for k in ("val", "test"):
+                self.splits[k] = self.splits[k][: self.max_eval]
+
+    @property
+    def num_elements(self) -> int:
+        return len(self.vocabulary)
+
+    def graphs(self, split: str) -> list:
+        """The molecules of a split, each a MolGraph with its reference conformers."""
+        if split not in SPLITS:
+            raise ValueError(f"split must be one of {SPLITS}, not {split!r}")
+        self.setup()
+        self._build(split)
+        return self.splits[split]
+
+    def _dataset(self, split: str):
+        from domains.molecules.conformers.data import ConformerDataset
+
+        return ConformerDataset(self.graphs(split), self.num_elements,
+                                first_only=split != "train")
+
+    def train_dataset(self):
+        return self._dataset("train")
+
+    def val_dataset(self):
+        return self._dataset("val")
+
+    def test_dataset(self):
+        return self._dataset("test")
+
+    def collate(self, items):
+        from domains.molecules.conformers.data import collate
+
+        return collate(items)
+
+    def unpack(self, batch: dict[str, Any]):
+        cond = {k: v for k, v in batch.items() if k != "x"}
+        return batch["x"], cond, ZeroCoMGaussian(batch["batch"], batch["num_graphs"])
+
+    # -- sampling -----------------------------------------------------------------------------
+    def batch_for(self, graphs: list, generator: torch.Generator, device: Any = "cpu"):
+        """Noise, backbone kwargs and noise space to sample one conformer of each graph."""
+        from domains.molecules.conformers.data import collate, encode
+
+        batch = collate([encode(g, np.zeros((len(g), 3)), self.num_elements) for g in graphs])
+        batch = {k: v.to(device) if isinstance(v, Tensor) else v for k, v in batch.items()}
+        x, cond, space = self.unpack(batch)
+        noise = space.sample_like(torch.empty_like(x), generator)
+        return noise, cond, space
+
+    def order(self, split: str) -> list[int]:
+        """A fixed random order of a split's molecules (seed 0), used to pick molecules."""
+        n = len(self.graphs(split))
+        return torch.randperm(n, generator=torch.Generator().manual_seed(0)).tolist()
+
+    def prior(self, num: int, generator: torch.Generator, device: Any = "cpu",
+              split: str | None = None, copies: int = 1):
+        """One conformer for each of ``num / copies`` molecules of ``split`` (default
+        ``sample_split``), taken in the order of ``order(split)``, ``copies`` each."""
+        split = split or self.sample_split
+        order = self.order(split)
+        if num % copies or num // copies > len(order):
+            raise ValueError(f"num={num} must be a multiple of copies={copies} and at most "
+                             f"{len(order) * copies} for the {split} split")
+        graphs = [self.graphs(split)[i] for i in order[: num // copies] for _ in range(copies)]
+        self._pending = graphs
+        return self.batch_for(graphs, generator, device)
+
+    def decode(self, x0: Tensor, cond: dict[str, Any]) -> list[Conformer]:
+        if self._pending is None or len(self._pending) != cond["num_graphs"]:
+            raise ValueError("decode() needs the graphs of the preceding prior() call")
+        pos = x0.detach().cpu().double().numpy()
+        batch = cond["batch"].cpu().numpy()
+        out = [Conformer(g, pos[batch == k]) for k, g in enumerate(self._pending)]
+        self._pending = None
+        return out
+
+    # -- scoring and output -------------------------------------------------------------------
+    def reference(self, num: int, split: str = "test") -> list[Conformer]:
+        order = self.order(split)[:num]
+        return [Conformer(self.graphs(split)[i], self.graphs(split)[i].conformers[0])
+                for i in order]
+
+    def metrics(self, samples: list[Conformer], split: str = "test") -> dict[str, float]:
+        """COV/MAT (at ``delta``) and stereo agreement of samples against their molecules'
+        reference conformers (samples of one molecule are pooled)."""
+        from domains.molecules.conformers.metrics import ensemble_metrics
+
+        groups: dict[int, list[Conformer]] = {}
+        for s in samples:
+            groups.setdefault(id(s.graph), []).append(s)
+        graphs = [g[0].graph for g in groups.values()]
+        return ensemble_metrics([g.mol for g in graphs], [g.conformers for g in graphs],
+                                [[s.positions for s in g] for g in groups.values()],
+                                self.delta)
+
+    def write(self, samples: list[Conformer], out_dir: Path) -> list[Path]:
+        from domains.molecules.conformers.io import write_conformers
+
+        out_dir.mkdir(parents=True, exist_ok=True)
+        path = out_dir / "conformers.sdf"
+        write_conformers(path, [(s.graph.mol, s.graph.name, [s.positions]) for s in samples])
+        return [path]
+
+    def read(self, path: Path):
+        raise NotImplementedError("conformer samples are scored against their molecules' "
+                                  "references by `diffplat evaluate conformers`, not "
+                                  "`diffplat evaluate --samples`")
+
+    def preview(self, samples: list[Conformer], path: Path) -> Path:
+        from domains.molecules.features import Molecule
+        from domains.molecules.render import render_grid
+
+        mols = [Molecule(s.positions, [a.GetSymbol() for a in s.graph.mol.GetAtoms()],
+                         s.graph.name) for s in samples[:16]]
+        bonds = {id(m): [(b.GetBeginAtomIdx(), b.GetEndAtomIdx(),
+                          min(int(b.GetBondTypeAsDouble()), 3))
+                         for b in s.graph.mol.GetBonds()] for m, s in zip(mols, samples)}
+        return render_grid(mols, path, lambda m: bonds[id(m)], [m.name for m in mols])
