@@ -40,6 +40,11 @@ def test_chamfer_matrix_matches_a_kd_tree():
     sym = chamfer_matrix(x, x, chunk_elements=2 * 100 * 100, symmetric=True)
     np.testing.assert_allclose(sym.numpy(), chamfer_matrix(x, x).numpy(), rtol=1e-6,
                                atol=1e-7)
+    # the CPU path for large clouds: exact nearest neighbours from a k-d tree
+    kd = chamfer_matrix(x, y, method="kdtree")
+    np.testing.assert_allclose(kd.numpy(), ref, rtol=1e-12, atol=0)
+    np.testing.assert_allclose(chamfer_matrix(x, x, method="kdtree", symmetric=True).numpy(),
+                               chamfer_matrix(x, x, method="kdtree").numpy(), rtol=1e-12)
 
 
 def test_emd_exact_matches_pot_and_hand_cases():
@@ -70,12 +75,15 @@ def test_sinkhorn_approximates_the_exact_emd():
     torch.testing.assert_close(m.diagonal(), approx)
 
 
-def test_identical_sets_as_in_pointflow():
+@pytest.mark.parametrize("emd,options", [("exact", {}), ("subsample", {"points": 20}),
+                                         ("sinkhorn", {"iters": 50})])
+def test_identical_sets_as_in_pointflow(emd, options):
     gen = torch.Generator().manual_seed(2)
     x = torch.rand(6, 50, 3, generator=gen)
-    out = set_metrics(x, x.clone(), emd="exact")
+    out = set_metrics(x, x.clone(), emd=emd, **options)
     assert out["cov_cd"] == 100 and out["cov_emd"] == 100
-    assert out["mmd_cd"] == pytest.approx(0, abs=1e-6) and out["mmd_emd"] == pytest.approx(0)
+    assert out["mmd_cd"] == pytest.approx(0, abs=1e-6)
+    assert out["mmd_emd"] == pytest.approx(0, abs=1e-3)
     # each cloud's nearest neighbour is its twin in the other set: all misclassified
     assert out["1nna_cd"] == 0 and out["1nna_emd"] == 0
 

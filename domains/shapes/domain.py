@@ -72,8 +72,11 @@ class ShapeDomain(Domain):
             instead of stopping at the first.
         seed, split_seed: seeds of the surface sampling and of the split of unsplit layouts.
         max_train, max_eval: keep only the first clouds of a split after a fixed shuffle.
-        emd: EMD metrics: "exact", "sinkhorn" or "none".
+        emd: EMD metrics: "exact", "sinkhorn", "subsample" (exact on ``emd_points`` random
+            points of each cloud) or "none" (domains/shapes/metrics.py; errors of the
+            approximations in docs/shapes.md).
         emd_max: score EMD on the first ``emd_max`` clouds of each set (CPU cost).
+        emd_points: points per cloud for ``emd: subsample``.
         cache_dir: where sampled points are cached (default ``<data_path>/.cache``).
     """
 
@@ -85,18 +88,19 @@ class ShapeDomain(Domain):
                  conditional: bool = False, skip_bad: bool = False, seed: int = 0,
                  split_seed: int = 0, max_train: int | None = None,
                  max_eval: int | None = None, emd: str = "exact", emd_max: int | None = 100,
-                 cache_dir: str | None = None):
+                 emd_points: int = 512, cache_dir: str | None = None):
         if normalize not in NORMALIZATIONS:
             raise ValueError(f"unknown normalize {normalize!r}; valid: "
                              f"{', '.join(NORMALIZATIONS)}")
-        if emd not in ("exact", "sinkhorn", "none"):
-            raise ValueError(f"unknown emd {emd!r}; valid: exact, sinkhorn, none")
+        if emd not in ("exact", "sinkhorn", "subsample", "none"):
+            raise ValueError(f"unknown emd {emd!r}; valid: exact, sinkhorn, subsample, none")
         self.data_path, self.num_points, self.normalize = data_path, num_points, normalize
         self.classes_wanted = list(classes) if classes else None
         self.conditional, self.skip_bad = conditional, skip_bad
         self.seed, self.split_seed = seed, split_seed
         self.max_train, self.max_eval = max_train, max_eval
         self.emd, self.emd_max, self.cache_dir = emd, emd_max, cache_dir
+        self.emd_points = emd_points
         self.classes: list[str] = []
         self.mean = torch.zeros(3)
         self.std = torch.ones(())
@@ -259,7 +263,8 @@ class ShapeDomain(Domain):
         device = "cuda" if torch.cuda.is_available() else "cpu"
         return set_metrics(points.float(), self.to_data(ref.points[:n]),
                            emd=None if self.emd == "none" else self.emd,
-                           emd_max=self.emd_max, device=device)
+                           emd_max=self.emd_max, device=device,
+                           **({"points": self.emd_points} if self.emd == "subsample" else {}))
 
     def write(self, samples: Clouds, out_dir: Path) -> list[Path]:
         from domains.shapes.io import write_ply

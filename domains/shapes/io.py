@@ -59,15 +59,18 @@ def read_cloud(path: Path) -> np.ndarray:
 
 
 def render_grid(clouds: np.ndarray, path: Path, titles: list[str] | None = None,
-                max_clouds: int = 8, point_size: float = 1.0) -> Path:
+                max_clouds: int = 8, point_size: float | None = None) -> Path:
     """A PNG with one row per cloud (up to ``max_clouds``) and one column per view in
-    ``VIEWS`` (perspective, front, top), all views of a cloud on the same scale."""
+    ``VIEWS`` (perspective, front, top), all views of a cloud on the same scale; the marker
+    size defaults to one that suits the number of points."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     clouds = np.asarray(clouds)[:max_clouds]
+    if point_size is None:  # about the same ink for 256 or 2048 points
+        point_size = float(np.clip(2048 / max(1, clouds.shape[1]), 1, 6))
     rows, cols = max(1, len(clouds)), len(VIEWS)
     fig = plt.figure(figsize=(2.4 * cols, 2.4 * rows), dpi=80)
     for r, pts in enumerate(clouds):

@@ -50,17 +50,28 @@ def chamfer(a: Tensor, b: Tensor) -> Tensor:
 
 
 def chamfer_matrix(x: Tensor, y: Tensor, chunk_elements: int = 1 << 25,
-                   symmetric: bool = False) -> Tensor:
-    """All-pairs Chamfer distances, computed in blocks so that no more than about
-    ``chunk_elements`` squared distances are held at once.
+                   symmetric: bool = False, method: str = "auto") -> Tensor:
+    """All-pairs Chamfer distances.
 
     Args:
         x, y: sets of clouds (on any device; the work runs there).
-        symmetric: x is y; only blocks on or above the diagonal are computed.
+        chunk_elements: the brute-force method holds about this many squared distances at
+            once (blocks of clouds against clouds).
+        symmetric: x is y (saves half of the work).
+        method: "brute" (batched matmul distances, the GPU path), "kdtree" (exact nearest
+            neighbours with SciPy's cKDTree, about 10x faster than brute force on a CPU for
+            2048 points), or "auto": brute on a GPU or for clouds under 512 points, else
+            kdtree.
 
     Shapes:
         x [P, N, 3], y [Q, M, 3] -> [P, Q] (float64 on the CPU).
     """
+    if method not in ("auto", "brute", "kdtree"):
+        raise ValueError(f"unknown Chamfer method {method!r}; valid: auto, brute, kdtree")
+    if method == "auto":
+        method = "brute" if x.device.type != "cpu" or x.shape[1] < 512 else "kdtree"
+    if method == "kdtree":
+        return _chamfer_matrix_kdtree(x, y, symmetric)
     P, N, _ = x.shape
     Q, M, _ = y.shape
     out = torch.zeros(P, Q, dtype=torch.float64)
@@ -75,9 +86,31 @@ def chamfer_matrix(x: Tensor, y: Tensor, chunk_elements: int = 1 << 25,
             cd = d.amin(3).mean(2) + d.amin(2).mean(2)
             out[i:i + len(a), j:j + len(b)] = cd.double().cpu()
     if symmetric:
-        upper = torch.triu(out)
-        out = upper + torch.triu(out, 1).T
+        out = torch.triu(out) + torch.triu(out, 1).T
     return out
+
+
+def _directed(trees: list, points: np.ndarray) -> np.ndarray:
+    """[P, Q]: mean over the points of cloud i of the squared distance to the nearest point
+    of cloud j, one tree query of all P clouds' points per j."""
+    P, N, _ = points.shape
+    flat = points.reshape(-1, 3)
+    out = np.empty((P, len(trees)))
+    for j, tree in enumerate(trees):
+        d = tree.query(flat, k=1, workers=-1)[0]
+        out[:, j] = (d * d).reshape(P, N).mean(1)
+    return out
+
+
+def _chamfer_matrix_kdtree(x: Tensor, y: Tensor, symmetric: bool) -> Tensor:
+    from scipy.spatial import cKDTree
+
+    xs = x.detach().double().cpu().numpy()
+    ys = xs if symmetric else y.detach().double().cpu().numpy()
+    tx = [cKDTree(c) for c in xs]
+    d_xy = _directed([cKDTree(c) for c in ys] if not symmetric else tx, xs)   # x -> y
+    d_yx = d_xy.T if symmetric else _directed(tx, ys).T                     # y -> x
+    return torch.from_numpy(d_xy + d_yx)
 
 
 def emd_exact(a: np.ndarray | Tensor, b: np.ndarray | Tensor) -> float:
@@ -131,18 +164,34 @@ def emd_sinkhorn(a: Tensor, b: Tensor, epsilon: float = 1e-3, iters: int = 300) 
     return (plan * cost).sum((1, 2))
 
 
+EMD_METHODS = ("exact", "sinkhorn", "subsample")
+
+
+def subsample(x: Tensor, points: int, seed: int = 0) -> Tensor:
+    """The same fixed-seed random ``points`` of every cloud. [B, N, 3] -> [B, points, 3]."""
+    if points >= x.shape[1]:
+        return x
+    idx = torch.randperm(x.shape[1], generator=torch.Generator().manual_seed(seed))[:points]
+    return x[:, idx.to(x.device)]
+
+
 def emd_matrix(x: Tensor, y: Tensor, method: str = "exact", symmetric: bool = False,
-               batch: int = 64, **options) -> Tensor:
-    """All-pairs EMD with ``method`` exact (assignment per pair) or sinkhorn (batched).
+               batch: int = 64, points: int = 512, **options) -> Tensor:
+    """All-pairs EMD with ``method`` exact (assignment per pair), sinkhorn (batched; the
+    GPU path) or subsample (exact assignment between ``points`` fixed random points of each
+    cloud; the CPU approximation for 2048-point clouds, about 20x cheaper at 512 points).
 
     Shapes:
         x [P, N, 3], y [Q, N, 3] -> [P, Q] float64.
     """
-    if method not in ("exact", "sinkhorn"):
-        raise ValueError(f"unknown EMD method {method!r}; valid: exact, sinkhorn")
+    if method not in EMD_METHODS:
+        raise ValueError(f"unknown EMD method {method!r}; valid: {', '.join(EMD_METHODS)}")
     P, Q = len(x), len(y)
     pairs = [(i, j) for i in range(P) for j in range(i if symmetric else 0, Q)]
     out = torch.zeros(P, Q, dtype=torch.float64)
+    if method == "subsample":
+        x, y = subsample(x, points), subsample(y, points)
+        method = "exact"
     if method == "exact":
         xs, ys = x.double().cpu().numpy(), y.double().cpu().numpy()
         for i, j in pairs:
@@ -183,7 +232,8 @@ def set_metrics(samples: Tensor, reference: Tensor, emd: str | None = "exact",
 
     Args:
         samples, reference: the two sets, any sizes.
-        emd: None, "exact" or "sinkhorn".
+        emd: None, "exact", "sinkhorn" or "subsample" (``emd_matrix``); options such as
+            ``points`` go to ``emd_matrix``.
         emd_max: score the EMD metrics on the first ``emd_max`` clouds of each set only
             (EMD is the expensive part on a CPU); None = all.
         device: where the Chamfer blocks run (cuda makes 400 x 400 clouds of 2048 points
