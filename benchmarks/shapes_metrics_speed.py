@@ -94,11 +94,12 @@ def bench_sampling(args, device) -> None:
         model = PointTransformer(**init).to(device).eval()
         schedule = schedules.get(cfg.get("schedule", "cosine"))
         denoiser = Denoiser(model, schedule, cfg.get("target", "eps"))
-        steps, name = cfg.get("sample_steps", 18), cfg.get("sampler", "heun")
+        steps, name = args.steps or cfg.get("sample_steps", 18), cfg.get("sampler", "heun")
         labels = torch.zeros(args.sample_num, dtype=torch.long, device=device)
 
         def denoise(x, t, denoiser=denoiser, labels=labels):
-            return denoiser.predict(x, t, noise_space=GaussianNoise(), labels=labels)[1]
+            return denoiser.predict(x, t, noise_space=GaussianNoise(),
+                                    labels=labels[: len(x)])[1]
 
         noise = torch.randn(args.sample_num, points, 3, device=device)
         with torch.no_grad():
@@ -126,6 +127,8 @@ def main() -> None:
     p.add_argument("--sample-num", type=int, default=16)
     p.add_argument("--configs", nargs="+", default=["configs/shapes/procedural-tiny.yaml",
                                                     "configs/shapes/procedural.yaml"])
+    p.add_argument("--steps", type=int, default=None,
+                   help="sampler steps (default: each config's sample_steps)")
     p.add_argument("--skip-metrics", action="store_true")
     p.add_argument("--skip-emd", action="store_true")
     p.add_argument("--skip-sampling", action="store_true")

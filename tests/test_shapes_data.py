@@ -165,3 +165,36 @@ def test_normalisations(tmp_path):
     torch.testing.assert_close(b.amax(1) + b.amin(1), torch.zeros(3, 3), atol=1e-5, rtol=0)
     with pytest.raises(ValueError, match="unit_sphere"):
         ShapeDomain(str(tmp_path), normalize="per_shape")
+
+
+def test_point_cloud_files_with_nan_or_wrong_shape_name_the_file(tmp_path):
+    from domains.shapes.io import read_cloud, write_ply
+
+    bad = np.zeros((10, 3))
+    bad[4, 1] = np.nan
+    np.save(tmp_path / "nan.npy", bad)
+    with pytest.raises(ValueError, match="nan.npy.*NaN"):
+        read_cloud(tmp_path / "nan.npy")
+    np.save(tmp_path / "flat.npy", np.zeros((10, 2)))
+    with pytest.raises(ValueError, match="flat.npy.*shape"):
+        read_cloud(tmp_path / "flat.npy")
+    pts = np.random.default_rng(0).normal(size=(7, 3)).astype(np.float32)
+    np.testing.assert_array_equal(read_cloud(write_ply(tmp_path / "c.ply", pts)), pts)
+
+
+def test_unconditional_domain_refuses_labels_and_guidance(tmp_path):
+    _small_set(tmp_path)
+    dom = ShapeDomain(str(tmp_path), num_points=32, conditional=False)
+    x0, cond, _ = dom.unpack(next(iter(torch.utils.data.DataLoader(dom.train_dataset(), 4))))
+    assert x0.shape == (4, 32, 3) and cond["labels"].tolist() == [-1] * 4
+    gen = torch.Generator().manual_seed(0)
+    with pytest.raises(ValueError, match="class-conditional"):
+        dom.prior(2, gen, label="chair")
+    with pytest.raises(NotImplementedError, match="no null condition"):
+        dom.null_condition(cond)
+    cond_dom = ShapeDomain(str(tmp_path), num_points=32, conditional=True)
+    noise, cond, _ = cond_dom.prior(3, gen, label="torus")
+    assert noise.shape == (3, 32, 3) and cond["labels"].tolist() == [1, 1, 1]
+    assert cond_dom.null_condition(cond)["labels"].tolist() == [-1, -1, -1]
+    with pytest.raises(ValueError, match="valid: chair, torus"):
+        cond_dom.prior(1, gen, label="sofa")

@@ -64,10 +64,10 @@ def test_emd_exact_matches_pot_and_hand_cases():
 
 def test_sinkhorn_approximates_the_exact_emd():
     gen = torch.Generator().manual_seed(1)
-    x = torch.rand(3, 64, 3, generator=gen, dtype=torch.float64)
-    y = torch.rand(3, 64, 3, generator=gen, dtype=torch.float64)
+    x = torch.rand(2, 48, 3, generator=gen, dtype=torch.float64)
+    y = torch.rand(2, 48, 3, generator=gen, dtype=torch.float64)
     approx = emd_sinkhorn(x, y)
-    exact = torch.tensor([emd_exact(x[i], y[i]) for i in range(3)], dtype=torch.float64)
+    exact = torch.tensor([emd_exact(x[i], y[i]) for i in range(2)], dtype=torch.float64)
     rel = (approx - exact) / exact
     # the rounded plan is feasible: an upper bound, here within 1 %
     assert torch.all(rel >= -1e-12) and torch.all(rel < 0.01), rel
@@ -76,10 +76,10 @@ def test_sinkhorn_approximates_the_exact_emd():
 
 
 @pytest.mark.parametrize("emd,options", [("exact", {}), ("subsample", {"points": 20}),
-                                         ("sinkhorn", {"iters": 50})])
+                                         ("sinkhorn", {"iters": 30})])
 def test_identical_sets_as_in_pointflow(emd, options):
     gen = torch.Generator().manual_seed(2)
-    x = torch.rand(6, 50, 3, generator=gen)
+    x = torch.rand(5, 30, 3, generator=gen)
     out = set_metrics(x, x.clone(), emd=emd, **options)
     assert out["cov_cd"] == 100 and out["cov_emd"] == 100
     assert out["mmd_cd"] == pytest.approx(0, abs=1e-6)
