@@ -12,8 +12,8 @@ Layouts (the class is always the first folder under the root):
 Points are sampled uniformly on the surface: a triangle is drawn with probability
 proportional to its area, then a point uniformly inside it (Osada et al. 2002, sec. 4.2:
 ``(1 - sqrt(r1)) A + sqrt(r1) (1 - r2) B + sqrt(r1) r2 C``). Areas are computed chunk by
-chunk, so a mesh of tens of millions of faces needs 8 bytes per face beyond trimesh's own
-arrays and never a [F, 3, 3] triangle array.
+chunk, so a mesh of tens of millions of faces needs 16 bytes per face (areas and their
+cumulative sum) beyond trimesh's own arrays and never a [F, 3, 3] triangle array.
 """
 
 from __future__ import annotations
