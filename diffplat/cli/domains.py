@@ -10,6 +10,7 @@ from diffplat.registry import Registry
 registry: Registry[str] = Registry("domain")
 registry.register("toy", "domains.toy.domain:ToyDomain")
 registry.register("qm9", "domains.molecules.domain:MoleculeDomain")
+registry.register("shapes", "domains.shapes.domain:ShapeDomain")
 
 
 def domain_class(name: str):

@@ -266,7 +266,8 @@ class DiffusionModule(pl.LightningModule):
         self._score_samples("test")
 
     def _log_preview(self, samples: Any, split: str) -> None:
-        """Save a preview PNG beside the logs; wandb also receives it as an image."""
+        """Save a preview PNG beside the logs; wandb also receives it as an image, and the
+        domain's ``wandb_media(samples)`` ({name: wandb objects}) when it has one."""
         logger = self.logger
         if logger is None:
             return
@@ -275,6 +276,10 @@ class DiffusionModule(pl.LightningModule):
                                    f"{split}_step{self.global_step:07d}.png")
         if hasattr(logger, "log_image"):
             logger.log_image(key=f"{split}/samples", images=[str(path)], step=self.global_step)
+        media = getattr(self.domain, "wandb_media", None)  # optional: e.g. wandb.Object3D
+        if media is not None and type(logger).__name__ == "WandbLogger":
+            logger.log_metrics({f"{split}/{k}": v for k, v in media(samples).items()},
+                               step=self.global_step)
 
     # -- sampling -----------------------------------------------------------------------------
     @torch.no_grad()

@@ -1,0 +1,148 @@
+"""Speed of the PointFlow-protocol metrics, accuracy of the EMD approximation, and sampling
+throughput of the shapes models.
+
+    python benchmarks/shapes_metrics_speed.py                      # 400 vs 400 clouds, 2048 pts
+    python benchmarks/shapes_metrics_speed.py --num 100 --device cpu
+    python benchmarks/shapes_metrics_speed.py --skip-metrics --sample-num 16
+
+Clouds are sampled from procedural meshes (domains/shapes/procedural.py), "generated" and
+"reference" from different seeds. Prints: the time of MMD/COV/1-NNA with Chamfer (all three
+distance matrices: samples x references, and each set against itself), the EMD of
+Sinkhorn against the exact assignment on a few pairs, and clouds/s of sampling with the
+backbone of each config (random weights: the speed does not depend on them).
+"""
+
+from __future__ import annotations
+
+import argparse
+import platform
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+import yaml
+
+from domains.shapes.meshes import sample_surface
+from domains.shapes.metrics import emd_exact, emd_sinkhorn, set_metrics, subsample
+from domains.shapes.procedural import CLASSES, build
+
+
+def procedural_clouds(num: int, points: int, seed: int) -> torch.Tensor:
+    out = []
+    for i in range(num):
+        mesh = build(CLASSES[i % len(CLASSES)], seed, i)
+        pts = sample_surface(np.asarray(mesh.vertices), np.asarray(mesh.faces), points,
+                             np.random.default_rng([seed, i]))
+        out.append(pts)
+    x = torch.as_tensor(np.stack(out), dtype=torch.float32)
+    return (x - x.reshape(-1, 3).mean(0)) / x.reshape(-1).std()
+
+
+def bench_metrics(args, device) -> None:
+    gen = procedural_clouds(args.num, args.points, seed=1)
+    ref = procedural_clouds(args.num, args.points, seed=2)
+    if device.type == "cuda":
+        set_metrics(gen[:8], ref[:8], emd=None, device=device)   # warm-up
+        torch.cuda.synchronize()
+    t0 = time.perf_counter()
+    out = set_metrics(gen, ref, emd=None, device=device)
+    dt = time.perf_counter() - t0
+    pairs = 3 * args.num * args.num
+    print(f"MMD/COV/1-NNA-CD, {args.num} vs {args.num} clouds of {args.points} points on "
+          f"{device}: {dt:.1f} s ({pairs / dt:.0f} cloud pairs/s incl. both self-matrices)")
+    print("  " + ", ".join(f"{k} {v:.4g}" for k, v in out.items()))
+
+
+def bench_emd(args) -> None:
+    gen = procedural_clouds(args.emd_pairs, args.emd_points, seed=3).double()
+    ref = procedural_clouds(args.emd_pairs, args.emd_points, seed=4).double()
+    t0 = time.perf_counter()
+    exact = np.array([emd_exact(gen[i], ref[i]) for i in range(args.emd_pairs)])
+    t_exact = (time.perf_counter() - t0) / args.emd_pairs
+    for iters in args.sinkhorn_iters:
+        t0 = time.perf_counter()
+        approx = emd_sinkhorn(gen.float(), ref.float(), iters=iters).double().numpy()
+        t_approx = (time.perf_counter() - t0) / args.emd_pairs
+        rel = (approx - exact) / exact
+        print(f"EMD Sinkhorn (epsilon 1e-3, {iters} iterations) vs exact on {args.emd_pairs} "
+              f"pairs of {args.emd_points} points: relative error mean {rel.mean():+.2%}, "
+              f"max {np.abs(rel).max():.2%}; {t_approx:.2f} s/pair vs exact {t_exact:.2f} "
+              "s/pair (CPU)")
+    for points in args.subsample_points:
+        t0 = time.perf_counter()
+        sg, sr = subsample(gen, points), subsample(ref, points)
+        approx = np.array([emd_exact(sg[i], sr[i]) for i in range(args.emd_pairs)])
+        t_approx = (time.perf_counter() - t0) / args.emd_pairs
+        rel = (approx - exact) / exact
+        print(f"EMD subsample ({points} points, exact assignment) vs exact on "
+              f"{args.emd_pairs} pairs of {args.emd_points} points: relative error mean "
+              f"{rel.mean():+.2%}, max {np.abs(rel).max():.2%}; {t_approx:.3f} s/pair")
+    print(f"  exact EMD values: mean {exact.mean():.4f}")
+
+
+def bench_sampling(args, device) -> None:
+    from diffplat import samplers, schedules
+    from diffplat.noise import GaussianNoise
+    from diffplat.targets import Denoiser
+    from domains.shapes import PointTransformer
+
+    for cfg_path in args.configs:
+        cfg = yaml.safe_load(Path(cfg_path).read_text())["model"]
+        init = cfg["backbone"]["init_args"]
+        points = cfg["domain"]["init_args"]["num_points"]
+        model = PointTransformer(**init).to(device).eval()
+        schedule = schedules.get(cfg.get("schedule", "cosine"))
+        denoiser = Denoiser(model, schedule, cfg.get("target", "eps"))
+        steps, name = args.steps or cfg.get("sample_steps", 18), cfg.get("sampler", "heun")
+        labels = torch.zeros(args.sample_num, dtype=torch.long, device=device)
+
+        def denoise(x, t, denoiser=denoiser, labels=labels):
+            return denoiser.predict(x, t, noise_space=GaussianNoise(),
+                                    labels=labels[: len(x)])[1]
+
+        noise = torch.randn(args.sample_num, points, 3, device=device)
+        with torch.no_grad():
+            samplers.get(name)(denoise, noise[:2], schedule, 2, noise_space=GaussianNoise())
+            if device.type == "cuda":
+                torch.cuda.synchronize()
+            t0 = time.perf_counter()
+            samplers.get(name)(denoise, noise, schedule, steps, noise_space=GaussianNoise())
+            if device.type == "cuda":
+                torch.cuda.synchronize()
+        dt = time.perf_counter() - t0
+        print(f"sampling {cfg_path}: {args.sample_num} clouds of {points} points, {name} "
+              f"{steps} steps on {device}: {args.sample_num / dt:.2f} clouds/s")
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--num", type=int, default=400)
+    p.add_argument("--points", type=int, default=2048)
+    p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    p.add_argument("--emd-pairs", type=int, default=5)
+    p.add_argument("--emd-points", type=int, default=2048)
+    p.add_argument("--sinkhorn-iters", type=int, nargs="*", default=[300])
+    p.add_argument("--subsample-points", type=int, nargs="*", default=[256, 512, 1024])
+    p.add_argument("--sample-num", type=int, default=16)
+    p.add_argument("--configs", nargs="+", default=["configs/shapes/procedural-tiny.yaml",
+                                                    "configs/shapes/procedural.yaml"])
+    p.add_argument("--steps", type=int, default=None,
+                   help="sampler steps (default: each config's sample_steps)")
+    p.add_argument("--skip-metrics", action="store_true")
+    p.add_argument("--skip-emd", action="store_true")
+    p.add_argument("--skip-sampling", action="store_true")
+    args = p.parse_args()
+    device = torch.device(args.device)
+    print(f"torch {torch.__version__}, {platform.processor() or platform.machine()}, "
+          f"{torch.get_num_threads()} threads, device {device}")
+    if not args.skip_metrics:
+        bench_metrics(args, device)
+    if not args.skip_emd:
+        bench_emd(args)
+    if not args.skip_sampling:
+        bench_sampling(args, device)
+
+
+if __name__ == "__main__":
+    main()

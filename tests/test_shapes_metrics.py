@@ -1,0 +1,119 @@
+"""PointFlow-protocol metrics against hand-computed values and peer libraries."""
+
+import numpy as np
+import ot
+import pytest
+import torch
+from scipy.spatial import cKDTree
+
+from domains.shapes.metrics import (
+    chamfer,
+    chamfer_matrix,
+    emd_exact,
+    emd_matrix,
+    emd_sinkhorn,
+    mmd_cov,
+    one_nna,
+    set_metrics,
+)
+
+
+def test_chamfer_of_two_point_clouds_by_hand():
+    a = torch.tensor([[[0.0, 0, 0], [1, 0, 0]]])
+    b = torch.tensor([[[0.0, 0, 0], [0, 2, 0]]])
+    # a->b: 0 and min(1, 5) = 1 -> mean 0.5; b->a: 0 and min(4, 5) = 4 -> mean 2
+    assert float(chamfer(a, b)) == pytest.approx(2.5)
+    assert float(chamfer(b, a)) == pytest.approx(2.5)
+
+
+def test_chamfer_matrix_matches_a_kd_tree():
+    gen = torch.Generator().manual_seed(0)
+    x, y = torch.rand(5, 100, 3, generator=gen), torch.rand(7, 100, 3, generator=gen)
+    m = chamfer_matrix(x, y, chunk_elements=3 * 100 * 100)     # several blocks
+    ref = np.zeros((5, 7))
+    for i in range(5):
+        for j in range(7):
+            dl = cKDTree(y[j].numpy()).query(x[i].numpy())[0] ** 2
+            dr = cKDTree(x[i].numpy()).query(y[j].numpy())[0] ** 2
+            ref[i, j] = dl.mean() + dr.mean()
+    np.testing.assert_allclose(m.numpy(), ref, rtol=1e-4, atol=1e-7)
+    sym = chamfer_matrix(x, x, chunk_elements=2 * 100 * 100, symmetric=True)
+    np.testing.assert_allclose(sym.numpy(), chamfer_matrix(x, x).numpy(), rtol=1e-6,
+                               atol=1e-7)
+    # the CPU path for large clouds: exact nearest neighbours from a k-d tree
+    kd = chamfer_matrix(x, y, method="kdtree")
+    np.testing.assert_allclose(kd.numpy(), ref, rtol=1e-12, atol=0)
+    np.testing.assert_allclose(chamfer_matrix(x, x, method="kdtree", symmetric=True).numpy(),
+                               chamfer_matrix(x, x, method="kdtree").numpy(), rtol=1e-12)
+
+
+def test_emd_exact_matches_pot_and_hand_cases():
+    rng = np.random.default_rng(0)
+    a, b = rng.random((40, 3)), rng.random((40, 3))
+    w = np.full(40, 1 / 40)
+    pot = ot.emd2(w, w, ot.dist(a, b, metric="euclidean"))
+    assert emd_exact(a, b) == pytest.approx(pot, rel=1e-9)
+    assert emd_exact(a, a[rng.permutation(40)]) == pytest.approx(0.0, abs=1e-12)
+    t = np.array([0.3, -0.4, 1.2])                        # |t| = 1.3
+    # Euclidean costs: matching each point to its translate costs |t|, and no matching
+    # does better (mean |a_i - b_pi(i)| >= |mean(a) - mean(b)| = |t|)
+    assert emd_exact(a, a + t) == pytest.approx(1.3, rel=1e-9)
+    with pytest.raises(ValueError, match="equal size"):
+        emd_exact(a, b[:30])
+
+
+def test_sinkhorn_approximates_the_exact_emd():
+    gen = torch.Generator().manual_seed(1)
+    x = torch.rand(2, 48, 3, generator=gen, dtype=torch.float64)
+    y = torch.rand(2, 48, 3, generator=gen, dtype=torch.float64)
+    approx = emd_sinkhorn(x, y)
+    exact = torch.tensor([emd_exact(x[i], y[i]) for i in range(2)], dtype=torch.float64)
+    rel = (approx - exact) / exact
+    # the rounded plan is feasible: an upper bound, here within 1 %
+    assert torch.all(rel >= -1e-12) and torch.all(rel < 0.01), rel
+    m = emd_matrix(x, y, "sinkhorn")
+    torch.testing.assert_close(m.diagonal(), approx)
+
+
+@pytest.mark.parametrize("emd,options", [("exact", {}), ("subsample", {"points": 20}),
+                                         ("sinkhorn", {"iters": 30})])
+def test_identical_sets_as_in_pointflow(emd, options):
+    gen = torch.Generator().manual_seed(2)
+    x = torch.rand(5, 30, 3, generator=gen)
+    out = set_metrics(x, x.clone(), emd=emd, **options)
+    assert out["cov_cd"] == 100 and out["cov_emd"] == 100
+    assert out["mmd_cd"] == pytest.approx(0, abs=1e-6)
+    assert out["mmd_emd"] == pytest.approx(0, abs=1e-3)
+    # each cloud's nearest neighbour is its twin in the other set: all misclassified
+    assert out["1nna_cd"] == 0 and out["1nna_emd"] == 0
+
+
+def test_mmd_cov_and_1nna_on_hand_made_distances():
+    # 3 samples x 2 references
+    d_sr = torch.tensor([[1.0, 5.0], [2.0, 6.0], [0.5, 9.0]])
+    mmd, cov = mmd_cov(d_sr)
+    assert mmd == pytest.approx((0.5 + 5.0) / 2)   # per reference: min over samples
+    assert cov == 0.5                              # every sample's nearest is reference 0
+    # two references near each other, two samples near each other, far apart: 100 %
+    d_rr = torch.tensor([[0.0, 1.0], [1.0, 0.0]])
+    d_ss = torch.tensor([[0.0, 2.0], [2.0, 0.0]])
+    d_rs = torch.full((2, 2), 10.0)
+    assert one_nna(d_rr, d_rs, d_ss) == 1.0
+    # each reference's nearest is a sample and vice versa: 0 %
+    assert one_nna(d_rr * 10, torch.eye(2) + 0.5, d_ss * 10) == 0.0
+    # the PointFlow knn() classifier on the same matrices (an independent formulation)
+    M = torch.cat([torch.cat([d_rr, d_rs], 1), torch.cat([d_rs.T, d_ss], 1)], 0)
+    label = torch.tensor([1.0, 1, 0, 0])
+    _, idx = (M + torch.diag(torch.full((4,), float("inf")))).topk(1, 0, False)
+    assert float((label[idx[0]] == label).float().mean()) == one_nna(d_rr, d_rs, d_ss)
+
+
+def test_separated_sets_score_the_worst_values():
+    gen = torch.Generator().manual_seed(3)
+    ref = torch.rand(5, 40, 3, generator=gen)
+    far = torch.rand(5, 40, 3, generator=gen) + torch.tensor([10.0, 0, 0])
+    out = set_metrics(far, ref, emd=None)
+    assert out["1nna_cd"] == 100 and out["cov_cd"] <= 100 * 3 / 5
+    assert out["mmd_cd"] > 2 * 9.0**2 * 0.9 and "mmd_emd" not in out
+    with pytest.raises(ValueError, match="NaN"):
+        set_metrics(far.masked_fill(far > 10.5, float("nan")), ref, emd=None)
