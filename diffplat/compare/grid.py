@@ -23,6 +23,8 @@ The file::
         goal: min                        # min or max
         grid: {nfe: [5, 10, 20]}         # per-domain changes to the grid
         sampling: {batch_size: 500}      # passed to generate(), e.g. prior options
+        prepare: {domain: toy, out: data/toy}   # run `diffplat data prepare` when out is
+                                                # missing, before any cell starts
 """
 
 from __future__ import annotations
@@ -40,7 +42,7 @@ import yaml
 AXES_TRAIN = ("schedule", "target", "weighting")
 AXES_SAMPLE = ("sampler", "nfe")
 DOMAIN_KEYS = {"config", "overrides", "num_samples", "metric", "goal", "grid", "sampling",
-               "checkpoints", "loss_curve_batches"}
+               "checkpoints", "loss_curve_batches", "prepare"}
 
 
 class GridError(ValueError):
@@ -96,6 +98,7 @@ class DomainSpec:
     goal: str
     sampling: dict[str, Any] = field(default_factory=dict)
     loss_curve_batches: int = 2
+    prepare: dict[str, Any] | None = None
 
 
 @dataclass
@@ -218,9 +221,19 @@ def load_grid(path: str | Path, root: Path | None = None, out: str | None = None
             raise GridError(f"{path}: {where}.goal must be min or max, got {goal!r}")
         if "metric" not in d:
             raise GridError(f"{path}: {where} needs a 'metric' (the headline number)")
+        prepare = d.get("prepare")
+        if prepare is not None:
+            from diffplat.cli.domains import registry
+
+            if not isinstance(prepare, dict) or set(prepare) != {"domain", "out"}:
+                raise GridError(f"{path}: {where}.prepare must be {{domain: NAME, out: DIR}}")
+            if prepare["domain"] not in registry:
+                raise GridError(f"{path}: {where}.prepare.domain: unknown domain "
+                                f"{prepare['domain']!r}; valid names: "
+                                f"{', '.join(registry.names())}")
         domains[name] = DomainSpec(name, str(d["config"]), int(d.get("num_samples", 1000)),
                                    str(d["metric"]), goal, dict(d.get("sampling") or {}),
-                                   int(d.get("loss_curve_batches", 2)))
+                                   int(d.get("loss_curve_batches", 2)), prepare)
         overrides = d.get("overrides") or {}
         reuse = d.get("checkpoints") or {}
         for schedule, target, weighting in itertools.product(

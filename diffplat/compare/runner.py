@@ -122,7 +122,21 @@ class Runner:
             (job.dir / TRAIN_FILE).write_text(json.dumps({"status": "failed",
                                                           "reason": reason}))
 
+    def prepare_data(self) -> None:
+        """Build the datasets a domain entry names under ``prepare`` when they are missing."""
+        from diffplat.cli.data import main as data_main
+
+        for spec in self.grid.domains.values():
+            if spec.prepare and not Path(spec.prepare["out"]).exists():
+                self._say(f"preparing {spec.prepare['domain']} data in {spec.prepare['out']}")
+                code = data_main(["prepare", spec.prepare["domain"], "--out",
+                                  str(spec.prepare["out"])])
+                if code != 0:
+                    raise RuntimeError(f"`diffplat data prepare {spec.prepare['domain']}` "
+                                       f"failed with status {code}")
+
     def run(self) -> None:
+        self.prepare_data()
         self.grid.out.mkdir(parents=True, exist_ok=True)
         (self.grid.out / "grid.json").write_text(json.dumps(self.grid.to_json(), indent=2))
         todo = self.pending()
