@@ -10,6 +10,8 @@ from diffplat.registry import Registry
 registry: Registry[str] = Registry("domain")
 registry.register("toy", "domains.toy.domain:ToyDomain")
 registry.register("qm9", "domains.molecules.domain:MoleculeDomain")
+registry.register("digits", "domains.audio.domain:AudioDomain")
+registry.register("audio", "domains.audio.domain:AudioDomain")
 
 
 def domain_class(name: str):

@@ -1,0 +1,183 @@
+"""Folders of audio files as fixed-length mono waveforms with class labels.
+
+Layout: ``<root>/<label>/<name>.(wav|flac|ogg)`` (the SC09 / Speech Commands layout); a
+``<root>`` without sub-folders holding audio is one unlabelled class. Reading:
+
+* soundfile (libsndfile) decodes WAV, FLAC and OGG/Vorbis;
+* several channels are mixed to mono by averaging them (the downmix of torchaudio and
+  librosa), so a stereo clip keeps its loudness when both channels carry the same signal;
+* a clip at another sample rate is resampled with ``torchaudio.functional.resample``
+  (windowed sinc, the torchaudio default), or refused when ``resample=False``;
+* the clip is cut to ``length`` samples (its start, or its centre with ``crop="center"``) or
+  padded with zeros at the end.
+
+Bad files (empty, truncated, not audio, zero-length, NaN, another rate without resampling)
+raise ``BadAudioError`` naming the file, or with ``skip_bad=True`` are left out and counted
+in ``WavFolder.skipped``.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import Tensor
+from torch.utils.data import Dataset
+
+AUDIO_SUFFIXES = (".wav", ".flac", ".ogg")
+DIGIT_WORDS = ("zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine")
+
+
+class BadAudioError(ValueError):
+    """An audio file that cannot be used; the message names it."""
+
+
+def wav_truncation(path: Path) -> str | None:
+    """For a RIFF/WAVE file whose data chunk declares more bytes than the file holds (a
+    copy or download cut short, which libsndfile reads silently as a shorter clip), a
+    description of the shortfall; None otherwise (other formats are not checked)."""
+    size = path.stat().st_size
+    with path.open("rb") as f:
+        head = f.read(12)
+        if len(head) < 12 or head[:4] != b"RIFF" or head[8:12] != b"WAVE":
+            return None
+        pos = 12
+        while pos + 8 <= size:
+            f.seek(pos)
+            chunk = f.read(8)
+            length = int.from_bytes(chunk[4:8], "little")
+            if chunk[:4] == b"data":
+                available = size - pos - 8
+                if length != 0xFFFFFFFF and length > available:  # 0xFFFFFFFF: streamed
+                    return f"truncated: the data chunk declares {length} bytes, the file " \
+                           f"holds {available}"
+                return None
+            pos += 8 + length + (length & 1)
+    return None
+
+
+def read_audio(path: Path, sample_rate: int, resample: bool = True) -> Tensor:
+    """One file as a mono float32 waveform at ``sample_rate``.
+
+    Shapes:
+        returns [T] with T >= 1.
+    """
+    import soundfile as sf
+
+    path = Path(path)
+    if path.stat().st_size == 0:
+        raise BadAudioError(f"{path}: empty file")
+    cut = wav_truncation(path)
+    if cut:
+        raise BadAudioError(f"{path}: {cut}")
+    try:
+        data, rate = sf.read(path, dtype="float32", always_2d=True)
+    except Exception as err:  # libsndfile's errors: not audio, truncated header, ...
+        raise BadAudioError(f"{path}: not a readable audio file ({err})") from None
+    if data.shape[0] == 0:
+        raise BadAudioError(f"{path}: zero-length clip")
+    if not np.isfinite(data).all():
+        raise BadAudioError(f"{path}: contains NaN or Inf samples")
+    wave = torch.from_numpy(data.mean(axis=1))  # mono: the average of the channels
+    if rate != sample_rate:
+        if not resample:
+            raise BadAudioError(f"{path}: sample rate {rate} Hz, expected {sample_rate} Hz "
+                                "(set resample: true to convert)")
+        import torchaudio.functional as AF
+
+        wave = AF.resample(wave, rate, sample_rate)
+    return wave
+
+
+def fit_length(wave: Tensor, length: int, crop: str = "start") -> Tensor:
+    """Cut (``crop`` = "start" keeps the beginning, "center" the middle) or zero-pad the
+    end to exactly ``length`` samples. Shapes: [T] -> [length]."""
+    if crop not in ("start", "center"):
+        raise ValueError(f"crop must be 'start' or 'center', got {crop!r}")
+    if len(wave) >= length:
+        off = (len(wave) - length) // 2 if crop == "center" else 0
+        return wave[off:off + length]
+    return torch.nn.functional.pad(wave, (0, length - len(wave)))
+
+
+def find_classes(root: Path) -> list[str]:
+    """Sub-folder names that hold audio files; the ten digit words come in numeric order
+    (zero..nine), any other set in sorted order."""
+    names = sorted(d.name for d in root.iterdir()
+                   if d.is_dir() and any(f.suffix.lower() in AUDIO_SUFFIXES for f in d.iterdir()))
+    if set(names) == set(DIGIT_WORDS):
+        return list(DIGIT_WORDS)
+    return names
+
+
+class WavFolder(Dataset):
+    """Labelled clips of a folder, loaded into memory at construction (and so checked).
+
+    Args:
+        root: the folder (``<root>/<label>/*.wav``, or audio files directly in it).
+        sample_rate: rate of the returned waveforms (Hz).
+        length: samples per clip.
+        classes: label names in class-index order (default: :func:`find_classes`); a folder
+            not in the list is an error naming it.
+        crop: "start" or "center" for clips longer than ``length``.
+        resample: resample other rates (else they are bad files).
+        skip_bad: skip bad files and count them in ``skipped`` instead of raising.
+        max_items: keep only the first items (sorted by path) of each class.
+
+    Shapes:
+        item: (wave [1, length] float32, label int64 scalar).
+    """
+
+    def __init__(self, root: str | Path, sample_rate: int = 16000, length: int = 16000,
+                 classes: list[str] | None = None, crop: str = "start", resample: bool = True,
+                 skip_bad: bool = False, max_items: int | None = None):
+        root = Path(root)
+        if not root.is_dir():
+            raise FileNotFoundError(f"audio folder not found: {root}")
+        found = find_classes(root)
+        if classes is None:
+            classes = found
+        unknown = sorted(set(found) - set(classes))
+        if unknown:
+            raise ValueError(f"{root}: folders {unknown} are not among the classes {classes}")
+        self.classes = list(classes)
+        files: list[tuple[Path, int]] = []
+        for index, name in enumerate(self.classes):
+            folder = root / name
+            if folder.is_dir():
+                paths = sorted(p for p in folder.iterdir() if p.suffix.lower() in AUDIO_SUFFIXES)
+                files += [(p, index) for p in paths[:max_items]]
+        if not files:  # no class folders: the audio files of root itself, one class
+            paths = sorted(p for p in root.iterdir() if p.suffix.lower() in AUDIO_SUFFIXES)
+            files = [(p, 0) for p in paths[:max_items]]
+            if not self.classes:
+                self.classes = [root.name]
+        if not files:
+            raise FileNotFoundError(f"{root}: no audio files ({', '.join(AUDIO_SUFFIXES)}) "
+                                    "in it or in its sub-folders")
+        waves, labels, self.paths, self.skipped = [], [], [], 0
+        self.bad: list[str] = []
+        for path, label in files:
+            try:
+                wave = read_audio(path, sample_rate, resample)
+            except BadAudioError as err:
+                if not skip_bad:
+                    raise
+                self.skipped += 1
+                self.bad.append(str(err))
+                continue
+            waves.append(fit_length(wave, length, crop))
+            labels.append(label)
+            self.paths.append(path)
+        if not waves:
+            raise BadAudioError(f"{root}: all {len(files)} audio files are bad, e.g. "
+                                f"{self.bad[0]}")
+        self.waves = torch.stack(waves)[:, None]
+        self.labels = torch.tensor(labels, dtype=torch.long)
+
+    def __len__(self) -> int:
+        return len(self.waves)
+
+    def __getitem__(self, i: int) -> tuple[Tensor, Tensor]:
+        return self.waves[i], self.labels[i]
