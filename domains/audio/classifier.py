@@ -23,7 +23,8 @@ from torch import Tensor, nn
 
 
 class MelCNN(nn.Module):
-    """Log-mel spectrogram -> conv blocks (conv-BN-ReLU-maxpool) -> global average pool -> features -> logits.
+    """Log-mel spectrogram -> conv blocks (conv-BN-ReLU-maxpool) -> global average pool ->
+    features -> logits.
 
     The log-mel image is shifted so that its maximum is 0 dB, which makes the network blind
     to the clip's gain.
