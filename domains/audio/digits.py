@@ -2,11 +2,11 @@
 
 A stand-in for SC09 (Warden 2018, the ten digit words of Speech Commands: 1 s at 16 kHz),
 the benchmark of DiffWave (Kong et al. 2021, Sec. 5.2). Every espeak-ng voice variant
-(m1..m8, f1..f5, klatt, whisper, ... 113 in espeak-ng 1.52) is one *speaker*; each clip draws
-an English accent (8 of them), a speaking rate, a pitch and a pitch range, and then a random
-gain, a random position inside the second and white noise at a random SNR. The speakers are
-split into train / val / test, so the test split holds voices never heard in training (as
-SC09 splits by speaker).
+(m1..m8, f1..f5, klatt, whisper, ...: 104 in the espeakng-loader 0.2.4 wheel) is one
+*speaker*; each clip draws an English accent (8 of them), a speaking rate, a pitch and a
+pitch range, and then a random gain, a random position inside the second and white noise at
+a random SNR. The speakers are split into train / val / test, so the test split holds voices
+never heard in training (as SC09 splits by speaker).
 
 Written in the SC09 layout, ``<out>/<split>/<label>/<speaker>_<n>.wav`` (16-bit PCM, mono,
 16 kHz, exactly 1 s), plus ``manifest.csv`` (every clip's parameters) and ``info.json``.
@@ -66,7 +66,7 @@ def prepare_digits(out_dir: Path, per_voice: int = 4, seed: int = 0, sample_rate
 
     Args:
         out_dir: output folder.
-        per_voice: clips per voice and digit (4 gives 113 x 10 x 4 = 4520 clips).
+        per_voice: clips per voice and digit (4 gives 104 x 10 x 4 = 4160 clips).
         seed: the seed of everything random (split, parameters, effects).
         sample_rate, seconds: output format (SC09: 16000 Hz, 1 s).
         num_val, num_test: voices held out for validation and test.
