@@ -102,12 +102,12 @@ def fit_length(wave: Tensor, length: int, crop: str = "start") -> Tensor:
 
 
 def find_classes(root: Path) -> list[str]:
-    """Sub-folder names that hold audio files; the ten digit words come in numeric order
-    (zero..nine), any other set in sorted order."""
+    """Sub-folder names that hold audio files, sorted; digit words (all of them or some)
+    come in numeric order (zero, one, ..., nine)."""
     names = sorted(d.name for d in root.iterdir()
                    if d.is_dir() and any(f.suffix.lower() in AUDIO_SUFFIXES for f in d.iterdir()))
-    if set(names) == set(DIGIT_WORDS):
-        return list(DIGIT_WORDS)
+    if names and set(names) <= set(DIGIT_WORDS):
+        return sorted(names, key=DIGIT_WORDS.index)
     return names
 
 
