@@ -198,14 +198,14 @@ def classify(net: MelCNN, wave: Tensor, sample_rate: int,
              batch_size: int = 256) -> tuple[Tensor, Tensor]:
     """Features [N, F] and softmax probabilities [N, C] of clips [N, 1, T] at
     ``sample_rate`` (resampled to the network's rate when they differ)."""
-    import torchaudio.functional as AF
+    from domains.audio.data import resample_waves
 
     device = next(net.parameters()).device
     feats, probs = [], []
     for s in range(0, len(wave), batch_size):
         x = wave[s:s + batch_size].to(device).float().reshape(-1, wave.shape[-1])
         if sample_rate != net.sample_rate:
-            x = AF.resample(x, sample_rate, net.sample_rate)
+            x = resample_waves(x.cpu(), sample_rate, net.sample_rate).to(device)
         f = net.features(x)
         feats.append(f.double().cpu())
         probs.append(net.head(f).double().softmax(-1).cpu())

@@ -6,8 +6,9 @@ Layout: ``<root>/<label>/<name>.(wav|flac|ogg)`` (the SC09 / Speech Commands lay
 * soundfile (libsndfile) decodes WAV, FLAC and OGG/Vorbis;
 * several channels are mixed to mono by averaging them (the downmix of torchaudio and
   librosa), so a stereo clip keeps its loudness when both channels carry the same signal;
-* a clip at another sample rate is resampled with ``torchaudio.functional.resample``
-  (windowed sinc, the torchaudio default), or refused when ``resample=False``;
+* a clip at another sample rate is resampled with torchaudio's windowed-sinc resampler
+  (``torchaudio.transforms.Resample``, the defaults of ``torchaudio.functional.resample``),
+  or refused when ``resample=False``;
 * the clip is cut to ``length`` samples (its start, or its centre with ``crop="center"``) or
   padded with zeros at the end.
 
@@ -18,6 +19,7 @@ in ``WavFolder.skipped``.
 
 from __future__ import annotations
 
+import functools
 from pathlib import Path
 
 import numpy as np
@@ -57,12 +59,44 @@ def wav_truncation(path: Path) -> str | None:
     return None
 
 
+@functools.lru_cache(maxsize=8)
+def _resampler(orig: int, new: int):
+    import torchaudio
+
+    return torchaudio.transforms.Resample(orig, new)  # the sinc kernel is built once
+
+
+def resample_waves(waves: Tensor, orig: int, new: int, chunk: int = 256) -> Tensor:
+    """torchaudio's windowed-sinc resampling of [..., T] clips, the kernel built once per
+    pair of rates and the clips processed in batches."""
+    flat = waves.reshape(-1, waves.shape[-1])
+    with torch.no_grad():
+        out = torch.cat([_resampler(orig, new)(flat[s:s + chunk])
+                         for s in range(0, len(flat), chunk)])
+    return out.reshape(*waves.shape[:-1], out.shape[-1])
+
+
 def read_audio(path: Path, sample_rate: int, resample: bool = True) -> Tensor:
     """One file as a mono float32 waveform at ``sample_rate``.
 
     Shapes:
         returns [T] with T >= 1.
     """
+    wave, rate = read_native(path)
+    return _to_rate(wave, rate, sample_rate, resample, path)
+
+
+def _to_rate(wave: Tensor, rate: int, sample_rate: int, allowed: bool, path: Path) -> Tensor:
+    if rate == sample_rate:
+        return wave
+    if not allowed:
+        raise BadAudioError(f"{path}: sample rate {rate} Hz, expected {sample_rate} Hz "
+                            "(set resample: true to convert)")
+    return resample_waves(wave, rate, sample_rate)
+
+
+def read_native(path: Path) -> tuple[Tensor, int]:
+    """One file as a mono float32 waveform [T] at its own rate, and that rate."""
     import soundfile as sf
 
     path = Path(path)
@@ -79,15 +113,7 @@ def read_audio(path: Path, sample_rate: int, resample: bool = True) -> Tensor:
         raise BadAudioError(f"{path}: zero-length clip")
     if not np.isfinite(data).all():
         raise BadAudioError(f"{path}: contains NaN or Inf samples")
-    wave = torch.from_numpy(data.mean(axis=1))  # mono: the average of the channels
-    if rate != sample_rate:
-        if not resample:
-            raise BadAudioError(f"{path}: sample rate {rate} Hz, expected {sample_rate} Hz "
-                                "(set resample: true to convert)")
-        import torchaudio.functional as AF
-
-        wave = AF.resample(wave, rate, sample_rate)
-    return wave
+    return torch.from_numpy(data.mean(axis=1)), rate  # mono: the average of the channels
 
 
 def fit_length(wave: Tensor, length: int, crop: str = "start") -> Tensor:
@@ -156,20 +182,33 @@ class WavFolder(Dataset):
         if not files:
             raise FileNotFoundError(f"{root}: no audio files ({', '.join(AUDIO_SUFFIXES)}) "
                                     "in it or in its sub-folders")
-        waves, labels, self.paths, self.skipped = [], [], [], 0
+        raw, labels, self.paths, self.skipped = [], [], [], 0
         self.bad: list[str] = []
         for path, label in files:
             try:
-                wave = read_audio(path, sample_rate, resample)
+                wave, rate = read_native(path)
+                if rate != sample_rate and not resample:
+                    _to_rate(wave, rate, sample_rate, False, path)  # raises, naming the file
             except BadAudioError as err:
                 if not skip_bad:
                     raise
                 self.skipped += 1
                 self.bad.append(str(err))
                 continue
-            waves.append(fit_length(wave, length, crop))
+            raw.append((wave, rate))
             labels.append(label)
             self.paths.append(path)
+        # resample clips of one rate and length together (much faster than one by one)
+        groups: dict[tuple[int, int], list[int]] = {}
+        for i, (wave, rate) in enumerate(raw):
+            if rate != sample_rate:
+                groups.setdefault((rate, len(wave)), []).append(i)
+        waves = [w for w, _ in raw]
+        for (rate, _), idx in groups.items():
+            out = resample_waves(torch.stack([waves[i] for i in idx]), rate, sample_rate)
+            for i, w in zip(idx, out):
+                waves[i] = w
+        waves = [fit_length(w, length, crop) for w in waves]
         if not waves:
             raise BadAudioError(f"{root}: all {len(files)} audio files are bad, e.g. "
                                 f"{self.bad[0]}")
