@@ -156,3 +156,10 @@ def test_inpainting_keeps_the_kept_region_exactly(trained, tmp_path):
         assert np.array_equal(got[1000:], expected)
     with pytest.raises(ValueError, match="kept time ranges"):
         module.domain.inpaint_source(Path(source), "0.5", clips.audio, {})
+
+
+def test_fit_refuses_an_untrusted_model_class(tmp_path, capsys):
+    cfg = tmp_path / "evil.yaml"
+    cfg.write_text("model:\n  class_path: os.system\n  init_args: {}\n")
+    assert main(["fit", "-c", str(cfg)]) == 2
+    assert "outside the trusted packages" in capsys.readouterr().err
