@@ -11,6 +11,8 @@ registry: Registry[str] = Registry("domain")
 registry.register("toy", "domains.toy.domain:ToyDomain")
 registry.register("qm9", "domains.molecules.domain:MoleculeDomain")
 registry.register("shapes", "domains.shapes.domain:ShapeDomain")
+registry.register("digits", "domains.audio.domain:AudioDomain")
+registry.register("audio", "domains.audio.domain:AudioDomain")
 
 
 def domain_class(name: str):

@@ -26,10 +26,14 @@ WANDB_DEFAULT = {
 
 
 class DiffplatCLI(LightningCLI):
-    def __init__(self, args: list[str] | None = None, run: bool = True):
+    def __init__(self, args: list[str] | None = None, run: bool = True,
+                 model_class: type | None = None):
+        # model_class: a LightningModule other than DiffusionModule (e.g. the audio digit
+        # classifier), chosen by the config's ``model.class_path`` (see run()); such configs
+        # give the model as class_path + init_args
         super().__init__(
-            DiffusionModule,
-            subclass_mode_model=False,
+            model_class or DiffusionModule,
+            subclass_mode_model=model_class is not None,
             save_config_kwargs={"overwrite": True},
             parser_kwargs={"exit_on_error": False},
             auto_configure_optimizers=False,
@@ -79,6 +83,33 @@ def _plain(obj: Any) -> Any:
     return str(obj)
 
 
+def _other_model_class(args: list[str]) -> type | None:
+    """pytorch_lightning.LightningModule when a config file names ``model.class_path``
+    (a model that is not the DiffusionModule, such as the audio digit classifier); the
+    class path itself is resolved by LightningCLI, restricted to trusted packages here."""
+    import yaml
+
+    from diffplat.training.checkpoint import TRUSTED_PREFIXES
+
+    paths = [args[i + 1] for i, a in enumerate(args[:-1]) if a in ("-c", "--config")]
+    paths += [a.split("=", 1)[1] for a in args if a.startswith("--config=")]
+    for path in paths:
+        if not Path(path).is_file():
+            continue
+        model = (yaml.safe_load(Path(path).read_text()) or {}).get("model")
+        if isinstance(model, dict) and "class_path" in model:
+            cp = str(model["class_path"])
+            if cp.endswith("DiffusionModule"):
+                return None
+            if not cp.startswith(TRUSTED_PREFIXES):
+                raise ValueError(f"{path}: model.class_path {cp!r} is outside the trusted "
+                                 f"packages {', '.join(TRUSTED_PREFIXES)}")
+            import pytorch_lightning as pl
+
+            return pl.LightningModule
+    return None
+
+
 def run(args: list[str]) -> None:
     """Run LightningCLI as if ``diffplat <args>`` had been typed. sys.argv is set to match,
     because Lightning's DDP launcher starts the other ranks by re-running sys.argv."""
@@ -87,6 +118,6 @@ def run(args: list[str]) -> None:
     saved = sys.argv
     sys.argv = [saved[0], *args]
     try:
-        DiffplatCLI(args=None)
+        DiffplatCLI(args=None, model_class=_other_model_class(args))
     finally:
         sys.argv = saved

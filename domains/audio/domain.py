@@ -1,0 +1,316 @@
+"""Waveform generation as a Domain: spoken digits (SC09-style) or any folder of sounds."""
+
+from __future__ import annotations
+
+import hashlib
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import Tensor
+from torch.utils.data import Dataset, Subset
+
+from diffplat.domain import Domain
+from diffplat.noise import GaussianNoise
+from domains.audio.data import AUDIO_SUFFIXES, WavFolder, find_classes, fit_length, read_audio
+
+SPLITS = ("train", "val", "test")
+
+
+@dataclass
+class Clips:
+    """Audio samples: ``audio`` [N, 1, T] in [-1, 1] at ``sample_rate`` and, for labelled
+    or class-conditional samples, the class index of each clip (``labels`` [N])."""
+
+    audio: Tensor
+    labels: Tensor | None
+    sample_rate: int
+
+    def __len__(self) -> int:
+        return len(self.audio)
+
+
+class _Indexed(Dataset):
+    """(wave, label, index): the index makes label dropout a function of the batch."""
+
+    def __init__(self, data: Dataset):
+        self.data = data
+
+    def __len__(self) -> int:
+        return len(self.data)
+
+    def __getitem__(self, i: int):
+        wave, label = self.data[i]
+        return wave, label, torch.tensor(i)
+
+
+class AudioDomain(Domain):
+    """Mono waveforms of fixed length, unconditional or conditioned on a class label.
+
+    Args:
+        data_path: a folder with ``train/``, ``val/``, ``test/`` sub-folders in the
+            ``<label>/*.wav`` layout (``diffplat data prepare digits``, or SC09 as
+            distributed); a folder without them is split at random (90/5/5, ``split_seed``).
+        sample_rate: model rate in Hz (files at other rates are resampled).
+        seconds: clip length; longer files are cut (``crop``), shorter ones zero-padded.
+        classes: label names in index order (default: the sub-folder names, digits in
+            numeric order).
+        conditional: class-conditional model (the backbone needs ``num_classes``).
+        label_dropout: probability of replacing a label by the null class in training
+            (classifier-free guidance, Ho & Salimans 2022).
+        gain: the model sees ``gain * wave``; samples are divided by it.
+        crop, resample, skip_bad: see ``domains.audio.data.WavFolder``.
+        max_items: at most this many clips per class and split (quick runs).
+        split_seed: seed of the random split of a folder without split sub-folders.
+        classifier: a ``DigitClassifier`` checkpoint; the metrics need it.
+        fid_reference: split whose classifier features FID, NDB and AM compare with
+            (DiffWave: the training set).
+        ndb_bins: K of NDB.
+    """
+
+    name = "audio"
+    default_data_dir = "data/digits"
+
+    def __init__(self, data_path: str = "data/digits", sample_rate: int = 16000,
+                 seconds: float = 1.0, classes: list[str] | None = None,
+                 conditional: bool = False, label_dropout: float = 0.1, gain: float = 1.0,
+                 crop: str = "start", resample: bool = True, skip_bad: bool = False,
+                 max_items: int | None = None, split_seed: int = 0,
+                 classifier: str | None = None, fid_reference: str = "train",
+                 ndb_bins: int = 50):
+        if fid_reference not in SPLITS:
+            raise ValueError(f"fid_reference must be one of {', '.join(SPLITS)}")
+        self.data_path, self.sample_rate, self.seconds = data_path, sample_rate, seconds
+        self.length = int(round(sample_rate * seconds))
+        self.classes = list(classes) if classes else None
+        self.conditional, self.label_dropout, self.gain = conditional, label_dropout, gain
+        self.crop, self.resample, self.skip_bad = crop, resample, skip_bad
+        self.max_items, self.split_seed = max_items, split_seed
+        self.classifier, self.fid_reference, self.ndb_bins = classifier, fid_reference, ndb_bins
+        self.stage: str | None = None
+        self._splits: dict[str, Dataset] | None = None
+        self._scorer = None
+        self.last_samples: Clips | None = None  # for the wandb audio callback
+
+    # -- data ---------------------------------------------------------------------------------
+    def _folder(self, path: Path) -> WavFolder:
+        data = WavFolder(path, self.sample_rate, self.length, self.classes, self.crop,
+                         self.resample, self.skip_bad, self.max_items)
+        if data.skipped:
+            warnings.warn(f"{path}: skipped {data.skipped} bad audio files, e.g. {data.bad[0]}",
+                          stacklevel=2)
+        self.classes = data.classes
+        return data
+
+    def setup(self, stage: str = "fit") -> None:
+        self.stage = stage
+        if self._splits is not None:
+            return
+        root = Path(self.data_path)
+        if not root.is_dir():
+            raise FileNotFoundError(f"audio data folder not found: {root} (create the digits "
+                                    f"with `diffplat data prepare digits --out {root}`)")
+        if (root / "train").is_dir():
+            self._splits = {s: self._folder(root / s) for s in SPLITS if (root / s).is_dir()}
+            self._splits.setdefault("val", self._splits.get("test", self._splits["train"]))
+            self._splits.setdefault("test", self._splits["val"])
+        else:
+            data = self._folder(root)
+            perm = torch.randperm(len(data), generator=torch.Generator().manual_seed(
+                self.split_seed)).tolist()
+            n_eval = max(1, len(data) // 20)
+            self._splits = {"test": Subset(data, perm[:n_eval]),
+                            "val": Subset(data, perm[n_eval:2 * n_eval]),
+                            "train": Subset(data, perm[2 * n_eval:])}
+        self.skipped = sum(getattr(d, "skipped", 0) for d in self._splits.values())
+
+    def split(self, name: str) -> Dataset:
+        if name not in SPLITS:
+            raise ValueError(f"unknown split {name!r}; splits: {', '.join(SPLITS)}")
+        if self._splits is None:
+            self.setup(self.stage or "test")
+        return self._splits[name]
+
+    def train_dataset(self):
+        return _Indexed(self.split("train"))
+
+    def val_dataset(self):
+        return _Indexed(self.split("val"))
+
+    def test_dataset(self):
+        return _Indexed(self.split("test"))
+
+    def class_names(self) -> list[str]:
+        """The label names; without ``classes`` in the config, the sub-folder names of the
+        training data (a directory scan: sampling does not load the data)."""
+        if self.classes is None:
+            root = Path(self.data_path)
+            folder = root / "train" if (root / "train").is_dir() else root
+            if not folder.is_dir():
+                raise FileNotFoundError(f"the class names come from the data folder {folder}, "
+                                        "which is missing; give them as the domain's classes")
+            self.classes = find_classes(folder) or [folder.name]
+        return self.classes
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.class_names())
+
+    def unpack(self, batch):
+        """(wave [B, 1, T], label [B], index [B]) -> (gain * wave, {"labels"}, noise).
+
+        In training (gradients on), each label is replaced by the null class (index
+        ``num_classes``) with probability ``label_dropout``, drawn from a generator seeded by
+        the batch's item indices, so an exactly resumed run drops the same labels."""
+        wave, labels, index = batch
+        cond: dict[str, Any] = {}
+        if self.conditional:
+            labels = labels.clone()
+            if torch.is_grad_enabled() and self.label_dropout > 0:
+                seed = int.from_bytes(hashlib.blake2b(index.cpu().numpy().tobytes(),
+                                                      digest_size=8).digest(), "little") >> 2
+                gen = torch.Generator().manual_seed(seed)
+                drop = torch.rand(len(labels), generator=gen) < self.label_dropout
+                labels[drop.to(labels.device)] = self.num_classes
+            cond["labels"] = labels
+        return wave * self.gain, cond, GaussianNoise()
+
+    # -- sampling -----------------------------------------------------------------------------
+    def label_index(self, label: Any) -> int:
+        """A class index from an index (3) or a name ("three")."""
+        names = self.class_names()
+        if isinstance(label, str) and not label.lstrip("-").isdigit():
+            if label not in names:
+                raise ValueError(f"unknown label {label!r}; labels: {', '.join(names)}")
+            return names.index(label)
+        index = int(label)
+        if not 0 <= index < self.num_classes:
+            raise ValueError(f"label {index} outside 0..{self.num_classes - 1} "
+                             f"({', '.join(names)})")
+        return index
+
+    def prior(self, num, generator, device="cpu", label=None, **options):
+        """Noise [num, 1, T]; a conditional model gets ``label`` (``--prior label=3`` or
+        ``label=three``) or, by default, the classes in turn (0, 1, ..., 0, 1, ...)."""
+        if options:
+            raise ValueError(f"unknown audio sampling options {sorted(options)}; valid: label")
+        noise = torch.randn(num, 1, self.length, generator=generator, device=device)
+        if not self.conditional:
+            if label is not None:
+                raise ValueError("--prior label=... needs a class-conditional model "
+                                 "(domain conditional: true)")
+            return noise, {}, GaussianNoise()
+        if label is None:
+            labels = torch.arange(num, device=device) % self.num_classes
+        else:
+            labels = torch.full((num,), self.label_index(label), device=device)
+        return noise, {"labels": labels}, GaussianNoise()
+
+    def null_condition(self, cond):
+        if "labels" not in cond:
+            raise ValueError("classifier-free guidance needs a class-conditional model")
+        return {"labels": torch.full_like(cond["labels"], self.num_classes)}
+
+    def inpaint_source(self, path, mask, like, cond):
+        """Keep part of the clip at ``path`` and generate the rest. ``mask`` lists the KEPT
+        time ranges in seconds, ``start:end`` with either end optional, comma-separated:
+        "0:0.5" continues the first half, "0.5:" generates a beginning for the second half,
+        "0:0.25,0.75:" fills the middle."""
+        wave = fit_length(read_audio(Path(path), self.sample_rate, self.resample),
+                          self.length, self.crop)
+        keep = torch.zeros(self.length)
+        for part in str(mask).split(","):
+            if ":" not in part:
+                raise ValueError(f"--mask {mask!r}: give kept time ranges in seconds such as "
+                                 "0:0.5 or 0:0.25,0.75:")
+            a, b = part.split(":", 1)
+            try:
+                start = float(a) if a.strip() else 0.0
+                end = float(b) if b.strip() else self.seconds
+            except ValueError:
+                raise ValueError(f"--mask {mask!r}: {part!r} is not start:end in seconds") \
+                    from None
+            if not 0 <= start < end:
+                raise ValueError(f"--mask {mask!r}: {part!r} needs 0 <= start < end")
+            keep[int(round(start * self.sample_rate)):int(round(end * self.sample_rate))] = 1
+        known = (wave * self.gain).to(like)[None, None].expand_as(like).clone()
+        return known, keep.to(like)[None, None]
+
+    def decode(self, x0, cond):
+        labels = cond.get("labels")
+        return Clips(x0 / self.gain, None if labels is None else labels.cpu(),
+                     self.sample_rate)
+
+    def concat(self, parts):
+        labels = [p.labels for p in parts]
+        return Clips(torch.cat([p.audio for p in parts]),
+                     None if any(x is None for x in labels) else torch.cat(labels),
+                     parts[0].sample_rate)
+
+    # -- scoring ------------------------------------------------------------------------------
+    def reference(self, num, split="test"):
+        data = self.split(split)
+        if num > len(data):
+            raise ValueError(f"the {split} split holds {len(data)} clips, asked for {num}")
+        # an even spread over the split (its files are sorted by class)
+        idx = torch.linspace(0, len(data) - 1, num).round().long().unique().tolist()
+        items = [data[i] for i in idx]
+        return Clips(torch.stack([w for w, _ in items]),
+                     torch.stack([torch.as_tensor(lab) for _, lab in items]), self.sample_rate)
+
+    def metrics(self, samples, split="test"):
+        from domains.audio.scoring import score
+
+        return score(self, samples, split)
+
+    # -- files --------------------------------------------------------------------------------
+    def write(self, samples, out_dir):
+        from domains.audio.io import write_clips
+
+        self.last_samples = samples
+        return write_clips(samples, Path(out_dir),
+                           self.class_names() if samples.labels is not None else None)
+
+    def read(self, path):
+        from domains.audio.io import read_clips
+
+        return read_clips(Path(path), self.sample_rate, self.length, self.classes)
+
+    def preview(self, samples, path):
+        from domains.audio.io import spectrogram_grid
+
+        self.last_samples = samples
+        return spectrogram_grid(samples, Path(path),
+                                self.class_names() if samples.labels is not None else None)
+
+    @classmethod
+    def prepare(cls, out_dir, per_voice: int = 4, seed: int = 0, sample_rate: int = 16000,
+                seconds: float = 1.0, num_val: int = 12, num_test: int = 12,
+                max_voices: int | None = None, workers: int = 2):
+        """The spoken-digits set (domains/audio/digits.py)."""
+        from domains.audio.digits import prepare_digits
+
+        return prepare_digits(Path(out_dir), per_voice, seed, sample_rate, seconds, num_val,
+                              num_test, max_voices, workers)
+
+    @classmethod
+    def describe(cls, path):
+        import soundfile as sf
+
+        path = Path(path)
+        if not path.is_dir():
+            raise FileNotFoundError(f"audio data folder not found: {path}")
+        out: dict[str, Any] = {"path": str(path)}
+        for split in [s for s in SPLITS if (path / s).is_dir()] or ["."]:
+            files = sorted(p for p in (path / split).rglob("*")
+                           if p.suffix.lower() in AUDIO_SUFFIXES)
+            labels: dict[str, int] = {}
+            for f in files:
+                labels[f.parent.name] = labels.get(f.parent.name, 0) + 1
+            rates = sorted({sf.info(f).samplerate for f in files[:50]})
+            out[split] = {"files": len(files), "per_label": labels,
+                          "sample_rates_of_first_50": rates}
+        return out
+
