@@ -23,8 +23,8 @@ The file::
         goal: min                        # min or max
         grid: {nfe: [5, 10, 20]}         # per-domain changes to the grid
         sampling: {batch_size: 500}      # passed to generate(), e.g. prior options
-        prepare: {domain: toy, out: data/toy}   # run `diffplat data prepare` when out is
-                                                # missing, before any cell starts
+        prepare:                         # diffplat commands run before any cell, each
+          - {path: data/toy, run: data prepare toy --out data/toy}   # when path is missing
 """
 
 from __future__ import annotations
@@ -43,6 +43,9 @@ AXES_TRAIN = ("schedule", "target", "weighting")
 AXES_SAMPLE = ("sampler", "nfe")
 DOMAIN_KEYS = {"config", "overrides", "num_samples", "metric", "goal", "grid", "sampling",
                "checkpoints", "loss_curve_batches", "prepare"}
+
+
+PREPARE_COMMANDS = ("data", "fit")
 
 
 class GridError(ValueError):
@@ -98,7 +101,7 @@ class DomainSpec:
     goal: str
     sampling: dict[str, Any] = field(default_factory=dict)
     loss_curve_batches: int = 2
-    prepare: dict[str, Any] | None = None
+    prepare: list[dict[str, str]] = field(default_factory=list)
 
 
 @dataclass
@@ -221,16 +224,15 @@ def load_grid(path: str | Path, root: Path | None = None, out: str | None = None
             raise GridError(f"{path}: {where}.goal must be min or max, got {goal!r}")
         if "metric" not in d:
             raise GridError(f"{path}: {where} needs a 'metric' (the headline number)")
-        prepare = d.get("prepare")
-        if prepare is not None:
-            from diffplat.cli.domains import registry
-
-            if not isinstance(prepare, dict) or set(prepare) != {"domain", "out"}:
-                raise GridError(f"{path}: {where}.prepare must be {{domain: NAME, out: DIR}}")
-            if prepare["domain"] not in registry:
-                raise GridError(f"{path}: {where}.prepare.domain: unknown domain "
-                                f"{prepare['domain']!r}; valid names: "
-                                f"{', '.join(registry.names())}")
+        prepare = d.get("prepare") or []
+        for step in prepare if isinstance(prepare, list) else [None]:
+            if not isinstance(step, dict) or set(step) != {"path", "run"}:
+                raise GridError(f"{path}: {where}.prepare must be a list of "
+                                "{path: PATH, run: DIFFPLAT COMMAND}")
+            command = str(step["run"]).split()[0] if str(step["run"]).split() else ""
+            if command not in PREPARE_COMMANDS:
+                raise GridError(f"{path}: {where}.prepare: {step['run']!r} is not a diffplat "
+                                f"command; valid: {', '.join(PREPARE_COMMANDS)}")
         domains[name] = DomainSpec(name, str(d["config"]), int(d.get("num_samples", 1000)),
                                    str(d["metric"]), goal, dict(d.get("sampling") or {}),
                                    int(d.get("loss_curve_batches", 2)), prepare)

@@ -123,17 +123,22 @@ class Runner:
                                                           "reason": reason}))
 
     def prepare_data(self) -> None:
-        """Build the datasets a domain entry names under ``prepare`` when they are missing."""
-        from diffplat.cli.data import main as data_main
+        """Run each domain entry's ``prepare`` commands (datasets, a metric's classifier)
+        whose output path is missing."""
+        import shlex
+
+        from diffplat.cli import main as cli_main
 
         for spec in self.grid.domains.values():
-            if spec.prepare and not Path(spec.prepare["out"]).exists():
-                self._say(f"preparing {spec.prepare['domain']} data in {spec.prepare['out']}")
-                code = data_main(["prepare", spec.prepare["domain"], "--out",
-                                  str(spec.prepare["out"])])
-                if code != 0:
-                    raise RuntimeError(f"`diffplat data prepare {spec.prepare['domain']}` "
-                                       f"failed with status {code}")
+            for step in spec.prepare:
+                if Path(step["path"]).exists():
+                    continue
+                self._say(f"{spec.name}: {step['path']} is missing; running "
+                          f"`diffplat {step['run']}`")
+                code = cli_main(shlex.split(step["run"]))
+                if code != 0 or not Path(step["path"]).exists():
+                    raise RuntimeError(f"`diffplat {step['run']}` (for {spec.name}) failed "
+                                       f"with status {code} or did not write {step['path']}")
 
     def run(self) -> None:
         self.prepare_data()
