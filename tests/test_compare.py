@@ -65,7 +65,8 @@ def test_compare_scores_every_cell_records_failures_and_resumes(tmp_path, capsys
     nan.write_text(text.replace("      depth: 2", "      depth: 2\n      nan_from: 3"))
     grid = _grid(tmp_path, _toy("toy", good) + _toy("broken", nan), GRID)
 
-    assert main(["compare", "-c", str(grid)]) == 1  # one model failed
+    # two workers at once (each with one OpenMP thread on 2 cores)
+    assert main(["compare", "-c", str(grid), "--jobs", "2"]) == 1  # one model failed
     out = tmp_path / "out"
     with open(out / "results.csv") as f:
         rows = list(csv.DictReader(f))

@@ -107,6 +107,10 @@ class Runner:
         env = dict(os.environ)
         if self.devices:
             env["CUDA_VISIBLE_DEVICES"] = self.devices[slot % len(self.devices)]
+        elif self.jobs > 1 and "OMP_NUM_THREADS" not in env:
+            # CPU workers side by side: split the cores instead of letting every worker's
+            # OpenMP pool spin on all of them (oversubscribed pools run many times slower)
+            env["OMP_NUM_THREADS"] = str(max(1, (os.cpu_count() or 1) // self.jobs))
         log = open(cell_dir / "worker.log", "a")  # noqa: SIM115 - closed when the job ends
         proc = subprocess.Popen([sys.executable, "-m", "diffplat.compare.worker", str(cell_dir)],
                                 stdout=log, stderr=subprocess.STDOUT, env=env)
