@@ -40,10 +40,10 @@ class Domain:
         """Load or check the data; raise FileNotFoundError naming a missing path."""
 
     def train_dataset(self) -> Dataset:
-        raise NotImplementedError
+        raise NotImplementedError(f"domain {self.name!r} does not implement train_dataset()")
 
     def val_dataset(self) -> Dataset:
-        raise NotImplementedError
+        raise NotImplementedError(f"domain {self.name!r} does not implement val_dataset()")
 
     def test_dataset(self) -> Dataset:
         return self.val_dataset()
@@ -65,7 +65,7 @@ class Domain:
     def prior(self, num: int, generator: torch.Generator, device: Any = "cpu",
               **options: Any) -> tuple[Tensor, dict[str, Any], NoiseSpace]:
         """Starting noise for ``num`` samples, their conditioning and their noise space."""
-        raise NotImplementedError
+        raise NotImplementedError(f"domain {self.name!r} does not implement prior()")
 
     def null_condition(self, cond: dict[str, Any]) -> dict[str, Any]:
         """For classifier-free guidance: ``cond`` with its class or context replaced by the
@@ -93,24 +93,24 @@ class Domain:
     # -- scoring and output -------------------------------------------------------------------
     def reference(self, num: int, split: str = "test") -> Any:
         """``num`` real samples to score against (or to score with ``--reference``)."""
-        raise NotImplementedError
+        raise NotImplementedError(f"domain {self.name!r} does not implement reference()")
 
     def metrics(self, samples: Any, split: str = "test") -> dict[str, float]:
         """Score samples against the domain's reference for ``split`` (the domain decides
         what it compares with: a data split, an exact distribution, a classifier...)."""
-        raise NotImplementedError
+        raise NotImplementedError(f"domain {self.name!r} does not implement metrics()")
 
     def write(self, samples: Any, out_dir: Path) -> list[Path]:
         """Write samples in the domain's own file formats; returns the paths written."""
-        raise NotImplementedError
+        raise NotImplementedError(f"domain {self.name!r} does not implement write()")
 
     def read(self, path: Path) -> Any:
         """Read samples written by ``write`` (for ``diffplat evaluate --samples``)."""
-        raise NotImplementedError
+        raise NotImplementedError(f"domain {self.name!r} does not implement read()")
 
     def preview(self, samples: Any, path: Path) -> Path:
         """A PNG picture of some samples."""
-        raise NotImplementedError
+        raise NotImplementedError(f"domain {self.name!r} does not implement preview()")
 
     # -- data preparation (diffplat data prepare|info) ------------------------------------------
     @classmethod

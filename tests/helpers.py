@@ -48,6 +48,23 @@ model:
 """
 
 
+#: The trainer section of every test run: CPU, no logger, no progress bar, validation off.
+#: Format with ``steps`` and ``root``; a test appends its ``model:`` section.
+CPU_TRAINER = """
+seed_everything: 0
+trainer:
+  max_steps: {steps}
+  max_epochs: -1
+  accelerator: cpu
+  devices: 1
+  enable_progress_bar: false
+  enable_model_summary: false
+  check_val_every_n_epoch: 1000
+  logger: false
+  default_root_dir: {root}
+"""
+
+
 def write_config(path: Path, root: Path, max_steps: int = 20, ckpt_every: int = 5,
                  extra: str = "") -> Path:
     path.write_text(TINY_CONFIG.format(root=root, max_steps=max_steps,

@@ -12,6 +12,7 @@ import torch
 
 from diffplat.cli import main
 from domains.audio.data import read_audio
+from tests.helpers import CPU_TRAINER
 
 CLASSIFIER = """
 seed_everything: 0
@@ -31,17 +32,7 @@ model:
       channels: [4, 8]
 """
 
-DIFFUSION = """
-seed_everything: 0
-trainer:
-  max_steps: 4
-  max_epochs: -1
-  accelerator: cpu
-  enable_progress_bar: false
-  enable_model_summary: false
-  check_val_every_n_epoch: 1000
-  logger: false
-  default_root_dir: {root}
+DIFFUSION = CPU_TRAINER.replace("{steps}", "4") + """
 model:
   domain:
     class_path: domains.audio.AudioDomain

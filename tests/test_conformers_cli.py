@@ -8,19 +8,9 @@ from rdkit import Chem
 from rdkit.Chem import AllChem
 
 from diffplat.cli import main
+from tests.helpers import CPU_TRAINER
 
-CONFIG = """
-seed_everything: 0
-trainer:
-  max_steps: 8
-  max_epochs: -1
-  accelerator: cpu
-  devices: 1
-  enable_progress_bar: false
-  enable_model_summary: false
-  check_val_every_n_epoch: 1000
-  logger: false
-  default_root_dir: {root}
+CONFIG = CPU_TRAINER.replace("{steps}", "8") + """
 model:
   domain:
     class_path: domains.molecules.conformers.domain.ConformerDomain

@@ -6,21 +6,11 @@ import pytest
 import torch
 
 from diffplat.cli import main
+from tests.helpers import CPU_TRAINER
 
 pytest.importorskip("rdkit")
 
-TINY = """
-seed_everything: 0
-trainer:
-  max_steps: {steps}
-  max_epochs: -1
-  accelerator: cpu
-  devices: 1
-  enable_progress_bar: false
-  enable_model_summary: false
-  check_val_every_n_epoch: 1000
-  logger: false
-  default_root_dir: {root}
+TINY = CPU_TRAINER + """
 model:
   domain:
     class_path: domains.molecules.domain.MoleculeDomain

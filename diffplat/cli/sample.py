@@ -75,7 +75,7 @@ def generate(args: argparse.Namespace):
     name = args.sampler or module.hparams.sampler
     steps = args.steps or module.hparams.sample_steps
     options = parse_options(args.option)
-    inpaint = getattr(args, "inpaint", None)
+    inpaint = args.inpaint
     if inpaint is not None:
         if not Path(inpaint).exists():
             raise FileNotFoundError(f"--inpaint: no such file {inpaint}")
@@ -92,12 +92,12 @@ def generate(args: argparse.Namespace):
     samples, stats = module.generate(
         args.num, sampler=name, steps=steps, seed=args.seed, batch_size=args.batch_size,
         callback=(lambda info: bar.update(1)) if bar else None, sampler_options=options,
-        guidance=getattr(args, "guidance", None), inpaint=inpaint,
-        resample=getattr(args, "resample", 1), **parse_options(args.prior))
+        guidance=args.guidance, inpaint=inpaint, resample=args.resample,
+        **parse_options(args.prior))
     if bar:
         bar.close()
     stats.update(seconds=round(time.perf_counter() - t0, 3), options=options,
-                 prior=parse_options(args.prior), guidance=getattr(args, "guidance", None),
+                 prior=parse_options(args.prior), guidance=args.guidance,
                  inpaint=list(inpaint) if inpaint else None)
     return module, samples, stats
 

@@ -149,6 +149,15 @@ def _names(axis: str) -> list[str]:
             "weighting": weightings.names}[axis]()
 
 
+def _module_default(name: str) -> Any:
+    """DiffusionModule's default for a constructor argument (schedule, target, ...)."""
+    import inspect
+
+    from diffplat.training.module import DiffusionModule
+
+    return inspect.signature(DiffusionModule.__init__).parameters[name].default
+
+
 def _check_axis(axis: str, values: Any, where: str) -> list:
     if not isinstance(values, list) or not values:
         raise GridError(f"{where}.{axis}: expected a non-empty list, got {values!r}")
@@ -212,11 +221,8 @@ def load_grid(path: str | Path, root: Path | None = None, out: str | None = None
         for axis in AXES_TRAIN + AXES_SAMPLE:
             if axis in grid:
                 axes[axis] = _check_axis(axis, grid[axis], f"{where}.grid")
-            elif axis in AXES_TRAIN:
-                axes[axis] = [model.get(axis) or {"weighting": "uniform", "target": "eps",
-                                                   "schedule": "cosine"}[axis]]
-            elif axis == "sampler":
-                axes[axis] = [model.get("sampler", "heun")]
+            elif axis in AXES_TRAIN or axis == "sampler":  # the config's, else the default
+                axes[axis] = [model.get(axis) or _module_default(axis)]
             else:
                 raise GridError(f"{path}: {where}: no 'nfe' list in the grid")
         goal = d.get("goal", "min")

@@ -65,6 +65,9 @@ class Runner:
         self.jobs = jobs or max(1, len(self.devices))
         self.retry_failed, self.stream = retry_failed, stream
         self.cells_dir = grid.out / "cells"
+        self.files = {id(cell): [s.filename for s in grid.sample_cells if s.train is cell]
+                      for cell in grid.train_cells}  # each model's sampling result files
+        self._ok: set[Path] = set()  # results known to be final (ok), not re-read while polling
 
     def _spec(self, cell: TrainCell) -> dict:
         d = self.grid.domains[cell.domain]
@@ -83,7 +86,7 @@ class Runner:
         out = []
         for cell in self.grid.train_cells:
             cell_dir = self.cells_dir / cell.dirname
-            files = [s.filename for s in self.grid.sample_cells if s.train is cell]
+            files = self.files[id(cell)]
             train = _load(cell_dir / TRAIN_FILE)
             done, failed = cell_status(cell_dir, files)
             complete = train is not None and (train.get("status") != "ok" or done == len(files))
@@ -176,9 +179,19 @@ class Runner:
     def _progress(self, todo, running, finished, elapsed) -> str:
         done = failed = 0
         for cell in self.grid.train_cells:
-            files = [s.filename for s in self.grid.sample_cells if s.train is cell]
-            d, f = cell_status(self.cells_dir / cell.dirname, files)
-            done, failed = done + d, failed + f
+            cell_dir = self.cells_dir / cell.dirname
+            for name in self.files[id(cell)]:
+                path = cell_dir / name
+                if path in self._ok:
+                    done += 1
+                    continue
+                result = _load(path)
+                if result is not None:
+                    done += 1
+                    if result.get("status") == "ok":
+                        self._ok.add(path)
+                    else:
+                        failed += 1
         total = len(self.grid.sample_cells)
         eta = ""
         if finished and len(todo) > finished:
