@@ -44,9 +44,10 @@ def add_sampling_args(p: argparse.ArgumentParser, required: bool = True) -> None
                    help="inpaint, continue or complete the data in PATH (a file in the "
                         "domain's format); --mask says which part is kept")
     p.add_argument("--mask", default=None, metavar="SPEC",
-                   help="with --inpaint: the kept part, in the domain's terms (audio: a time "
-                        "range in seconds or fractions such as 0:0.5; toy: a dimension)")
-    p.add_argument("--resample", type=int, default=1,
+                   help="with --inpaint: the kept part, in the domain's terms (audio: time "
+                        "ranges in seconds such as 0:0.5 or 0:0.25,0.75:; shapes: view:+x "
+                        "or first; toy: known dimensions such as 0)")
+    p.add_argument("--resample", type=int, default=1, metavar="R",
                    help="with --inpaint: denoiser calls per step (RePaint-style, default 1)")
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu",
                    help="cpu or cuda (default: cuda when available)")
