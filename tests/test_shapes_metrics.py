@@ -7,6 +7,7 @@ import torch
 from scipy.spatial import cKDTree
 
 from domains.shapes.metrics import (
+    ChamferIndex,
     chamfer,
     chamfer_matrix,
     emd_exact,
@@ -75,12 +76,85 @@ def test_sinkhorn_approximates_the_exact_emd():
     torch.testing.assert_close(m.diagonal(), approx)
 
 
+def _clustered_clouds(num: int, points: int, seed: int, scales=(0.01, 0.03, 0.1, 0.3)):
+    """Jittered copies of three base clouds at several noise levels: near ties and wide
+    gaps, the hard case for pruning."""
+    gen = torch.Generator().manual_seed(seed)
+    base = torch.rand(3, points, 3, generator=gen) * torch.tensor([1.0, 2.0, 0.5])
+    out = [base[i % 3] + scales[(i // 3) % len(scales)] * torch.randn(points, 3, generator=gen)
+           for i in range(num)]
+    return torch.stack(out)
+
+
+@pytest.mark.parametrize("resolution,band", [(4, 1), (16, 2), (32, 3)])
+def test_chamfer_index_bounds_and_nearest_neighbours_match_the_full_matrix(resolution, band):
+    x = _clustered_clouds(30, 64, seed=4)
+    full = chamfer_matrix(x, x, method="kdtree", symmetric=True).numpy()
+    index = ChamferIndex(x, resolution=resolution, band=band)
+    off = ~np.eye(len(x), dtype=bool)
+    assert np.all(index.lower[off] <= full[off]), "a lower bound exceeds the distance"
+    assert np.all(index.lower >= 0)
+    # bounds worth having: on average at least a tenth of the distance at this resolution
+    if resolution >= 16:
+        assert np.mean(index.lower[off] / full[off]) > 0.1
+    masked = np.where(off, full, np.inf)
+    for i in range(len(x)):
+        j, d = index.nearest(i, range(len(x)))
+        assert j == masked[i].argmin() and d == pytest.approx(masked[i].min(), rel=1e-12)
+        others = [k for k in range(len(x)) if k != i]
+        second = np.sort(masked[i])[1]
+        assert index.any_within(i, others, second) and not index.any_within(i, others,
+                                                                            d, strict=True)
+    assert index.distance(0, 5) == pytest.approx(full[0, 5], rel=1e-12)
+    assert index.exact_pairs < len(x) * (len(x) - 1) / 2      # something was pruned
+
+
+def test_chamfer_index_bounds_hold_at_any_scale_offset_and_resolution():
+    rng = np.random.default_rng(7)
+    for _ in range(150):
+        scale, shift = 10.0 ** rng.uniform(-3, 3), rng.uniform(-100, 100, 3)
+        x = torch.from_numpy(rng.random((4, 8, 3)) * scale + shift * scale)
+        x[1, 0] = x[0, 0]                             # points on shared voxel boundaries
+        index = ChamferIndex(x, resolution=int(rng.integers(1, 60)),
+                             band=int(rng.integers(1, 4)))
+        full = chamfer_matrix(x, x, method="kdtree").numpy()
+        off = ~np.eye(4, dtype=bool)
+        assert np.all(index.lower[off] <= full[off])
+
+
+def test_pruned_chamfer_metrics_equal_the_full_matrices_ties_included():
+    ref = _clustered_clouds(16, 48, seed=5)
+    gen = _clustered_clouds(14, 48, seed=6)
+    ref[7] = ref[2]                   # a tie among the references
+    gen[3] = ref[4]                   # a sample that copies a reference: distance 0
+    gen[9] = gen[10]                  # a tie among the samples
+    kd = set_metrics(gen, ref, emd=None, chamfer="kdtree")
+    brute = set_metrics(gen, ref, emd=None, chamfer="brute")
+    pruned = set_metrics(gen, ref, emd=None, chamfer="pruned")
+    for key in ("cov_cd", "1nna_cd"):
+        assert pruned[key] == kd[key] == brute[key], key
+    assert pruned["mmd_cd"] == pytest.approx(kd["mmd_cd"], rel=1e-12)
+    assert pruned["mmd_cd"] == pytest.approx(brute["mmd_cd"], rel=1e-5)
+    assert set_metrics(gen, ref, emd=None)["1nna_cd"] == kd["1nna_cd"]   # auto: pruned
+    with pytest.raises(ValueError, match="valid: auto, pruned, kdtree, brute"):
+        set_metrics(gen, ref, emd=None, chamfer="fast")
+    with pytest.raises(ValueError, match="one size"):
+        set_metrics(gen[:, :40], ref, emd=None, chamfer="pruned")
+    # clouds of different sizes fall back to the full k-d tree matrices
+    assert set_metrics(gen[:, :40], ref, emd=None)["cov_cd"] == set_metrics(
+        gen[:, :40], ref, emd=None, chamfer="kdtree")["cov_cd"]
+
+
 @pytest.mark.parametrize("emd,options", [("exact", {}), ("subsample", {"points": 20}),
-                                         ("sinkhorn", {"iters": 30})])
+                                         ("sinkhorn", {"iters": 30}),
+                                         (None, {"chamfer": "kdtree"}),
+                                         (None, {"chamfer": "brute"})])
 def test_identical_sets_as_in_pointflow(emd, options):
     gen = torch.Generator().manual_seed(2)
     x = torch.rand(5, 30, 3, generator=gen)
     out = set_metrics(x, x.clone(), emd=emd, **options)
+    if emd is None:
+        out.update(cov_emd=100, mmd_emd=0, **{"1nna_emd": 0})
     assert out["cov_cd"] == 100 and out["cov_emd"] == 100
     assert out["mmd_cd"] == pytest.approx(0, abs=1e-6)
     assert out["mmd_emd"] == pytest.approx(0, abs=1e-3)
