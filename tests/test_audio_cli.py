@@ -89,10 +89,13 @@ def test_classifier_checkpoint_is_safe_and_scores_clips(trained):
     assert feats.shape == (3, 8) and torch.allclose(probs.sum(1), torch.ones(3, dtype=probs.dtype))
 
 
-def test_sample_write_read_evaluate(trained, tmp_path):
+def test_sample_write_read_evaluate(trained, tmp_path, capsys):
     _, cfg, ckpt = trained
     common = ["--ckpt", str(ckpt), "--num", "10", "--steps", "3", "--no-progress"]
     assert main(["sample", *common, "--out", str(tmp_path / "s")]) == 0
+    # one WAV per sample: the summary names a few, not all ten
+    line = capsys.readouterr().out.strip().splitlines()[-1]
+    assert "sample_00000.wav" in line and "sample_00005.wav" not in line and "more" in line
     wavs = sorted((tmp_path / "s").glob("*.wav"))
     assert len(wavs) == 10 and sf.info(wavs[0]).samplerate == 4000
     assert sf.info(wavs[0]).frames == 2000

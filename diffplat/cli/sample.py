@@ -119,7 +119,10 @@ def main(argv: list[str]) -> int:
             "seed": args.seed, "batch_size": args.batch_size, **stats,
             "created": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
     (out / META_FILE).write_text(json.dumps(meta, indent=2, default=str))
+    names = [p.name for p in [*paths, preview]]
+    if len(names) > 8:                  # one file per sample (audio): name a few of them
+        names = [*names[:3], f"... {len(names) - 5} more ...", *names[-2:]]
     print(f"wrote {args.num} samples ({stats['sampler']}, {stats['steps']} steps, "
           f"{stats['nfe']} evaluations per batch, {stats['seconds']} s) to {out}: "
-          + ", ".join(p.name for p in [*paths, preview]))
+          + ", ".join(names))
     return 0
