@@ -107,6 +107,8 @@ def test_chamfer_index_bounds_and_nearest_neighbours_match_the_full_matrix(resol
                                                                             d, strict=True)
     assert index.distance(0, 5) == pytest.approx(full[0, 5], rel=1e-12)
     assert index.exact_pairs < len(x) * (len(x) - 1) / 2      # something was pruned
+    with pytest.raises(ValueError, match="NaN"):
+        ChamferIndex(x.index_fill(1, torch.tensor([3]), float("nan")))
 
 
 def test_chamfer_index_bounds_hold_at_any_scale_offset_and_resolution():
