@@ -193,3 +193,33 @@ def test_separated_sets_score_the_worst_values():
     assert out["mmd_cd"] > 2 * 9.0**2 * 0.9 and "mmd_emd" not in out
     with pytest.raises(ValueError, match="NaN"):
         set_metrics(far.masked_fill(far > 10.5, float("nan")), ref, emd=None)
+
+
+def test_k_d_trees_survive_flushed_denormals():
+    """The diffplat CLI and trainer flush subnormal floats to zero for speed; under that mode
+    SciPy's cKDTree crashes the process on this cloud (a flat-bottomed procedural shape,
+    found by `diffplat evaluate`). The metrics keep subnormals around their trees, and give
+    the thread's mode back afterwards. Run in a child process: a crash would take pytest
+    down with it."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    cloud = Path(__file__).parent / "data" / "kdtree_ftz_cloud.npy"
+    code = f"""
+import numpy as np, torch
+from domains.shapes.metrics import ChamferIndex, _denormals_flushed, chamfer_matrix, set_metrics
+torch.set_flush_denormal(True)
+c = torch.from_numpy(np.load({str(cloud)!r}))
+x = torch.stack([c, c + 0.01, c * 1.1, c - 0.02])
+assert _denormals_flushed()
+index = ChamferIndex(x)
+print(index.nearest(0, range(4))[0], float(chamfer_matrix(x, x, method="kdtree")[0, 3]))
+print(set_metrics(x[:2], x[2:], emd=None)["cov_cd"])
+assert _denormals_flushed(), "the thread's mode was not restored"
+"""
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         timeout=300, cwd=Path(__file__).parent.parent)
+    assert out.returncode == 0, out.stderr[-2000:]
+    first, cov = out.stdout.split("\n")[:2]
+    assert first.split()[0] == "1" and float(first.split()[1]) > 0 and float(cov) > 0

@@ -25,12 +25,35 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable
+from contextlib import contextmanager
 
 import numpy as np
 import torch
 from torch import Tensor
 
 Distance = Callable[[Tensor, Tensor], Tensor]
+
+
+def _denormals_flushed() -> bool:
+    """Whether this thread flushes subnormal floats to zero (``torch.set_flush_denormal``,
+    which the diffplat CLI and trainer switch on): the smallest subnormal then reads as 0."""
+    return bool(np.float64(5e-324) * np.float64(2.0) == 0.0)
+
+
+@contextmanager
+def _denormals_kept():
+    """Keep subnormal floats for the block and restore the thread's mode after it. SciPy's
+    cKDTree can crash the process (segmentation fault) building a tree under flush-to-zero,
+    as tests/data/kdtree_ftz_cloud.npy does; every k-d tree here is built and queried inside
+    this."""
+    flushed = _denormals_flushed()
+    if flushed:
+        torch.set_flush_denormal(False)
+    try:
+        yield
+    finally:
+        if flushed:
+            torch.set_flush_denormal(True)
 
 
 def _sqdist(a: Tensor, b: Tensor) -> Tensor:
@@ -103,6 +126,7 @@ def _directed(trees: list, points: np.ndarray) -> np.ndarray:
     return out
 
 
+@_denormals_kept()
 def _chamfer_matrix_kdtree(x: Tensor, y: Tensor, symmetric: bool) -> Tensor:
     from scipy.spatial import cKDTree
 
@@ -205,11 +229,13 @@ class ChamferIndex:
         # [P, used voxels]; float32 rounding (1e-7) is far inside the 1e-5 safety margin
         self._field = low.float().numpy()
         self._voxel = inv.reshape(P, N).numpy()
-        self._trees = [cKDTree(p) for p in self.points]
+        with _denormals_kept():
+            self._trees = [cKDTree(p) for p in self.points]
         self._exact: dict[tuple[int, int], float] = {}
         self._bound: dict[tuple[int, int], float] = {}
         self.exact_pairs = 0                          # pairs computed in full
 
+    @_denormals_kept()
     def distance(self, i: int, j: int) -> float:
         """The exact Chamfer distance of clouds i and j (cached)."""
         return self._exact_or_bound(i, j, float("inf"))[0]
@@ -256,6 +282,7 @@ class ChamferIndex:
         cols = cols[lb < bound] if strict else cols[lb <= bound]
         return cols[np.argsort(self.lower[i, cols], kind="stable")]
 
+    @_denormals_kept()
     def nearest(self, i: int, cols) -> tuple[int, float]:
         """The cloud among ``cols`` (cloud i itself excluded) nearest to cloud i and its
         exact distance; ties go to the lower index."""
@@ -270,6 +297,7 @@ class ChamferIndex:
             raise ValueError("nearest needs at least one candidate besides the query")
         return arg, best
 
+    @_denormals_kept()
     def any_within(self, i: int, cols, bound: float, strict: bool = False) -> bool:
         """Whether some cloud among ``cols`` (i excluded) is within ``bound`` of cloud i
         (strictly below it if ``strict``)."""
