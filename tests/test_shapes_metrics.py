@@ -8,6 +8,7 @@ from scipy.spatial import cKDTree
 
 from domains.shapes.metrics import (
     ChamferIndex,
+    EMDIndex,
     chamfer,
     chamfer_matrix,
     emd_exact,
@@ -145,6 +146,28 @@ def test_pruned_chamfer_metrics_equal_the_full_matrices_ties_included():
     # clouds of different sizes fall back to the full k-d tree matrices
     assert set_metrics(gen[:, :40], ref, emd=None)["cov_cd"] == set_metrics(
         gen[:, :40], ref, emd=None, chamfer="kdtree")["cov_cd"]
+
+
+def test_emd_index_bounds_and_pruned_emd_metrics_equal_the_full_matrices():
+    x = _clustered_clouds(20, 24, seed=8)
+    full = emd_matrix(x, x, "exact", symmetric=True).numpy()
+    index = EMDIndex(x, resolution=16, band=2)
+    off = ~np.eye(len(x), dtype=bool)
+    assert np.all(index.lower[off] <= full[off]) and np.mean(index.lower[off] / full[off]) > 0.2
+    masked = np.where(off, full, np.inf)
+    for i in range(len(x)):
+        j, d = index.nearest(i, range(len(x)))
+        assert j == masked[i].argmin() and d == pytest.approx(masked[i].min(), rel=1e-12)
+    assert index.exact_pairs < len(x) * (len(x) - 1) / 2
+    # the set metrics, ties included, for both exact EMD methods
+    ref, gen = _clustered_clouds(12, 24, seed=9), _clustered_clouds(10, 24, seed=10)
+    ref[5], gen[2], gen[7] = ref[1], ref[3], gen[8]
+    for emd, options in (("exact", {}), ("subsample", {"points": 16})):
+        pruned = set_metrics(gen, ref, emd=emd, emd_search=True, **options)
+        full_m = set_metrics(gen, ref, emd=emd, emd_search=False, **options)
+        for key in ("cov_emd", "1nna_emd", "num_emd"):
+            assert pruned[key] == full_m[key], (emd, key)
+        assert pruned["mmd_emd"] == pytest.approx(full_m["mmd_emd"], rel=1e-12)
 
 
 @pytest.mark.parametrize("emd,options", [("exact", {}), ("subsample", {"points": 20}),

@@ -138,142 +138,121 @@ def _chamfer_matrix_kdtree(x: Tensor, y: Tensor, symmetric: bool) -> Tensor:
     return torch.from_numpy(d_xy + d_yx)
 
 
-class ChamferIndex:
-    """Exact nearest-neighbour queries under the Chamfer distance within a fixed set of
-    clouds, the CPU path of ``set_metrics``: all-pairs lower bounds first, exact distances
-    only for the pairs the bounds cannot rule out.
+_SAFETY_REL, _SAFETY_ABS = 1e-5, 1e-5             # relative, and absolute in voxel units^2
 
-    The bound. Voxelise the bounding box of all clouds with cubic voxels of side h
-    (``resolution`` voxels along the longest side). For each cloud Y, a field holds, per
-    voxel a, min over y in Y of the squared distance from the box of a to y, capped at
-    (band * h)^2 beyond ``band`` voxels of every point (a voxel more than ``band`` voxels
-    away along some axis is at least band * h from y). Every point x of a cloud X lies in its
-    voxel's box, so ``d(x, Y)^2 >= field_Y[voxel(x)]``, and averaging over the points of X
-    and adding the other direction bounds CD(X, Y) from below for all pairs at once (one
-    sparse matrix product). The fields are computed by a scatter-min of each point's
-    (2 band + 1)^3 voxel neighbourhood, with a small safety margin for rounding.
 
-    The search. Candidates are visited in order of their lower bounds, and a candidate
-    whose bound exceeds the best exact distance so far is skipped. A candidate that is
-    visited is computed exactly with k-d trees a growing chunk of points at a time, each
-    chunk replacing its points' lower bounds with exact distances, and abandoned as soon as
-    the bound exceeds the best so far. Distances are float64 from SciPy's cKDTree, results
-    are identical to the full matrices' (tests/test_shapes_metrics.py), ties go to the lower
-    index as with ``argmin``.
+def _check_clouds(name: str, clouds: Tensor) -> Tensor:
+    if clouds.ndim != 3 or clouds.shape[-1] != 3 or len(clouds) < 2:
+        raise ValueError(f"{name} needs clouds [P >= 2, N, 3], got {tuple(clouds.shape)}")
+    x = clouds.detach().double().cpu()
+    if not torch.isfinite(x).all():
+        raise ValueError(f"{name}: the clouds contain NaN or Inf coordinates")
+    return x
 
-    The saving depends on the data: on 400 + 400 clouds of 2,048 points, mixed classes need
-    about 1 in 300 pairs exactly and a single tight class (mugs) partial work on about half
-    of them (benchmarks/shapes_metrics_speed.py, docs/shapes.md).
 
-    Args:
-        clouds: [P, N, 3], the whole set (samples and references together).
-        resolution: voxels along the longest side of the bounding box.
-        band: voxels around each point over which its field is exact.
-        batch: clouds per vectorised field computation.
+def voxel_fields(x: Tensor, resolution: int = 48, band: int = 3,
+                 batch: int = 16) -> tuple[Tensor, Tensor, Tensor]:
+    """Per-cloud lower bounds of squared point-to-cloud distances on a shared voxel grid.
+
+    Voxelise the bounding box of all clouds with cubic voxels of side h (``resolution``
+    voxels along the longest side). For each cloud Y the field holds, per voxel a, min over
+    y in Y of the squared distance from the box of a to y, capped at (band * h)^2 beyond
+    ``band`` voxels of every point (a voxel more than ``band`` voxels away along some axis is
+    at least band * h from y). Every point x lies in its voxel's box, so
+    ``d(x, Y)^2 >= field_Y[voxel(x)]``. Computed by a scatter-min over each point's
+    (2 band + 1)^3 voxel neighbourhood, less a small safety margin for rounding.
+
+    Returns:
+        field [P, U] float64 in data units^2, over the U voxels that hold some point;
+        voxel [P, N], the column of every point; mean [P, U] sparse, 1/N per point, so
+        ``mean @ f.T`` averages a per-voxel quantity f over each cloud's points.
     """
+    P, N, _ = x.shape
+    lo, hi = x.reshape(-1, 3).amin(0), x.reshape(-1, 3).amax(0)
+    h = max(float((hi - lo).max()), 1e-12) / resolution
+    # a margin of band + 1 voxels all round: every neighbourhood stays inside the grid,
+    # rounding included
+    origin = lo - (band + 1) * h
+    dims = ((hi - origin) / h).floor().long() + band + 2
+    rel = (x - origin) / h
+    vox = rel.floor().long()
+    frac = (rel - vox).float().clamp(0, 1)            # position inside the voxel, [P, N, 3]
+    strides = torch.stack([dims[1] * dims[2], dims[2], torch.tensor(1)])
+    flat = (vox * strides).sum(-1)                    # voxel of every point, [P, N]
+    used, inv = torch.unique(flat, return_inverse=True)
+    V = int(dims.prod())
+    o = torch.arange(-band, band + 1)
+    offsets = (o[:, None, None] * strides[0] + o[None, :, None] * strides[1]
+               + o[None, None, :] * strides[2]).reshape(-1)
+    of = o.float()
+    low = torch.empty(P, len(used))                   # squared distance fields, voxel units
+    for s in range(0, P, batch):
+        fr = frac[s:s + batch, :, :, None]            # [B, N, 3, 1]
+        B = len(fr)
+        idx = (flat[s:s + B, :, None] + offsets + (torch.arange(B) * V)[:, None, None])
+        near = (of - fr).clamp_min(0) + (fr - of - 1).clamp_min(0)   # box to point, per axis
+        d2 = near * near
+        total = (d2[:, :, 0, :, None, None] + d2[:, :, 1, None, :, None]
+                 + d2[:, :, 2, None, None, :])
+        field = torch.full((B * V,), float(band * band))
+        field.scatter_reduce_(0, idx.reshape(-1), total.reshape(-1), "amin")
+        low[s:s + B] = field.view(B, V)[:, used]
+    low = ((low - _SAFETY_ABS).clamp_min(0) * (1 - _SAFETY_REL)).double() * h * h
+    rows = torch.arange(P).repeat_interleave(N)
+    with torch.sparse.check_sparse_tensor_invariants(enable=True):
+        mean = torch.sparse_coo_tensor(torch.stack([rows, inv.reshape(-1)]),
+                                       torch.full((P * N,), 1.0 / N, dtype=torch.float64),
+                                       (P, len(used))).coalesce()
+    return low, inv.reshape(P, N), mean
 
-    _SAFETY_REL, _SAFETY_ABS = 1e-5, 1e-5         # relative, and absolute in voxel units^2
 
-    def __init__(self, clouds: Tensor, resolution: int = 48, band: int = 3,
-                 batch: int = 16):
+class _PrunedNearest:
+    """Exact nearest-neighbour queries within a fixed set of clouds from all-pairs lower
+    bounds (``self.lower``) and an exact distance that may give up early
+    (``_exact_or_bound``). Candidates are visited in order of their bounds, and one whose
+    bound exceeds the best exact distance so far is skipped; ties go to the lower index, as
+    with ``argmin``."""
+
+    lower: np.ndarray
+
+    def __init__(self, points: np.ndarray):
         from scipy.spatial import cKDTree
 
-        if clouds.ndim != 3 or clouds.shape[-1] != 3 or len(clouds) < 2:
-            raise ValueError(f"ChamferIndex needs clouds [P >= 2, N, 3], got "
-                             f"{tuple(clouds.shape)}")
-        x = clouds.detach().double().cpu()
-        if not torch.isfinite(x).all():
-            raise ValueError("ChamferIndex: the clouds contain NaN or Inf coordinates")
-        P, N, _ = x.shape
-        self.points = x.numpy()
-        self.num_points = N
-        lo, hi = x.reshape(-1, 3).amin(0), x.reshape(-1, 3).amax(0)
-        h = max(float((hi - lo).max()), 1e-12) / resolution
-        # a margin of band + 1 voxels all round: every neighbourhood stays inside the grid,
-        # rounding included
-        origin = lo - (band + 1) * h
-        dims = ((hi - origin) / h).floor().long() + band + 2
-        rel = (x - origin) / h
-        vox = rel.floor().long()
-        frac = (rel - vox).float().clamp(0, 1)        # position inside the voxel, [P, N, 3]
-        strides = torch.stack([dims[1] * dims[2], dims[2], torch.tensor(1)])
-        flat = (vox * strides).sum(-1)                # voxel of every point, [P, N]
-        used, inv = torch.unique(flat, return_inverse=True)
-        V = int(dims.prod())
-        o = torch.arange(-band, band + 1)
-        offsets = (o[:, None, None] * strides[0] + o[None, :, None] * strides[1]
-                   + o[None, None, :] * strides[2]).reshape(-1)
-        of = o.float()
-        low = torch.empty(P, len(used))               # squared distance fields, voxel units
-        for s in range(0, P, batch):
-            fr = frac[s:s + batch, :, :, None]        # [B, N, 3, 1]
-            B = len(fr)
-            idx = (flat[s:s + B, :, None] + offsets + (torch.arange(B) * V)[:, None, None])
-            idx = idx.reshape(-1)
-            near = (of - fr).clamp_min(0) + (fr - of - 1).clamp_min(0)   # box to point, per axis
-            d2 = near * near
-            total = (d2[:, :, 0, :, None, None] + d2[:, :, 1, None, :, None]
-                     + d2[:, :, 2, None, None, :])
-            field = torch.full((B * V,), float(band * band))
-            field.scatter_reduce_(0, idx, total.reshape(-1), "amin")
-            low[s:s + B] = field.view(B, V)[:, used]
-        low = ((low - self._SAFETY_ABS).clamp_min(0) * (1 - self._SAFETY_REL)).double() * h * h
-        # mean over the points of cloud p of a field value at their voxels: a sparse product
-        rows = torch.arange(P).repeat_interleave(N)
-        with torch.sparse.check_sparse_tensor_invariants(enable=True):
-            mean = torch.sparse_coo_tensor(torch.stack([rows, inv.reshape(-1)]),
-                                           torch.full((P * N,), 1.0 / N, dtype=torch.float64),
-                                           (P, len(used))).coalesce()
-        lower = torch.sparse.mm(mean, low.T.contiguous())    # [X, Y]: X -> Y direction
-        self.lower = (lower + lower.T).numpy()
-        # [P, used voxels]; float32 rounding (1e-7) is far inside the 1e-5 safety margin
-        self._field = low.float().numpy()
-        self._voxel = inv.reshape(P, N).numpy()
+        self.points = points
+        self.num_points = points.shape[1]
         with _denormals_kept():
-            self._trees = [cKDTree(p) for p in self.points]
+            self._trees = [cKDTree(p) for p in points]
         self._exact: dict[tuple[int, int], float] = {}
         self._bound: dict[tuple[int, int], float] = {}
         self.exact_pairs = 0                          # pairs computed in full
 
-    @_denormals_kept()
-    def distance(self, i: int, j: int) -> float:
-        """The exact Chamfer distance of clouds i and j (cached)."""
-        return self._exact_or_bound(i, j, float("inf"))[0]
+    def _compute(self, i: int, j: int, key: tuple[int, int],
+                 limit: float) -> tuple[float, bool]:
+        raise NotImplementedError
 
     def _exact_or_bound(self, i: int, j: int, threshold: float) -> tuple[float, bool]:
-        """(CD, True), or (a lower bound above ``threshold``, False) when the exact value
-        is certainly above it."""
+        """(distance, True), or (a lower bound above ``threshold``, False) when the exact
+        value is certainly above it; both cached."""
         key = (i, j) if i < j else (j, i)
         if key in self._exact:
             return self._exact[key], True
-        # the running bound is a sum of float64 terms: a tolerance keeps rounding from
-        # abandoning a pair whose exact distance ties the threshold
+        # bounds are sums of float64 terms: a tolerance keeps rounding from abandoning a
+        # pair whose exact distance ties the threshold
         limit = threshold * (1 + 1e-9) + 1e-300
         if self._bound.get(key, -1.0) > limit:
             return self._bound[key], False
-        N = self.num_points
-        bounds = (self._field[j][self._voxel[i]] / np.float64(N),
-                  self._field[i][self._voxel[j]] / np.float64(N))
-        total = bounds[0].sum() + bounds[1].sum()
-        exact = []
-        for q, t, lb in ((i, j, bounds[0]), (j, i, bounds[1])):
-            order = np.argsort(-lb, kind="stable")    # far points first: the largest gains
-            d2 = np.empty(N)
-            start, size = 0, 32
-            while start < N:
-                sel = order[start:start + size]
-                d = self._trees[t].query(self.points[q][sel], k=1)[0]
-                d2[sel] = d * d
-                total += d2[sel].sum() / N - lb[sel].sum()
-                if total > limit:
-                    self._bound[key] = total
-                    return total, False
-                start, size = start + size, size * 2
-            exact.append(d2)
-        value = float(exact[0].mean() + exact[1].mean())
-        self._exact[key] = value
-        self.exact_pairs += 1
-        return value, True
+        value, exact = self._compute(i, j, key, limit)
+        if exact:
+            self._exact[key] = value
+            self.exact_pairs += 1
+        else:
+            self._bound[key] = value
+        return value, exact
+
+    @_denormals_kept()
+    def distance(self, i: int, j: int) -> float:
+        """The exact distance of clouds i and j (cached)."""
+        return self._exact_or_bound(i, j, float("inf"))[0]
 
     def _candidates(self, i: int, cols, bound: float, strict: bool) -> np.ndarray:
         cols = np.asarray(cols, dtype=np.int64)
@@ -308,19 +287,105 @@ class ChamferIndex:
         return False
 
 
-def pruned_chamfer_metrics(samples: Tensor, reference: Tensor, workers: int | None = None,
-                           **index_options) -> tuple[dict[str, float], ChamferIndex]:
-    """MMD, COV and 1-NNA with Chamfer through ``ChamferIndex`` (returned too, for its
-    counts); the same numbers as the full matrices (``mmd_cov`` and ``one_nna``, with their
-    tie rules). ``workers`` threads run the queries (default: the CPU count)."""
+class ChamferIndex(_PrunedNearest):
+    """Exact nearest-neighbour queries under the Chamfer distance within a fixed set of
+    clouds, the CPU path of ``set_metrics``: all-pairs lower bounds first, exact distances
+    only for the pairs the bounds cannot rule out.
+
+    The bound: averaging ``voxel_fields`` over the points of X bounds the X -> Y term of
+    CD(X, Y) from below, for all pairs at once (one sparse matrix product); the two
+    directions add up.
+
+    The search (``_PrunedNearest``): a visited candidate is computed exactly with k-d trees
+    a growing chunk of points at a time, each chunk replacing its points' lower bounds with
+    exact distances, and abandoned as soon as the bound exceeds the best so far. Distances
+    are float64 from SciPy's cKDTree; results are identical to the full matrices'
+    (tests/test_shapes_metrics.py).
+
+    The saving depends on the data: on 400 + 400 clouds of 2,048 points, mixed classes need
+    about 1 in 300 pairs exactly and a single tight class (mugs) partial work on about half
+    of them (benchmarks/shapes_metrics_speed.py, docs/shapes.md).
+
+    Args:
+        clouds: [P, N, 3], the whole set (samples and references together).
+        resolution, band, batch: of ``voxel_fields``.
+    """
+
+    def __init__(self, clouds: Tensor, resolution: int = 48, band: int = 3,
+                 batch: int = 16):
+        x = _check_clouds("ChamferIndex", clouds)
+        low, voxel, mean = voxel_fields(x, resolution, band, batch)
+        lower = torch.sparse.mm(mean, low.T.contiguous())    # [X, Y]: X -> Y direction
+        self.lower = (lower + lower.T).numpy()
+        # [P, used voxels]; float32 rounding (1e-7) is far inside the 1e-5 safety margin
+        self._field = low.float().numpy()
+        self._voxel = voxel.numpy()
+        super().__init__(x.numpy())
+
+    def _compute(self, i, j, key, limit):
+        N = self.num_points
+        bounds = (self._field[j][self._voxel[i]] / np.float64(N),
+                  self._field[i][self._voxel[j]] / np.float64(N))
+        total = bounds[0].sum() + bounds[1].sum()
+        exact = []
+        for q, t, lb in ((i, j, bounds[0]), (j, i, bounds[1])):
+            order = np.argsort(-lb, kind="stable")    # far points first: the largest gains
+            d2 = np.empty(N)
+            start, size = 0, 32
+            while start < N:
+                sel = order[start:start + size]
+                d = self._trees[t].query(self.points[q][sel], k=1)[0]
+                d2[sel] = d * d
+                total += d2[sel].sum() / N - lb[sel].sum()
+                if total > limit:
+                    return total, False
+                start, size = start + size, size * 2
+            exact.append(d2)
+        return float(exact[0].mean() + exact[1].mean()), True
+
+
+class EMDIndex(_PrunedNearest):
+    """Exact nearest-neighbour queries under the EMD (``emd_exact``) within a fixed set of
+    equal-size clouds, the CPU path of ``set_metrics`` for ``emd="exact"`` and
+    ``"subsample"``.
+
+    Bounds: every point's matched partner is at least as far as its nearest neighbour, so
+    EMD(X, Y) >= mean over X of d(x, Y), and the same from Y; and EMD >= |mean X - mean Y|
+    (the mean of the matched vectors). All pairs get the larger of the centroid bound and the
+    voxel-field bound of each direction (``voxel_fields``, square roots averaged); a visited
+    pair first gets the exact nearest-neighbour bound from k-d trees, and only if that stays
+    below the best so far the assignment itself.
+    """
+
+    def __init__(self, clouds: Tensor, resolution: int = 48, band: int = 3,
+                 batch: int = 16):
+        x = _check_clouds("EMDIndex", clouds)
+        low, _, mean = voxel_fields(x, resolution, band, batch)
+        directed = torch.sparse.mm(mean, low.sqrt().T.contiguous())   # [X, Y]
+        centroid = torch.cdist(x.mean(1), x.mean(1)) * (1 - _SAFETY_REL)
+        self.lower = torch.maximum(torch.maximum(directed, directed.T), centroid).numpy()
+        super().__init__(x.numpy())
+
+    def _compute(self, i, j, key, limit):
+        a = self._trees[j].query(self.points[i], k=1)[0].mean()
+        b = self._trees[i].query(self.points[j], k=1)[0].mean()
+        bound = max(a, b) * (1 - _SAFETY_REL)
+        if bound > limit:
+            return bound, False
+        return emd_exact(self.points[i], self.points[j]), True
+
+
+def _pruned_set_metrics(index: _PrunedNearest, n_r: int, n_s: int, suffix: str,
+                        workers: int | None = None) -> dict[str, float]:
+    """MMD, COV and 1-NNA from nearest-neighbour queries on an index over references (the
+    first n_r clouds) and samples (the next n_s): the same numbers as ``mmd_cov`` and
+    ``one_nna`` on full matrices, with their tie rules."""
     from concurrent.futures import ThreadPoolExecutor
 
-    n_r, n_s = len(reference), len(samples)
-    index = ChamferIndex(torch.cat([reference, samples]), **index_options)
     refs, gens = range(n_r), range(n_r, n_r + n_s)
     workers = workers or (len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity")
                           else os.cpu_count() or 1)
-    with ThreadPoolExecutor(workers) as pool:                 # cKDTree releases the GIL
+    with ThreadPoolExecutor(workers) as pool:         # SciPy releases the GIL
         ref_nn = list(pool.map(lambda i: index.nearest(i, gens), refs))
         gen_nn = list(pool.map(lambda i: index.nearest(i, refs), gens))
         # 1-NNA: a reference is classified right when a reference is at least as close as
@@ -330,9 +395,24 @@ def pruned_chamfer_metrics(samples: Tensor, reference: Tensor, workers: int | No
         gen_ok = pool.map(lambda i: index.any_within(i, gens, gen_nn[i - n_r][1], True),
                           gens)
         correct = sum(ref_ok) + sum(gen_ok)
-    return {"mmd_cd": float(np.mean([d for _, d in ref_nn])),
-            "cov_cd": 100 * (len({j for j, _ in gen_nn}) / n_r),     # as set_metrics rounds
-            "1nna_cd": 100 * (correct / (n_r + n_s))}, index
+    return {f"mmd_{suffix}": float(np.mean([d for _, d in ref_nn])),
+            f"cov_{suffix}": 100 * (len({j for j, _ in gen_nn}) / n_r),   # as set_metrics
+            f"1nna_{suffix}": 100 * (correct / (n_r + n_s))}
+
+
+def pruned_chamfer_metrics(samples: Tensor, reference: Tensor, workers: int | None = None,
+                           **index_options) -> tuple[dict[str, float], ChamferIndex]:
+    """MMD, COV and 1-NNA with Chamfer through ``ChamferIndex`` (returned too, for its
+    counts). ``workers`` threads run the queries (default: the CPU count)."""
+    index = ChamferIndex(torch.cat([reference, samples]), **index_options)
+    return _pruned_set_metrics(index, len(reference), len(samples), "cd", workers), index
+
+
+def pruned_emd_metrics(samples: Tensor, reference: Tensor, workers: int | None = None,
+                       **index_options) -> tuple[dict[str, float], EMDIndex]:
+    """MMD, COV and 1-NNA with the exact EMD through ``EMDIndex`` (returned too)."""
+    index = EMDIndex(torch.cat([reference, samples]), **index_options)
+    return _pruned_set_metrics(index, len(reference), len(samples), "emd", workers), index
 
 
 def emd_exact(a: np.ndarray | Tensor, b: np.ndarray | Tensor) -> float:
@@ -451,7 +531,8 @@ CHAMFER_METHODS = ("auto", "pruned", "kdtree", "brute")
 
 def set_metrics(samples: Tensor, reference: Tensor, emd: str | None = "exact",
                 emd_max: int | None = None, device: str | torch.device = "cpu",
-                chamfer: str = "auto", **emd_options) -> dict[str, float]:
+                chamfer: str = "auto", emd_search: bool | None = None,
+                **emd_options) -> dict[str, float]:
     """MMD, COV and 1-NNA with Chamfer (and EMD unless ``emd`` is None) of generated clouds
     against reference clouds, as percentages for COV and 1-NNA.
 
@@ -459,6 +540,9 @@ def set_metrics(samples: Tensor, reference: Tensor, emd: str | None = "exact",
         samples, reference: the two sets, any sizes.
         emd: None, "exact", "sinkhorn" or "subsample" (``emd_matrix``); options such as
             ``points`` go to ``emd_matrix``.
+        emd_search: for the exact EMD methods ("exact", "subsample"), find nearest
+            neighbours with ``EMDIndex`` instead of filling the full matrices (the same
+            numbers, far fewer assignments); None = on a CPU.
         emd_max: score the EMD metrics on the first ``emd_max`` clouds of each set only
             (EMD is the expensive part on a CPU); None = all.
         device: where the brute-force Chamfer blocks run.
@@ -500,12 +584,24 @@ def set_metrics(samples: Tensor, reference: Tensor, emd: str | None = "exact",
     if emd:
         k = emd_max or max(len(s), len(r))
         s, r = s[:k], r[:k]
-        d_rs = emd_matrix(r, s, emd, **emd_options)
-        out["mmd_emd"], cov = mmd_cov(d_rs.T)
-        out["cov_emd"] = 100 * cov
-        out["1nna_emd"] = 100 * one_nna(emd_matrix(r, r, emd, symmetric=True, **emd_options),
-                                        d_rs, emd_matrix(s, s, emd, symmetric=True,
-                                                         **emd_options))
+        if emd_search is None:
+            emd_search = device.type == "cpu"
+        if emd_search and emd in ("exact", "subsample"):
+            if emd == "subsample":
+                s, r = subsample(s, emd_options.get("points", 512)), subsample(
+                    r, emd_options.get("points", 512))
+            if s.shape[1] != r.shape[1]:
+                raise ValueError(f"EMD needs clouds of equal size, got {s.shape[1]} and "
+                                 f"{r.shape[1]} points")
+            out.update(pruned_emd_metrics(s.cpu(), r.cpu())[0])
+        else:
+            d_rs = emd_matrix(r, s, emd, **emd_options)
+            out["mmd_emd"], cov = mmd_cov(d_rs.T)
+            out["cov_emd"] = 100 * cov
+            out["1nna_emd"] = 100 * one_nna(emd_matrix(r, r, emd, symmetric=True,
+                                                       **emd_options),
+                                            d_rs, emd_matrix(s, s, emd, symmetric=True,
+                                                             **emd_options))
         out["num_emd"] = float(min(len(s), len(r)))
     out["num"], out["num_ref"] = float(len(samples)), float(len(reference))
     return out
