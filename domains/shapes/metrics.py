@@ -226,8 +226,8 @@ class _PrunedNearest:
         self._bound: dict[tuple[int, int], float] = {}
         self.exact_pairs = 0                          # pairs computed in full
 
-    def _compute(self, i: int, j: int, key: tuple[int, int],
-                 limit: float) -> tuple[float, bool]:
+    def _compute(self, i: int, j: int, limit: float) -> tuple[float, bool]:
+        """(distance, True), or (a lower bound above ``limit``, False)."""
         raise NotImplementedError
 
     def _exact_or_bound(self, i: int, j: int, threshold: float) -> tuple[float, bool]:
@@ -241,7 +241,7 @@ class _PrunedNearest:
         limit = threshold * (1 + 1e-9) + 1e-300
         if self._bound.get(key, -1.0) > limit:
             return self._bound[key], False
-        value, exact = self._compute(i, j, key, limit)
+        value, exact = self._compute(i, j, limit)
         if exact:
             self._exact[key] = value
             self.exact_pairs += 1
@@ -258,8 +258,8 @@ class _PrunedNearest:
         cols = np.asarray(cols, dtype=np.int64)
         cols = cols[cols != i]
         lb = self.lower[i, cols]
-        cols = cols[lb < bound] if strict else cols[lb <= bound]
-        return cols[np.argsort(self.lower[i, cols], kind="stable")]
+        keep = lb < bound if strict else lb <= bound
+        return cols[keep][np.argsort(lb[keep], kind="stable")]
 
     @_denormals_kept()
     def nearest(self, i: int, cols) -> tuple[int, float]:
@@ -267,8 +267,8 @@ class _PrunedNearest:
         exact distance; ties go to the lower index."""
         best, arg = float("inf"), -1
         for j in self._candidates(i, cols, best, strict=False):
-            if self.lower[i, j] > best:
-                continue
+            if self.lower[i, j] > best:               # sorted: every later bound is larger
+                break
             d, exact = self._exact_or_bound(i, int(j), best)
             if exact and (d < best or (d == best and j < arg)):
                 best, arg = d, int(j)
@@ -322,7 +322,7 @@ class ChamferIndex(_PrunedNearest):
         self._voxel = voxel.numpy()
         super().__init__(x.numpy())
 
-    def _compute(self, i, j, key, limit):
+    def _compute(self, i, j, limit):
         N = self.num_points
         bounds = (self._field[j][self._voxel[i]] / np.float64(N),
                   self._field[i][self._voxel[j]] / np.float64(N))
@@ -366,7 +366,7 @@ class EMDIndex(_PrunedNearest):
         self.lower = torch.maximum(torch.maximum(directed, directed.T), centroid).numpy()
         super().__init__(x.numpy())
 
-    def _compute(self, i, j, key, limit):
+    def _compute(self, i, j, limit):
         a = self._trees[j].query(self.points[i], k=1)[0].mean()
         b = self._trees[i].query(self.points[j], k=1)[0].mean()
         bound = max(a, b) * (1 - _SAFETY_REL)
@@ -477,8 +477,11 @@ def subsample(x: Tensor, points: int, seed: int = 0) -> Tensor:
     return x[:, idx.to(x.device)]
 
 
+SUBSAMPLE_POINTS = 512
+
+
 def emd_matrix(x: Tensor, y: Tensor, method: str = "exact", symmetric: bool = False,
-               batch: int = 64, points: int = 512, **options) -> Tensor:
+               batch: int = 64, points: int = SUBSAMPLE_POINTS, **options) -> Tensor:
     """All-pairs EMD with ``method`` exact (assignment per pair), sinkhorn (batched; the
     GPU path) or subsample (exact assignment between ``points`` fixed random points of each
     cloud; the CPU approximation for 2048-point clouds, about 20x cheaper at 512 points).
@@ -588,8 +591,8 @@ def set_metrics(samples: Tensor, reference: Tensor, emd: str | None = "exact",
             emd_search = device.type == "cpu"
         if emd_search and emd in ("exact", "subsample"):
             if emd == "subsample":
-                s, r = subsample(s, emd_options.get("points", 512)), subsample(
-                    r, emd_options.get("points", 512))
+                points = emd_options.get("points", SUBSAMPLE_POINTS)
+                s, r = subsample(s, points), subsample(r, points)
             if s.shape[1] != r.shape[1]:
                 raise ValueError(f"EMD needs clouds of equal size, got {s.shape[1]} and "
                                  f"{r.shape[1]} points")

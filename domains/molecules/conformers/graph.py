@@ -219,6 +219,15 @@ def with_stereo_from_3d(mol: Chem.Mol, conf_id: int = -1) -> Chem.Mol:
     return out
 
 
+def conformer(positions: np.ndarray) -> Chem.Conformer:
+    """A 3D RDKit conformer holding ``positions`` [n, 3] in atom order."""
+    conf = Chem.Conformer(len(positions))
+    for k, p in enumerate(np.asarray(positions, dtype=np.float64).tolist()):
+        conf.SetAtomPosition(k, p)
+    conf.Set3D(True)
+    return conf
+
+
 def mol_from_xyz(positions: np.ndarray, atomic_numbers: np.ndarray, charge: int = 0) -> Chem.Mol:
     """Bonds and bond orders of a geometry (RDKit's DetermineBonds, the xyz2mol algorithm of
     Kim and Kim 2015), sanitised, stereo assigned from the geometry; atom order kept.
@@ -231,11 +240,7 @@ def mol_from_xyz(positions: np.ndarray, atomic_numbers: np.ndarray, charge: int 
     rw = Chem.RWMol()
     for z in np.asarray(atomic_numbers).tolist():
         rw.AddAtom(Chem.Atom(int(z)))
-    conf = Chem.Conformer(rw.GetNumAtoms())
-    for k, p in enumerate(np.asarray(positions, dtype=np.float64).tolist()):
-        conf.SetAtomPosition(k, p)
-    conf.Set3D(True)
-    rw.AddConformer(conf, assignId=True)
+    rw.AddConformer(conformer(positions), assignId=True)
     try:
         rdDetermineBonds.DetermineBonds(rw, charge=charge)
         mol = rw.GetMol()

@@ -16,6 +16,8 @@ from pathlib import Path
 import numpy as np
 from rdkit import Chem, rdBase
 
+from domains.molecules.conformers.graph import conformer
+
 
 @dataclass
 class InputMolecule:
@@ -94,11 +96,7 @@ def write_conformers(path: Path | str,
             base.RemoveAllConformers()
             for c_idx, pos in enumerate(confs):
                 m = Chem.Mol(base)
-                conf = Chem.Conformer(m.GetNumAtoms())
-                for k, p in enumerate(np.asarray(pos, dtype=np.float64).tolist()):
-                    conf.SetAtomPosition(k, p)
-                conf.Set3D(True)
-                m.AddConformer(conf, assignId=True)
+                m.AddConformer(conformer(pos), assignId=True)
                 m.SetProp("_Name", name)
                 m.SetIntProp("molecule", m_idx)
                 m.SetIntProp("conformer", c_idx)

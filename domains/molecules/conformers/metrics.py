@@ -27,7 +27,7 @@ import numpy as np
 from rdkit import Chem, rdBase
 from rdkit.Chem import rdCIPLabeler, rdMolAlign
 
-from domains.molecules.conformers.graph import with_stereo_from_3d
+from domains.molecules.conformers.graph import conformer, with_stereo_from_3d
 
 METRICS = ("cov_r", "mat_r", "cov_p", "mat_p")
 
@@ -60,10 +60,7 @@ def rmsd_matrix(mol: Chem.Mol, refs: Sequence[np.ndarray],
     """
     heavy, idx = _heavy_template(mol)
     for pos in [*refs, *gens]:
-        conf = Chem.Conformer(heavy.GetNumAtoms())
-        for k, p in enumerate(np.asarray(pos, dtype=np.float64)[idx].tolist()):
-            conf.SetAtomPosition(k, p)
-        heavy.AddConformer(conf, assignId=True)
+        heavy.AddConformer(conformer(np.asarray(pos)[idx]), assignId=True)
     k_refs = len(refs)
     out = np.zeros((k_refs, len(gens)))
     if heavy.GetNumAtoms() < 2:  # one heavy atom: nothing to compare after alignment
@@ -130,11 +127,7 @@ def stereo_matches(mol: Chem.Mol, confs: Sequence[np.ndarray],
     base.RemoveAllConformers()
     for pos in confs:
         m = Chem.Mol(base)
-        conf = Chem.Conformer(m.GetNumAtoms())
-        for k, p in enumerate(np.asarray(pos, dtype=np.float64).tolist()):
-            conf.SetAtomPosition(k, p)
-        conf.Set3D(True)
-        m.AddConformer(conf, assignId=True)
+        m.AddConformer(conformer(pos), assignId=True)
         with rdBase.BlockLogs():
             got = stereo_labels(with_stereo_from_3d(m))
         out.append(all(got.get(key) == label for key, label in wanted.items()))
