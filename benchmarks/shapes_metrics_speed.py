@@ -161,29 +161,38 @@ def bench_sampling(args, device) -> None:
 
 
 def main() -> None:
-    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    p.add_argument("--num", type=int, default=400)
-    p.add_argument("--points", type=int, default=2048)
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0].replace("\n", " "),
+                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p.add_argument("--num", type=int, default=400,
+                   help="clouds in each set (generated and reference) of the Chamfer timing")
+    p.add_argument("--points", type=int, default=2048, help="points per cloud of that timing")
     p.add_argument("--classes", nargs="*", choices=CLASSES,
                    help="procedural classes of both sets (default: all six in turn)")
     p.add_argument("--baseline", choices=["kdtree", "brute"],
                    help="also compute the full distance matrices this way and compare")
-    p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
-    p.add_argument("--emd-pairs", type=int, default=5)
-    p.add_argument("--emd-points", type=int, default=2048)
-    p.add_argument("--sinkhorn-iters", type=int, nargs="*", default=[300])
-    p.add_argument("--subsample-points", type=int, nargs="*", default=[256, 512, 1024])
+    p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu",
+                   help="cpu: pruned exact search; cuda: batched brute force")
+    p.add_argument("--emd-pairs", type=int, default=5,
+                   help="cloud pairs on which the EMD approximations meet the exact EMD")
+    p.add_argument("--emd-points", type=int, default=2048, help="points per cloud of those")
+    p.add_argument("--sinkhorn-iters", type=int, nargs="*", default=[300],
+                   help="Sinkhorn iteration counts to time (none: skip Sinkhorn)")
+    p.add_argument("--subsample-points", type=int, nargs="*", default=[256, 512, 1024],
+                   help="subsample sizes to time (none: skip subsampling)")
     p.add_argument("--emd-sets", type=int, default=40,
                    help="set size of the exact-EMD metrics timing (0 skips it)")
-    p.add_argument("--emd-set-points", type=int, default=256)
-    p.add_argument("--sample-num", type=int, default=16)
-    p.add_argument("--configs", nargs="+", default=["configs/shapes/procedural-tiny.yaml",
+    p.add_argument("--emd-set-points", type=int, default=256,
+                   help="points per cloud of the exact-EMD metrics timing")
+    p.add_argument("--sample-num", type=int, default=16, help="clouds sampled per config")
+    p.add_argument("--configs", nargs="+", help="configs whose backbones sampling times",
+                   default=["configs/shapes/procedural-tiny.yaml",
                                                     "configs/shapes/procedural.yaml"])
     p.add_argument("--steps", type=int, default=None,
                    help="sampler steps (default: each config's sample_steps)")
-    p.add_argument("--skip-metrics", action="store_true")
-    p.add_argument("--skip-emd", action="store_true")
-    p.add_argument("--skip-sampling", action="store_true")
+    p.add_argument("--skip-metrics", action="store_true", help="skip the Chamfer timing")
+    p.add_argument("--skip-emd", action="store_true",
+                   help="skip the EMD accuracy and exact-EMD metrics timings")
+    p.add_argument("--skip-sampling", action="store_true", help="skip the sampling timing")
     args = p.parse_args()
     device = torch.device(args.device)
     print(f"torch {torch.__version__}, {platform.processor() or platform.machine()}, "
