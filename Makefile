@@ -8,14 +8,31 @@ STAMP := $(VENV)/.installed
 DEMO_SAMPLER ?= dpmpp_2m_sde
 DEMO_STEPS ?= 100
 
-.PHONY: demo demo-toy test lint clean-demo
+.PHONY: demo demo-toy test lint lock clean-demo
 
-$(STAMP): pyproject.toml
+# Every install goes through constraints.txt, the lock of the whole environment (exact
+# versions of every package, torch and torchaudio among them), so a fresh machine months from
+# now gets the set that was tested. `make lock` rebuilds it from pyproject.toml's ranges.
+PIP_VERSION := 26.3
+CONSTRAINTS := constraints.txt
+
+$(STAMP): pyproject.toml $(CONSTRAINTS)
 	@command -v $(PY) >/dev/null || { echo "need $(PY) on PATH"; exit 1; }
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
-	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e ".[dev]"
+	$(BIN)/python -m pip install --quiet "pip==$(PIP_VERSION)"
+	$(BIN)/python -m pip install --quiet -c $(CONSTRAINTS) -e ".[dev]"
 	touch $(STAMP)
+
+# Re-resolve the newest versions pyproject.toml allows in a throwaway venv and write them to
+# constraints.txt; then run `make test` (it reinstalls .venv from the new lock) and commit.
+lock:
+	@command -v $(PY) >/dev/null || { echo "need $(PY) on PATH"; exit 1; }
+	rm -rf .venv-lock && $(PY) -m venv .venv-lock
+	.venv-lock/bin/python -m pip install --quiet "pip==$(PIP_VERSION)"
+	.venv-lock/bin/python -m pip install --quiet -e ".[dev]"
+	{ echo "# The tested environment: make uses it for every install; make lock rewrites it."; \
+	  .venv-lock/bin/python -m pip freeze --exclude-editable; } > $(CONSTRAINTS)
+	rm -rf .venv-lock
 
 # Prepare QM9 (once), train qm9-tiny (or resume/reuse the checkpoint a previous run left in
 # runs/demo), sample 200 molecules, print EDM's metrics. SDF/XYZ files and preview.png land

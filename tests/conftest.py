@@ -19,7 +19,6 @@ def pytest_collection_modifyitems(config, items):
 @pytest.fixture(scope="session")
 def qm9_small(tmp_path_factory):
     """A 3,000-molecule random subset of QM9 with EDM's split codes (prepared once)."""
-    pytest.importorskip("rdkit")
     from domains.molecules.qm9 import prepare_qm9
 
     out = tmp_path_factory.mktemp("qm9")

@@ -5,8 +5,6 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-pytest.importorskip("qm9pack")
-
 from domains.molecules import qm9  # noqa: E402
 from domains.molecules.io import read_molecules, write_sdf, write_xyz  # noqa: E402
 

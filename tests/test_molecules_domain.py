@@ -2,13 +2,10 @@
 
 import json
 
-import pytest
 import torch
 
 from diffplat.cli import main
 from tests.helpers import CPU_TRAINER
-
-pytest.importorskip("rdkit")
 
 TINY = CPU_TRAINER + """
 model:

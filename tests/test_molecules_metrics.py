@@ -10,8 +10,6 @@ from rdkit import Chem
 
 from domains.molecules import metrics as M
 
-pytest.importorskip("qm9pack")
-
 # tetrahedral unit directions
 _TET = np.array([[1, 1, 1], [-1, -1, 1], [-1, 1, -1], [1, -1, -1]], dtype=np.float64) / math.sqrt(3)
 

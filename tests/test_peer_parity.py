@@ -52,7 +52,6 @@ from benchmarks.peers import (  # noqa: E402
     run_peer,
 )
 
-pytest.importorskip("diffusers")
 pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning:diffusers.*")
 
 NFES = (10, 20, 50)

@@ -42,6 +42,9 @@ def main(argv: list[str] | None = None) -> int:
     from diffplat.training.module import NonFiniteLossError
 
     try:
+        from diffplat.cli.configs import resolve_args
+
+        rest = resolve_args(rest)
         if cmd in LIGHTNING:
             from diffplat.cli.train import run
 
@@ -70,6 +73,25 @@ def main(argv: list[str] | None = None) -> int:
     except (FileNotFoundError, UnknownNameError, ValueError, KeyError,
             NotImplementedError) as err:
         return _error(cmd, err, 2 if cmd in LIGHTNING else 1)
+    except (ImportError, OSError) as err:
+        from diffplat.cli.failures import import_failure
+
+        message = import_failure(err)
+        if message is None and isinstance(err, ImportError):
+            raise  # a bug in diffplat itself: keep the traceback
+        return _error(cmd, message or _os_message(err), 1)
+
+
+def _os_message(err: OSError) -> str:
+    """A disk or permission problem in one line, naming the file."""
+    import errno
+
+    where = f" ({err.filename})" if getattr(err, "filename", None) else ""
+    hint = {errno.ENOSPC: "; free some space or write elsewhere",
+            errno.EACCES: "; choose a folder you can write to",
+            errno.EROFS: "; the file system is read-only, choose another folder"}
+    reason = err.strerror or str(err).strip().splitlines()[0]
+    return f"{reason}{where}{hint.get(err.errno, '')}"
 
 
 def _config_message(err: Exception) -> str:

@@ -1,0 +1,54 @@
+"""Finding a config file: the path as given, else the configs shipped with diffplat.
+
+A source checkout keeps its configs in ``configs/`` beside the packages; a wheel carries the
+same files as ``diffplat/configs/`` (pyproject.toml maps one onto the other). So
+``diffplat fit -c configs/molecules/qm9-tiny.yaml`` works from any folder once diffplat is
+installed, and so do the short forms ``-c molecules/qm9-tiny.yaml`` and ``-c molecules/qm9-tiny``.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+_PACKAGE = Path(__file__).resolve().parents[1]  # diffplat/
+
+
+def config_roots() -> list[Path]:
+    """Folders holding the shipped configs: ``diffplat/configs`` in a wheel, the checkout's
+    ``configs/`` in a source or editable install."""
+    return [p for p in (_PACKAGE / "configs", _PACKAGE.parent / "configs") if p.is_dir()]
+
+
+def shipped() -> list[str]:
+    """Shipped configs as ``domain/name`` (without .yaml)."""
+    names = set()
+    for root in config_roots():
+        names.update(str(p.relative_to(root).with_suffix("")) for p in root.glob("*/*.yaml"))
+    return sorted(names)
+
+
+def resolve(path: str) -> str:
+    """``path`` when it exists, else the shipped config it names; FileNotFoundError listing
+    the shipped configs when neither exists."""
+    if Path(path).exists():
+        return path
+    rel = Path(path)
+    if rel.parts and rel.parts[0] == "configs":
+        rel = Path(*rel.parts[1:])
+    for root in config_roots():
+        for cand in (root / rel, root / rel.with_suffix(".yaml")):
+            if cand.is_file():
+                return str(cand)
+    raise FileNotFoundError(f"config not found: {path} (shipped configs: "
+                            f"{', '.join(shipped())})")
+
+
+def resolve_args(argv: list[str]) -> list[str]:
+    """Resolve the value of every ``-c``/``--config`` option of a command line."""
+    out = list(argv)
+    for i, tok in enumerate(out):
+        if tok in ("-c", "--config") and i + 1 < len(out):
+            out[i + 1] = resolve(out[i + 1])
+        elif tok.startswith("--config="):
+            out[i] = "--config=" + resolve(tok.split("=", 1)[1])
+    return out
