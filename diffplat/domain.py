@@ -34,6 +34,9 @@ class Domain:
     name = "base"
     #: Where ``diffplat data prepare <name>`` writes by default.
     default_data_dir = "data"
+    #: Constructor arguments that only say where the data is or how samples are scored:
+    #: ``--model.domain.init_args.<name>`` may change them for a restored model.
+    eval_options: tuple[str, ...] = ("data_path",)
 
     # -- data ---------------------------------------------------------------------------------
     def setup(self, stage: str = "fit") -> None:
@@ -81,6 +84,23 @@ class Domain:
         prior noise ``like``, ``mask`` broadcastable to it, 1 where the data is known. The
         meaning of ``mask`` (a time range, a dimension, a region) is the domain's."""
         raise NotImplementedError(f"domain {self.name!r} does not support --inpaint")
+
+    def sampling_state(self) -> dict[str, Any]:
+        """What sampling and decoding need from the data (an atom-count histogram, a
+        vocabulary, normalisation constants, class names...), as tensors and JSON-able
+        values. Checkpoints and exports store it, so a model samples on a machine without
+        its dataset. Called after ``setup``; the default is no state."""
+        return {}
+
+    def load_sampling_state(self, state: dict[str, Any]) -> None:
+        """Restore ``sampling_state()``; afterwards ``prior``, ``decode``, ``write`` and
+        ``preview`` work without the data."""
+
+    def backbone_sizes(self) -> dict[str, Any]:
+        """Backbone constructor arguments that follow from the data (a feature count, a
+        number of classes). ``diffplat fit`` fills them in when the config leaves them out
+        and refuses a config whose value disagrees, naming the key. May read the data."""
+        return {}
 
     def decode(self, x0: Tensor, cond: dict[str, Any]) -> Any:
         """Sampler output -> the domain's samples (identity by default)."""

@@ -5,6 +5,7 @@ from pathlib import Path
 import pytest
 import yaml
 
+from diffplat.cli.train import derive_backbone_args
 from diffplat.compare.grid import merge
 from diffplat.training.checkpoint import build_module
 
@@ -13,12 +14,37 @@ STACKED = {"qm9-alpha.yaml": "qm9.yaml"}  # configs meant to go on top of anothe
 CONFIGS = sorted(p for p in (ROOT / "configs").glob("*/*.yaml") if p.parent.name != "compare")
 
 
+@pytest.fixture(scope="module")
+def small_data(tmp_path_factory):
+    """Tiny stand-ins for the data folders whose layout sizes a backbone (class folders):
+    six procedural shape classes, ten digit folders of one silent clip each."""
+    import numpy as np
+    import soundfile as sf
+
+    from domains.audio.data import DIGIT_WORDS
+    from domains.shapes.procedural import prepare_procedural
+
+    root = tmp_path_factory.mktemp("data")
+    prepare_procedural(root / "shapes", per_class=10, seed=0)
+    for split in ("train", "val", "test"):
+        for word in DIGIT_WORDS:
+            (root / "digits" / split / word).mkdir(parents=True)
+            sf.write(root / "digits" / split / word / "a.wav", np.zeros(800), 8000)
+    return {"domains.shapes.ShapeDomain": root / "shapes",
+            "domains.shapes.domain.ShapeDomain": root / "shapes",
+            "domains.audio.AudioDomain": root / "digits",
+            "domains.audio.domain.AudioDomain": root / "digits"}
+
+
 @pytest.mark.parametrize("path", CONFIGS, ids=lambda p: f"{p.parent.name}/{p.name}")
-def test_config_builds(path):
+def test_config_builds(path, small_data):
     cfg = yaml.safe_load(path.read_text())
     if path.name in STACKED:
         cfg = merge(yaml.safe_load((path.parent / STACKED[path.name]).read_text()), cfg)
     model = cfg["model"]
+    domain = model.get("domain") or {}
+    if domain.get("class_path") in small_data:
+        domain.setdefault("init_args", {})["data_path"] = str(small_data[domain["class_path"]])
     if "class_path" in model:  # a model other than the DiffusionModule (the audio classifier)
         from jsonargparse import ArgumentParser
         from pytorch_lightning import LightningModule
@@ -27,6 +53,7 @@ def test_config_builds(path):
         parser.add_subclass_arguments(LightningModule, "model")
         module = parser.instantiate_classes(parser.parse_object({"model": model})).model
     else:
+        model["backbone"].setdefault("init_args", {}).update(derive_backbone_args(model))
         module = build_module(model)
     assert sum(p.numel() for p in module.parameters()) > 0
     trainer = cfg["trainer"]

@@ -92,15 +92,18 @@ def test_centre_of_mass_stays_zero_through_sampling(sampler):
 
 @pytest.mark.parametrize("name", ["conformers-qm9-tiny", "conformers-qm9"])
 def test_configs_build_and_match_the_featurisation(name):
-    """Both configs instantiate (no data needed) with input sizes equal to the graph's."""
+    """Both configs instantiate (no data needed) with input sizes derived from the domain
+    equal to the graph's."""
     from pathlib import Path
 
     import yaml
 
+    from diffplat.cli.train import derive_backbone_args
     from diffplat.training.checkpoint import build_module
 
     root = Path(__file__).resolve().parents[1]
     cfg = yaml.safe_load((root / "configs" / "molecules" / f"{name}.yaml").read_text())
+    cfg["model"]["backbone"]["init_args"].update(derive_backbone_args(cfg["model"]))
     module = build_module(cfg["model"])
     assert module.backbone.node_dim == node_dim(len(module.domain.vocabulary))
     assert module.backbone.edge_dim == PAIR_DIM

@@ -43,12 +43,37 @@ def resolve(path: str) -> str:
                             f"{', '.join(shipped())})")
 
 
+def load_yaml(path: Path) -> dict:
+    """A config file as a mapping; ValueError naming the file, line and column on a YAML
+    syntax error, or when the top level is not a mapping of keys."""
+    import yaml
+
+    try:
+        data = yaml.safe_load(Path(path).read_text())
+    except yaml.YAMLError as err:
+        mark = getattr(err, "problem_mark", None)
+        where = f" line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        problem = getattr(err, "problem", None) or str(err).splitlines()[0]
+        raise ValueError(f"{path}:{where}: YAML syntax error: {problem}") from None
+    except UnicodeDecodeError:
+        raise ValueError(f"{path}: not a text file") from None
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise ValueError(f"{path}: the top level must be a mapping of keys (trainer:, "
+                         f"model:, ...), not a {type(data).__name__}")
+    return data
+
+
 def resolve_args(argv: list[str]) -> list[str]:
-    """Resolve the value of every ``-c``/``--config`` option of a command line."""
+    """Resolve the value of every ``-c``/``--config`` option of a command line and check
+    that each file is a YAML mapping."""
     out = list(argv)
     for i, tok in enumerate(out):
         if tok in ("-c", "--config") and i + 1 < len(out):
             out[i + 1] = resolve(out[i + 1])
+            load_yaml(Path(out[i + 1]))
         elif tok.startswith("--config="):
             out[i] = "--config=" + resolve(tok.split("=", 1)[1])
+            load_yaml(Path(out[i].split("=", 1)[1]))
     return out

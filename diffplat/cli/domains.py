@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import importlib
 import inspect
+from typing import Any
 
 from diffplat.registry import Registry
 
@@ -18,6 +19,17 @@ registry.register("audio", "domains.audio.domain:AudioDomain")
 def domain_class(name: str):
     module, cls = registry.get(name).split(":")
     return getattr(importlib.import_module(module), cls)
+
+
+def instantiate_domain(cfg: dict[str, Any]):
+    """A Domain from its ``{"class_path": ..., "init_args": {...}}`` configuration."""
+    from jsonargparse import ArgumentParser
+
+    from diffplat.domain import Domain
+
+    parser = ArgumentParser(exit_on_error=False)
+    parser.add_subclass_arguments(Domain, "domain")
+    return parser.instantiate_classes(parser.parse_object({"domain": cfg})).domain
 
 
 def prepare_options(name: str) -> list[str]:

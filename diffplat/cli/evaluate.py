@@ -7,41 +7,31 @@ import json
 from pathlib import Path
 from typing import Any
 
+from diffplat.cli.domains import instantiate_domain
 from diffplat.cli.sample import META_FILE, add_sampling_args, generate
 
 
 def _domain_from_meta(folder: Path):
-    from diffplat.training.checkpoint import TRUSTED_PREFIXES, _check_class_paths
+    from diffplat.training.checkpoint import check_class_paths
 
     meta_file = folder / META_FILE
     if not meta_file.is_file():
         raise FileNotFoundError(f"{meta_file} not found: --samples needs a folder written by "
                                 "`diffplat sample` (it records which domain made the samples)")
     cfg = json.loads(meta_file.read_text())["domain"]
-    _check_class_paths(cfg, TRUSTED_PREFIXES)
-    return _instantiate(cfg)
+    check_class_paths(cfg, source=str(meta_file))
+    return instantiate_domain(cfg)
 
 
 def _domain_from_config(path: Path):
-    import yaml
+    from diffplat.cli.configs import load_yaml
 
     if not path.is_file():
         raise FileNotFoundError(f"config not found: {path}")
-    cfg = yaml.safe_load(path.read_text()) or {}
-    domain = (cfg.get("model") or {}).get("domain")
+    domain = (load_yaml(path).get("model") or {}).get("domain")
     if not isinstance(domain, dict):
         raise ValueError(f"{path}: no model.domain section")
-    return _instantiate(domain)
-
-
-def _instantiate(cfg: dict[str, Any]):
-    from jsonargparse import ArgumentParser
-
-    from diffplat.domain import Domain
-
-    parser = ArgumentParser(exit_on_error=False)
-    parser.add_subclass_arguments(Domain, "domain")
-    return parser.instantiate_classes(parser.parse_object({"domain": cfg})).domain
+    return instantiate_domain(domain)
 
 
 def print_table(metrics: dict[str, float], title: str) -> None:

@@ -1,28 +1,122 @@
 """``diffplat fit|validate|test``: LightningCLI over DiffusionModule.
 
-Defaults added here: wandb logging in offline mode (written under the run folder), a
-ModelCheckpoint section (``--checkpoint.*``) that keeps ``last.ckpt`` in
-``<default_root_dir>/checkpoints``, atomic checkpoint writes, and the full run configuration
-stored in every checkpoint.
+Defaults added here:
+
+* wandb logging in offline mode, written under the run folder; a resumed run continues the
+  same wandb run (its id is stored in every checkpoint);
+* a ModelCheckpoint section (``--checkpoint.*``) that keeps ``last.ckpt`` in
+  ``<default_root_dir>/checkpoints``, and ``--autosave.*`` (``Autosave``), which keeps that
+  ``last.ckpt`` fresh every 500 steps and every 2 minutes and at SIGTERM, whatever the
+  validation cadence;
+* atomic checkpoint writes, and the full run configuration stored in every checkpoint;
+* ``--ckpt_path``: the checkpoint is read without unpickling and the classes its stored
+  configuration names must lie in trusted packages (the rule every checkpoint reader
+  applies); its model configuration is used, with explicit ``--model.*`` flags winning
+  where they are safe to change (optimisation for ``fit``, sampling and evaluation options
+  for all) and refused in one line otherwise; ``--ckpt_path last`` without a checkpoint says
+  that it starts fresh (``fit``) or fails (``validate``/``test``);
+* backbone sizes that follow from the data (``Domain.backbone_sizes``) are filled in.
 """
 
 from __future__ import annotations
 
-import os
+import sys
 from pathlib import Path
 from typing import Any
 
 from pytorch_lightning.callbacks import ModelCheckpoint
 from pytorch_lightning.cli import LightningArgumentParser, LightningCLI
-from pytorch_lightning.loggers import WandbLogger
 
-from diffplat.training.checkpoint import AtomicCheckpointIO
+from diffplat.training.callbacks import LAST, Autosave
+from diffplat.training.checkpoint import (
+    AtomicCheckpointIO,
+    check_class_paths,
+    read_checkpoint,
+    trusted_prefixes,
+)
 from diffplat.training.module import DiffusionModule
 
-WANDB_DEFAULT = {
-    "class_path": "pytorch_lightning.loggers.WandbLogger",
-    "init_args": {"project": "diffplat", "offline": True},
-}
+WANDB_CLASS = "pytorch_lightning.loggers.WandbLogger"
+WANDB_DEFAULT = {"class_path": WANDB_CLASS, "init_args": {"project": "diffplat", "offline": True}}
+
+#: DiffusionModule arguments that only steer sampling and evaluation: explicit flags may
+#: change them for a restored model in every subcommand.
+EVAL_OPTIONS = frozenset({"sample_num", "sampler", "sample_steps", "sample_every_n_epochs",
+                          "val_batch_size", "num_workers", "seed", "log_snr_buckets"})
+#: ... and those that only steer optimisation, which ``fit`` may change when resuming.
+FIT_OPTIONS = EVAL_OPTIONS | {"lr", "weight_decay", "betas", "warmup_steps", "decay_steps",
+                              "min_lr_ratio", "clip", "clip_value", "ema_decay", "batch_size",
+                              "on_nonfinite", "compile"}
+
+
+def _note(cmd: str, message: str) -> None:
+    print(f"diffplat {cmd}: {message}", file=sys.stderr)
+
+
+def _flatten(tree: Any, prefix: str = "") -> dict[str, Any]:
+    if isinstance(tree, dict):
+        out: dict[str, Any] = {}
+        for k, v in tree.items():
+            out.update(_flatten(v, f"{prefix}.{k}" if prefix else str(k)))
+        return out
+    return {prefix: tree}
+
+
+def explicit_model_keys(argv: list[str]) -> list[str]:
+    """The ``--model.X`` keys typed on the command line (not from config files)."""
+    keys = []
+    for tok in argv:
+        if tok.startswith("--model."):
+            keys.append(tok[len("--model."):].split("=", 1)[0])
+    return keys
+
+
+def _domain_class(domain_cfg: Any):
+    import importlib
+
+    module, _, name = str(domain_cfg["class_path"]).rpartition(".")
+    return getattr(importlib.import_module(module), name)
+
+
+def _allowed(key: str, subcommand: str, domain_cfg: Any) -> bool:
+    top = key.split(".")[0]
+    if top in (FIT_OPTIONS if subcommand == "fit" else EVAL_OPTIONS):
+        return True
+    if key.startswith("domain.init_args.") and domain_cfg is not None:
+        cls = _domain_class(domain_cfg)
+        return key.split(".")[2] in getattr(cls, "eval_options", ())
+    return False
+
+
+def derive_backbone_args(model: dict[str, Any]) -> dict[str, Any]:
+    """The backbone arguments to set from ``Domain.backbone_sizes`` for a DiffusionModule
+    configuration (``{"domain": {...}, "backbone": {...}, ...}``). A value the config left
+    at the backbone's default is replaced; another value that disagrees is a ValueError
+    naming the key."""
+    import importlib
+    import inspect
+
+    from diffplat.cli.domains import instantiate_domain
+
+    backbone = model.get("backbone") or {}
+    if not isinstance(backbone, dict) or "class_path" not in backbone:
+        return {}
+    sizes = instantiate_domain(model["domain"]).backbone_sizes()
+    module, _, name = str(backbone["class_path"]).rpartition(".")
+    params = inspect.signature(getattr(importlib.import_module(module), name)).parameters
+    args = backbone.get("init_args") or {}
+    out = {}
+    for key, value in sizes.items():
+        if key not in params or args.get(key) == value:
+            continue
+        current, default = args.get(key), params[key].default
+        if current is not None and current != default:
+            raise ValueError(
+                f"model.backbone.init_args.{key} is {current!r} but the data needs {value!r};"
+                f" remove the key from the config (it is derived from the data) or set it "
+                f"to {value!r}")
+        out[key] = value
+    return out
 
 
 class DiffplatCLI(LightningCLI):
@@ -31,6 +125,8 @@ class DiffplatCLI(LightningCLI):
         # model_class: a LightningModule other than DiffusionModule (e.g. the audio digit
         # classifier), chosen by the config's ``model.class_path`` (see run()); such configs
         # give the model as class_path + init_args
+        self._argv = list(sys.argv[1:] if args is None else args)
+        self._resumed: dict[str, Any] | None = None
         super().__init__(
             model_class or DiffusionModule,
             subclass_mode_model=model_class is not None,
@@ -43,6 +139,7 @@ class DiffplatCLI(LightningCLI):
 
     def add_arguments_to_parser(self, parser: LightningArgumentParser) -> None:
         parser.add_lightning_class_args(ModelCheckpoint, "checkpoint")
+        parser.add_lightning_class_args(Autosave, "autosave")
         parser.set_defaults({
             "checkpoint.save_last": True,
             "checkpoint.save_top_k": 0,
@@ -50,19 +147,105 @@ class DiffplatCLI(LightningCLI):
             "trainer.default_root_dir": "runs/default",
         })
 
+    # -- --ckpt_path ----------------------------------------------------------------------------
+    def _checkpoint_dir(self, cfg: Any) -> Path:
+        dirpath = cfg["checkpoint"].get("dirpath") or cfg["autosave"].get("dirpath")
+        return Path(dirpath) if dirpath else Path(cfg["trainer"]["default_root_dir"]) / \
+            "checkpoints"
+
+    def _parse_ckpt_path(self) -> None:
+        """Replaces LightningCLI's, which instantiated whatever classes a checkpoint named
+        and let stored values override the user's flags (see the module docstring)."""
+        sub = self.config.get("subcommand")
+        if not sub:
+            return
+        cfg = self.config[sub]
+        ckpt_path = cfg.get("ckpt_path")
+        if ckpt_path in (None, "best", "hpc", "registry"):
+            return
+        if ckpt_path == "last":
+            path = self._checkpoint_dir(cfg) / LAST
+            if not path.is_file():
+                if sub != "fit":
+                    raise FileNotFoundError(f"--ckpt_path last: no checkpoint at {path}")
+                _note(sub, f"no checkpoint at {path} (--ckpt_path last): starting fresh")
+                cfg["ckpt_path"] = None
+                return
+            cfg["ckpt_path"] = str(path)
+        ckpt = read_checkpoint(cfg["ckpt_path"])
+        stored = dict(ckpt.get("hyper_parameters") or {})
+        stored.pop("_instantiator", None)
+        if not stored:
+            return
+        if "_class_path" in stored:  # a LightningModule in subclass mode (the classifier)
+            stored = {"class_path": stored.pop("_class_path"), "init_args": stored}
+        check_class_paths(stored, source=f"checkpoint {cfg['ckpt_path']}")
+        self._resumed = ckpt
+        original = cfg["model"].clone() if hasattr(cfg["model"], "clone") else cfg["model"]
+        domain_cfg = stored.get("domain") if isinstance(stored.get("domain"), dict) else None
+        flat_stored = _flatten({k: v for k, v in stored.items() if not k.startswith("_")})
+        flat_orig = _flatten(original.as_dict() if hasattr(original, "as_dict") else {})
+        explicit = explicit_model_keys(self._argv)
+        for key in explicit:
+            if key in flat_stored and flat_stored[key] != flat_orig.get(key) and \
+                    not _allowed(key, sub, domain_cfg):
+                raise ValueError(
+                    f"--model.{key} {flat_orig.get(key)!r} cannot change a model restored "
+                    f"from {cfg['ckpt_path']} (it has {flat_stored[key]!r}); {sub} may change "
+                    f"only {', '.join(sorted(FIT_OPTIONS if sub == 'fit' else EVAL_OPTIONS))} "
+                    "and the domain's evaluation options")
+        differs = sorted(k for k in flat_stored if k in flat_orig and k not in explicit
+                         and flat_stored[k] != flat_orig[k])
+        if differs:
+            _note(sub, f"using the model configuration stored in {cfg['ckpt_path']}; the "
+                       f"config differs in {', '.join(differs[:6])}"
+                       f"{' ...' if len(differs) > 6 else ''} (pass --model.KEY to change "
+                       "a setting that may change)")
+        self.config = self.parser.parse_object({sub: {"model": stored}}, self.config)
+        for key in explicit:
+            dotted = f"{sub}.model.{key}"
+            if key in flat_orig:
+                self.config[dotted] = original[key]
+
+    # -- before the classes exist ----------------------------------------------------------------
+    def before_instantiate_classes(self) -> None:
+        cfg = self.config[self.subcommand] if self.subcommand else self.config
+        self._default_logger_dir(cfg)
+        self._fill_backbone_sizes(cfg)
+
+    def _default_logger_dir(self, cfg: Any) -> None:
+        """wandb writes under the run folder and, when resuming, into the same run id."""
+        logger = cfg["trainer"].get("logger")
+        if not (hasattr(logger, "get") and str(logger.get("class_path")) == WANDB_CLASS):
+            return
+        args = logger["init_args"]
+        root = str(cfg["trainer"]["default_root_dir"])
+        if args.get("save_dir") in (None, ".") and args.get("dir") is None:
+            Path(root).mkdir(parents=True, exist_ok=True)
+            args["save_dir"] = root
+        run_id = ((self._resumed or {}).get("diffplat") or {}).get("wandb_run_id")
+        if run_id and not args.get("id") and not args.get("version"):
+            args["id"] = run_id
+        import os
+
+        if os.environ.get("WANDB_MODE") == "online":
+            args["offline"] = False
+
+    def _fill_backbone_sizes(self, cfg: Any) -> None:
+        model = cfg["model"]
+        if self.subclass_mode_model or not hasattr(model.get("domain"), "get"):
+            return
+        if not hasattr(model.get("backbone"), "get") or model["backbone"].get("init_args") is None:
+            return
+        for key, value in derive_backbone_args(model.as_dict()).items():
+            model["backbone"]["init_args"][key] = value
+
     def instantiate_trainer(self, **kwargs: Any):
         trainer = super().instantiate_trainer(**kwargs)
         root = Path(trainer.default_root_dir)
         for cb in trainer.callbacks:
             if isinstance(cb, ModelCheckpoint) and cb.dirpath is None:
                 cb.dirpath = str(root / "checkpoints")
-        for logger in trainer.loggers:
-            if isinstance(logger, WandbLogger) and logger._wandb_init.get("dir") in (None, "."):
-                root.mkdir(parents=True, exist_ok=True)
-                logger._wandb_init["dir"] = str(root)
-                logger._save_dir = str(root)
-                if os.environ.get("WANDB_MODE") == "online":
-                    logger._wandb_init["mode"] = "online"
         trainer.strategy.checkpoint_io = AtomicCheckpointIO()
         self.model.run_config = self.config_dump
         return trainer
@@ -87,23 +270,21 @@ def _other_model_class(args: list[str]) -> type | None:
     """pytorch_lightning.LightningModule when a config file names ``model.class_path``
     (a model that is not the DiffusionModule, such as the audio digit classifier); the
     class path itself is resolved by LightningCLI, restricted to trusted packages here."""
-    import yaml
-
-    from diffplat.training.checkpoint import TRUSTED_PREFIXES
+    from diffplat.cli.configs import load_yaml
 
     paths = [args[i + 1] for i, a in enumerate(args[:-1]) if a in ("-c", "--config")]
     paths += [a.split("=", 1)[1] for a in args if a.startswith("--config=")]
     for path in paths:
         if not Path(path).is_file():
             continue
-        model = (yaml.safe_load(Path(path).read_text()) or {}).get("model")
+        model = load_yaml(Path(path)).get("model")
         if isinstance(model, dict) and "class_path" in model:
             cp = str(model["class_path"])
             if cp.endswith("DiffusionModule"):
                 return None
-            if not cp.startswith(TRUSTED_PREFIXES):
+            if not cp.startswith(trusted_prefixes()):
                 raise ValueError(f"{path}: model.class_path {cp!r} is outside the trusted "
-                                 f"packages {', '.join(TRUSTED_PREFIXES)}")
+                                 f"packages {', '.join(trusted_prefixes())}")
             import pytorch_lightning as pl
 
             return pl.LightningModule
@@ -113,8 +294,6 @@ def _other_model_class(args: list[str]) -> type | None:
 def run(args: list[str]) -> None:
     """Run LightningCLI as if ``diffplat <args>`` had been typed. sys.argv is set to match,
     because Lightning's DDP launcher starts the other ranks by re-running sys.argv."""
-    import sys
-
     saved = sys.argv
     sys.argv = [saved[0], *args]
     try:

@@ -22,17 +22,66 @@ import torch
 from lightning_fabric.plugins.io.torch_io import TorchCheckpointIO
 
 CONFIG_FILE, WEIGHTS_FILE = "config.json", "model.safetensors"
+DOMAIN_STATE_FILE = "domain_state.safetensors"
+#: Packages whose classes a checkpoint's configuration may name. Users add their own with
+#: the environment variable DIFFPLAT_TRUSTED_PACKAGES (comma-separated package names).
 TRUSTED_PREFIXES = ("diffplat.", "domains.", "torch.nn.")
+_TMP_SUFFIX = ".tmp"
+
+
+def trusted_prefixes() -> tuple[str, ...]:
+    """The built-in trusted packages plus those named in DIFFPLAT_TRUSTED_PACKAGES."""
+    extra = [p.strip().rstrip(".") + "." for p in
+             os.environ.get("DIFFPLAT_TRUSTED_PACKAGES", "").split(",") if p.strip()]
+    return TRUSTED_PREFIXES + tuple(extra)
+
+
+class NonFiniteCheckpointError(FloatingPointError):
+    """A checkpoint about to be written holds NaN or Inf; nothing was written."""
+
+
+def nonfinite_tensors(tree: Any, prefix: str = "") -> list[str]:
+    """Names of the floating-point tensors in a nested dict/list that hold NaN or Inf."""
+    bad: list[str] = []
+    if isinstance(tree, torch.Tensor):
+        if tree.is_floating_point() and tree.numel() and not bool(torch.isfinite(tree).all()):
+            bad.append(prefix or "tensor")
+    elif isinstance(tree, dict):
+        for k, v in tree.items():
+            bad += nonfinite_tensors(v, f"{prefix}.{k}" if prefix else str(k))
+    elif isinstance(tree, (list, tuple)):
+        for i, v in enumerate(tree):
+            bad += nonfinite_tensors(v, f"{prefix}[{i}]")
+    return bad
+
+
+def remove_stale_temporaries(folder: Path) -> list[Path]:
+    """Delete the temporaries of checkpoint writes that a kill interrupted (only the
+    process that writes a folder may call this)."""
+    removed = []
+    if Path(folder).is_dir():
+        for f in Path(folder).glob(f".*.ckpt.*{_TMP_SUFFIX}"):
+            f.unlink(missing_ok=True)
+            removed.append(f)
+    return removed
 
 
 class AtomicCheckpointIO(TorchCheckpointIO):
-    """TorchCheckpointIO that never leaves a partially written file behind."""
+    """TorchCheckpointIO that never leaves a partially written file behind and never writes
+    NaN or Inf weights (NonFiniteCheckpointError instead, the previous file kept)."""
 
     def save_checkpoint(self, checkpoint: dict[str, Any], path: Any,
                         storage_options: Any | None = None) -> None:
         path = Path(path)
+        bad = nonfinite_tensors({"state_dict": checkpoint.get("state_dict", {}),
+                                 "optimizer_states": checkpoint.get("optimizer_states", [])})
+        if bad:
+            raise NonFiniteCheckpointError(
+                f"refusing to write {path}: {len(bad)} tensors hold NaN or Inf (e.g. "
+                f"{', '.join(bad[:3])}); the previous checkpoint is kept")
         path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=_TMP_SUFFIX,
+                                   dir=path.parent)
         try:
             with os.fdopen(fd, "wb") as f:
                 torch.save(checkpoint, f)
@@ -49,17 +98,42 @@ class AtomicCheckpointIO(TorchCheckpointIO):
             raise
 
 
-def _check_class_paths(cfg: Any, trusted: tuple[str, ...]) -> None:
+def check_class_paths(cfg: Any, trusted: tuple[str, ...] | None = None,
+                      source: str = "a checkpoint configuration") -> None:
+    """The trust rule of every path that reads a stored configuration: each ``class_path``
+    must lie in a trusted package, else ValueError before anything is imported."""
+    trusted = trusted or trusted_prefixes()
     if isinstance(cfg, dict):
         cp = cfg.get("class_path")
-        if isinstance(cp, str) and not cp.startswith(trusted):
-            raise ValueError(f"refusing to import {cp!r} from a checkpoint configuration; "
-                             f"trusted prefixes: {', '.join(trusted)}")
+        if cp is not None and not (isinstance(cp, str) and cp.startswith(trusted)):
+            raise ValueError(f"refusing to import {cp!r} named by {source}; trusted "
+                             f"packages: {', '.join(p.rstrip('.') for p in trusted)} (add "
+                             "yours to DIFFPLAT_TRUSTED_PACKAGES)")
         for v in cfg.values():
-            _check_class_paths(v, trusted)
+            check_class_paths(v, trusted, source)
     elif isinstance(cfg, list):
         for v in cfg:
-            _check_class_paths(v, trusted)
+            check_class_paths(v, trusted, source)
+
+
+def read_checkpoint(path: str | Path, map_location: Any = "cpu") -> dict[str, Any]:
+    """A Lightning checkpoint as plain data, read without unpickling code; errors in one
+    line naming the file."""
+    path = Path(path)
+    if path.is_dir():
+        raise ValueError(f"{path} is a folder; give a .ckpt file (export folders load with "
+                         "`diffplat sample --ckpt DIR`)")
+    if not path.is_file():
+        raise FileNotFoundError(f"checkpoint not found: {path}")
+    try:
+        ckpt = torch.load(path, map_location=map_location, weights_only=True)
+    except Exception as err:  # truncated, corrupt, or objects that need unpickling
+        reason = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        raise ValueError(f"cannot read checkpoint {path} ({path.stat().st_size} bytes): "
+                         f"{reason}; it is truncated, corrupt or not a checkpoint") from None
+    if not isinstance(ckpt, dict) or "state_dict" not in ckpt:
+        raise ValueError(f"{path} is not a Lightning checkpoint (no state_dict)")
+    return ckpt
 
 
 def module_config(hparams: dict[str, Any]) -> dict[str, Any]:
@@ -67,7 +141,7 @@ def module_config(hparams: dict[str, Any]) -> dict[str, Any]:
     return {k: v for k, v in hparams.items() if not k.startswith("_")}
 
 
-def build_module(config: dict[str, Any], trusted_prefixes: tuple[str, ...] = TRUSTED_PREFIXES):
+def build_module(config: dict[str, Any], trusted_prefixes: tuple[str, ...] | None = None):
     """Instantiate a DiffusionModule from its configuration (class_path/init_args dicts)."""
     from jsonargparse import ArgumentParser
     from pytorch_lightning.core.mixins.hparams_mixin import _given_hyperparameters_context
@@ -75,7 +149,7 @@ def build_module(config: dict[str, Any], trusted_prefixes: tuple[str, ...] = TRU
     from diffplat.training.module import DiffusionModule
 
     config = module_config(config)
-    _check_class_paths(config, trusted_prefixes)
+    check_class_paths(config, trusted_prefixes)
     parser = ArgumentParser(exit_on_error=False)
     parser.add_class_arguments(DiffusionModule, "model", fail_untyped=False)
     parsed = parser.parse_object({"model": config})
@@ -85,23 +159,21 @@ def build_module(config: dict[str, Any], trusted_prefixes: tuple[str, ...] = TRU
 
 
 def load_module(path: str | Path, map_location: Any = "cpu",
-                trusted_prefixes: tuple[str, ...] = TRUSTED_PREFIXES):
+                trusted_prefixes: tuple[str, ...] | None = None):
     """Load a DiffusionModule from a Lightning checkpoint or an export folder."""
     path = Path(path)
     if path.is_dir():
         return load_export(path, map_location, trusted_prefixes)
-    if not path.is_file():
-        raise FileNotFoundError(f"checkpoint not found: {path}")
-    try:
-        ckpt = torch.load(path, map_location=map_location, weights_only=True)
-    except Exception as err:  # corrupt file, or objects that need unpickling
-        raise ValueError(f"cannot read checkpoint {path}: {err}") from None
+    ckpt = read_checkpoint(path, map_location)
     hparams = ckpt.get("hyper_parameters")
     if not hparams or "domain" not in hparams:
         raise ValueError(f"checkpoint {path} carries no diffplat model configuration")
     module = build_module(hparams, trusted_prefixes)
     module.load_state_dict(ckpt["state_dict"])
-    module.run_config = (ckpt.get("diffplat") or {}).get("run_config")
+    extra = ckpt.get("diffplat") or {}
+    module.run_config = extra.get("run_config")
+    if extra.get("domain_state"):
+        module.domain.load_sampling_state(extra["domain_state"])
     return module.eval()
 
 
@@ -116,24 +188,52 @@ def export(module, out_dir: str | Path) -> list[Path]:
         raise ValueError("this module was not built from a configuration; build it with "
                          "diffplat.training.checkpoint.build_module to export it")
     weights = {k: v.detach().contiguous().cpu() for k, v in module.ema.shadow.state_dict().items()}
+    bad = nonfinite_tensors(weights)
+    if bad:
+        raise NonFiniteCheckpointError(f"refusing to export: {len(bad)} weights hold NaN or "
+                                       f"Inf (e.g. {', '.join(bad[:3])})")
     save_file(weights, out / WEIGHTS_FILE)
-    meta = {"model": config, "run_config": module.run_config, "format": "diffplat-export-1"}
+    written = [out / WEIGHTS_FILE, out / CONFIG_FILE]
+    tensors, plain = split_state(module.domain.sampling_state())
+    if tensors:
+        save_file(tensors, out / DOMAIN_STATE_FILE)
+        written.append(out / DOMAIN_STATE_FILE)
+    meta = {"model": config, "run_config": module.run_config, "domain_state": plain,
+            "format": "diffplat-export-2"}
     (out / CONFIG_FILE).write_text(json.dumps(meta, indent=2))
-    return [out / WEIGHTS_FILE, out / CONFIG_FILE]
+    return written
+
+
+def split_state(state: dict[str, Any]) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+    """A domain's sampling state -> (tensors for safetensors, JSON-able rest)."""
+    tensors = {k: v.detach().contiguous().cpu() for k, v in state.items()
+               if isinstance(v, torch.Tensor)}
+    plain = {k: v for k, v in state.items() if not isinstance(v, torch.Tensor)}
+    json.dumps(plain)  # fails here, not at load time, when a domain returns something else
+    return tensors, plain
 
 
 def load_export(out_dir: Path, map_location: Any = "cpu",
-                trusted_prefixes: tuple[str, ...] = TRUSTED_PREFIXES):
+                trusted_prefixes: tuple[str, ...] | None = None):
     from safetensors.torch import load_file
 
     cfg_file, w_file = out_dir / CONFIG_FILE, out_dir / WEIGHTS_FILE
     for f in (cfg_file, w_file):
         if not f.is_file():
             raise FileNotFoundError(f"export folder {out_dir} lacks {f.name}")
-    meta = json.loads(cfg_file.read_text())
-    module = build_module(meta["model"], trusted_prefixes)
+    try:
+        meta = json.loads(cfg_file.read_text())
+        model_cfg = meta["model"]
+    except (ValueError, KeyError) as err:
+        raise ValueError(f"{cfg_file}: not a diffplat export configuration ({err})") from None
+    module = build_module(model_cfg, trusted_prefixes)
     weights = load_file(w_file, device=str(map_location))
     module.backbone.load_state_dict(weights)
     module.ema.shadow.load_state_dict(weights)
     module.run_config = meta.get("run_config")
+    state = dict(meta.get("domain_state") or {})
+    if (out_dir / DOMAIN_STATE_FILE).is_file():
+        state.update(load_file(out_dir / DOMAIN_STATE_FILE))
+    if state:
+        module.domain.load_sampling_state(state)
     return module.eval()

@@ -24,7 +24,12 @@ from diffplat.training.optim import AdaptiveClipper, warmup_cosine
 
 
 class NonFiniteLossError(FloatingPointError):
-    """The training loss became NaN or Inf; the message names the step."""
+    """The training loss, a gradient or the weights became NaN or Inf; the message names
+    the step."""
+
+
+class _SkipStep(Exception):
+    """Raised inside the optimizer closure to skip a step whose gradients are not finite."""
 
 
 def _step_seed(seed: int, step: int, rank: int, salt: str) -> int:
@@ -189,12 +194,48 @@ class DiffusionModule(pl.LightningModule):
         self.bucket_sum.zero_()
         self.bucket_count.zero_()
 
+    def on_before_optimizer_step(self, optimizer) -> None:
+        """A finite loss can still give NaN or Inf gradients; the step that would write
+        them into the weights (and the EMA, and the next checkpoint) is stopped or skipped."""
+        if self._skipped:
+            return
+        grads = [p.grad for p in self.backbone.parameters() if p.grad is not None]
+        if not grads:
+            return
+        norms = torch._foreach_norm(grads)
+        if bool(torch.isfinite(torch.stack(norms)).all()):
+            return
+        step = self._batches_done()
+        if self.hparams.on_nonfinite == "skip":
+            raise _SkipStep
+        raise NonFiniteLossError(
+            f"non-finite gradients at step {self.global_step} (batch {step}) with a finite "
+            "loss; nothing was applied and the last checkpoint is kept. Lower the learning "
+            "rate, check the data, or set model.on_nonfinite=skip")
+
     def optimizer_step(self, *args: Any, **kwargs: Any) -> None:
-        super().optimizer_step(*args, **kwargs)
+        try:
+            super().optimizer_step(*args, **kwargs)
+        except _SkipStep:
+            self._skipped = True
+            self.skipped_batches += 1
+            self.log("train/skipped_batches", self.skipped_batches.float())
+            for p in self.backbone.parameters():
+                p.grad = None
         # here rather than in on_train_batch_end, which runs after the checkpoint callback:
         # a checkpoint must hold the EMA of every step it counts
         if not self._skipped:
             self.ema.update(self.backbone)
+
+    def on_train_end(self) -> None:
+        from diffplat.training.checkpoint import nonfinite_tensors
+
+        bad = nonfinite_tensors(dict(self.state_dict()))
+        if bad:
+            raise NonFiniteLossError(
+                f"training ended with {len(bad)} non-finite tensors (e.g. {', '.join(bad[:3])}"
+                f"); {int(self.skipped_batches)} batches were skipped. The last checkpoint "
+                "written before it is kept")
 
     def configure_gradient_clipping(self, optimizer, gradient_clip_val=None,
                                     gradient_clip_algorithm=None) -> None:
@@ -298,8 +339,14 @@ class DiffusionModule(pl.LightningModule):
         ``path`` (``Domain.inpaint_source``) and generates the rest, with ``resample``
         denoiser calls per evaluation (``guidance.Inpainting``)."""
         name = sampler or self.hparams.sampler
-        steps = steps or self.hparams.sample_steps
+        steps = self.hparams.sample_steps if steps is None else steps
         fn = samplers_mod.get(name)
+        if isinstance(steps, bool) or not isinstance(steps, int) or steps < 1:
+            raise ValueError(f"steps must be an integer >= 1, got {steps!r}")
+        if num < 1:
+            raise ValueError(f"the number of samples must be >= 1, got {num}")
+        if batch_size is not None and batch_size < 1:
+            raise ValueError(f"batch size must be >= 1, got {batch_size}")
         batch_size = batch_size or num
         parts, stats_all = [], {"nfe": 0, "sampler": name, "steps": steps}
         was_training = self.ema.shadow.training
@@ -336,8 +383,13 @@ class DiffusionModule(pl.LightningModule):
 
     # -- checkpoints --------------------------------------------------------------------------
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        checkpoint["diffplat"] = {"run_config": self.run_config, "domain": self.domain.name,
-                                  "log_snr_limit": LOG_SNR_LIMIT}
+        extra = {"run_config": self.run_config, "domain": self.domain.name,
+                 "log_snr_limit": LOG_SNR_LIMIT,
+                 "domain_state": self.domain.sampling_state()}
+        logger = self.logger if self._trainer is not None else None
+        if logger is not None and type(logger).__name__ == "WandbLogger":
+            extra["wandb_run_id"] = logger.version  # a resumed run continues this run
+        checkpoint["diffplat"] = extra
 
 
 def _outside_cli() -> bool:

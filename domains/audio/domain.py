@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import hashlib
-import warnings
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -72,6 +72,8 @@ class AudioDomain(Domain):
 
     name = "audio"
     default_data_dir = "data/digits"
+    eval_options = ("data_path", "classifier", "fid_reference", "ndb_bins", "skip_bad",
+                    "max_items")
 
     def __init__(self, data_path: str = "data/digits", sample_rate: int = 16000,
                  seconds: float = 1.0, classes: list[str] | None = None,
@@ -99,8 +101,8 @@ class AudioDomain(Domain):
         data = WavFolder(path, self.sample_rate, self.length, self.classes, self.crop,
                          self.resample, self.skip_bad, self.max_items)
         if data.skipped:
-            warnings.warn(f"{path}: skipped {data.skipped} bad audio files, e.g. {data.bad[0]}",
-                          stacklevel=2)
+            print(f"diffplat: {path}: skipped {data.skipped} bad audio files, e.g. "
+                  f"{data.bad[0]}", file=sys.stderr)
         self.classes = data.classes
         return data
 
@@ -157,6 +159,19 @@ class AudioDomain(Domain):
     @property
     def num_classes(self) -> int:
         return len(self.class_names())
+
+    def sampling_state(self) -> dict[str, Any]:
+        if not self.conditional and self.classes is None:
+            return {}
+        return {"classes": list(self.class_names())}
+
+    def load_sampling_state(self, state: dict[str, Any]) -> None:
+        if self.classes is None and state.get("classes"):
+            self.classes = list(state["classes"])
+
+    def backbone_sizes(self) -> dict[str, Any]:
+        """``num_classes`` of a class-conditional model (its null class is one more)."""
+        return {"num_classes": self.num_classes} if self.conditional else {}
 
     def unpack(self, batch):
         """(wave [B, 1, T], label [B], index [B]) -> (gain * wave, {"labels"}, noise).

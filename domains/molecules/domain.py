@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -53,6 +54,7 @@ class MoleculeDomain(Domain):
 
     name = "molecules"
     default_data_dir = "data/qm9"
+    eval_options = ("data_path", "max_eval", "skip_bad")
 
     def __init__(self, data_path: str = "data/qm9/qm9.npz", elements: list[str] | None = None,
                  include_charges: bool = True, max_train: int | None = None,
@@ -70,6 +72,9 @@ class MoleculeDomain(Domain):
         self.context = list(context or [])
         self._ctx: dict[str, Tensor] = {}            # per split: raw property values
         self._ctx_stats: tuple[Tensor, Tensor] | None = None
+        #: (size, raw properties) of every training molecule, for conditional sampling
+        self._ctx_pairs: Tensor | None = None
+        self.skipped = 0
 
     # -- data ---------------------------------------------------------------------------------
     def setup(self, stage: str = "fit") -> None:
@@ -86,6 +91,50 @@ class MoleculeDomain(Domain):
             self._load_files(path)
         sizes = torch.tensor([len(t) for _, t in self._splits["train"]])
         self.size_histogram = torch.bincount(sizes).float()
+        if self.context:
+            self._ctx_pairs = torch.cat([sizes[:, None].float(), self._ctx["train"]], 1)
+
+    # -- what sampling needs, without the data ------------------------------------------------
+    def sampling_state(self) -> dict[str, Any]:
+        self.setup()
+        f = self.featurizer
+        state: dict[str, Any] = {
+            "elements": list(f.elements), "include_charges": f.include_charges,
+            "onehot_scale": f.onehot_scale, "charge_scale": f.charge_scale,
+            "size_histogram": self.size_histogram.clone(), "context": list(self.context)}
+        if self.context:
+            mean, mad = self._ctx_stats
+            state.update(context_pairs=self._ctx_pairs.clone(), context_mean=mean.clone(),
+                         context_mad=mad.clone())
+        return state
+
+    def load_sampling_state(self, state: dict[str, Any]) -> None:
+        if self._splits is not None:
+            return  # the data is loaded: it is the state
+        self.featurizer = Featurizer(tuple(state["elements"]), bool(state["include_charges"]),
+                                     float(state["onehot_scale"]), float(state["charge_scale"]))
+        self.size_histogram = torch.as_tensor(state["size_histogram"]).float()
+        if list(state.get("context") or []) != self.context:
+            raise ValueError(f"the stored sampling state conditions on {state.get('context')}"
+                             f", the model's domain on {self.context}")
+        if self.context:
+            self._ctx_pairs = torch.as_tensor(state["context_pairs"]).float()
+            self._ctx_stats = (torch.as_tensor(state["context_mean"]).float(),
+                               torch.as_tensor(state["context_mad"]).float())
+
+    def _ready_to_sample(self) -> None:
+        if self.featurizer is None or self.size_histogram is None:
+            self.setup()
+
+    def backbone_sizes(self) -> dict[str, Any]:
+        """``num_features`` (atom types + charge column) and ``context_dim``."""
+        if self.featurizer is None and (self.elements or Path(self.data_path).suffix ==
+                                        ".npz"):
+            f = Featurizer(self.elements or ("H", "C", "N", "O", "F"), self.include_charges)
+        else:
+            self.setup()
+            f = self.featurizer
+        return {"num_features": f.num_features, "context_dim": len(self.context)}
 
     def _load_qm9(self, path: Path) -> None:
         from domains.molecules.qm9 import load_qm9
@@ -125,8 +174,13 @@ class MoleculeDomain(Domain):
         if self.context:
             raise ValueError("model.domain.context needs the QM9 cache (properties come "
                              f"from it), not {path}")
-        result = read_molecules(path, skip_bad=self.skip_bad)
+        result = read_molecules(path, skip_bad=self.skip_bad, elements=self.elements)
         mols = result[0] if isinstance(result, tuple) else result
+        self.skipped = sum(result.skipped.values())
+        if self.skipped:
+            reasons = ", ".join(f"{n} {r}" for r, n in sorted(result.skipped.items()))
+            print(f"diffplat: {path}: skipped {self.skipped} bad molecule records ({reasons}), "
+                  f"e.g. {result.errors[0]}", file=sys.stderr)
         if not mols:
             raise ValueError(f"no molecules found in {path}")
         present = sorted({s for _, syms, _ in mols for s in syms}, key=SYMBOL_TO_Z.get)
@@ -204,7 +258,7 @@ class MoleculeDomain(Domain):
         then noise. Sizes come from the training histogram, or all ``num_atoms``; with
         ``context`` the (size, properties) pairs of random training molecules are drawn
         jointly, and property values given by name (raw units) override them."""
-        self.setup()
+        self._ready_to_sample()
         unknown = set(values) - set(self.context)
         if unknown:
             raise ValueError(f"unknown sampling option(s) {sorted(unknown)}; this model takes "
@@ -215,9 +269,9 @@ class MoleculeDomain(Domain):
             cpu_gen = torch.Generator().manual_seed(int(seed))
         context = None
         if self.context:
-            pick = torch.randint(len(self._splits["train"]), (num,), generator=cpu_gen)
-            sizes = torch.tensor([len(self._splits["train"][i][1]) for i in pick.tolist()])
-            raw = self._ctx["train"][pick].clone()
+            pick = torch.randint(len(self._ctx_pairs), (num,), generator=cpu_gen)
+            sizes = self._ctx_pairs[pick, 0].long()
+            raw = self._ctx_pairs[pick, 1:].clone()
             for k, name in enumerate(self.context):
                 if name in values:
                     raw[:, k] = float(values[name])
@@ -251,10 +305,17 @@ class MoleculeDomain(Domain):
                 for i in order.tolist()]
 
     def metrics(self, samples: list[Molecule], split: str = "test") -> dict[str, float]:
+        """EDM's metrics; novelty needs the training SMILES, so without the data it is left
+        out with a note naming the data (stability and validity need no data)."""
         from domains.molecules.metrics import edm_metrics
 
-        self.setup()
-        return edm_metrics([(m.positions, m.symbols) for m in samples], self._train_smiles)
+        try:
+            self.setup()
+            train = self._train_smiles
+        except FileNotFoundError as err:
+            print(f"diffplat: novelty not scored: {err}", file=sys.stderr)
+            train = None
+        return edm_metrics([(m.positions, m.symbols) for m in samples], train)
 
     def write(self, samples: list[Molecule], out_dir: Path) -> list[Path]:
         from domains.molecules.io import write_sdf, write_xyz

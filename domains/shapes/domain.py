@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -82,6 +83,8 @@ class ShapeDomain(Domain):
 
     name = "shapes"
     default_data_dir = "data/shapes"
+    eval_options = ("data_path", "max_eval", "emd", "emd_max", "emd_points", "cache_dir",
+                    "skip_bad")
 
     def __init__(self, data_path: str = "data/shapes", num_points: int = 2048,
                  normalize: str = "global", classes: list[str] | None = None,
@@ -107,6 +110,7 @@ class ShapeDomain(Domain):
         self.skipped: list[str] = []
         self._points: dict[str, Tensor] | None = None   # model space
         self._labels: dict[str, Tensor] = {}
+        self._class_freq: Tensor | None = None          # training clouds per class
 
     # -- data ---------------------------------------------------------------------------------
     def setup(self, stage: str = "fit") -> None:
@@ -117,6 +121,9 @@ class ShapeDomain(Domain):
         cache = load_point_cache(Path(self.data_path), self.num_points, self.seed,
                                  self.skip_bad, self.split_seed, self.cache_dir)
         self.skipped = cache["skipped"]
+        if self.skipped:
+            print(f"diffplat: {self.data_path}: skipped {len(self.skipped)} bad meshes, e.g. "
+                  f"{self.skipped[0]}", file=sys.stderr)
         present = sorted(set(cache["labels"]["train"]))
         if self.classes_wanted:
             missing = sorted(set(self.classes_wanted) - set(present))
@@ -136,6 +143,7 @@ class ShapeDomain(Domain):
                                  f"classes {self.classes}")
             raw[split] = torch.from_numpy(cache["points"][split][keep]).float()
             self._labels[split] = torch.tensor([self.classes.index(names[i]) for i in keep])
+        self._class_freq = torch.bincount(self._labels["train"], minlength=len(self.classes))
         if self.normalize == "global":
             # PointFlow (datasets.py, normalize_per_shape=False): one mean per axis and one
             # standard deviation of all training coordinates
@@ -145,6 +153,41 @@ class ShapeDomain(Domain):
             self._points = {k: (v - self.mean) / self.std for k, v in raw.items()}
         else:
             self._points = {k: normalize_per_shape(v, self.normalize) for k, v in raw.items()}
+
+    # -- what sampling needs, without the data ------------------------------------------------
+    def sampling_state(self) -> dict[str, Any]:
+        self.setup()
+        return {"classes": list(self.classes), "mean": self.mean.clone(),
+                "std": self.std.reshape(1).clone(), "class_freq": self._class_freq.clone(),
+                "normalize": self.normalize, "num_points": self.num_points}
+
+    def load_sampling_state(self, state: dict[str, Any]) -> None:
+        if self._points is not None:
+            return  # the data is loaded: it is the state
+        for key in ("normalize", "num_points"):
+            if state[key] != getattr(self, key):
+                raise ValueError(f"the stored sampling state has {key}={state[key]!r}, the "
+                                 f"model's domain {getattr(self, key)!r}")
+        self.classes = list(state["classes"])
+        self.mean = torch.as_tensor(state["mean"]).float()
+        self.std = torch.as_tensor(state["std"]).float().reshape(())
+        self._class_freq = torch.as_tensor(state["class_freq"]).long()
+
+    def _ready_to_sample(self) -> None:
+        if self._class_freq is None:
+            self.setup()
+
+    def backbone_sizes(self) -> dict[str, Any]:
+        """``num_classes`` of a class-conditional model (from the class folders)."""
+        if not self.conditional:
+            return {}
+        if self.classes_wanted:
+            return {"num_classes": len(self.classes_wanted)}
+        from domains.shapes.meshes import scan_folder
+
+        labels = {f.label for f in scan_folder(Path(self.data_path), self.split_seed)
+                  if f.split == "train"}
+        return {"num_classes": len(labels)}
 
     def _split(self, split: str) -> _Split:
         self.setup()
@@ -185,7 +228,7 @@ class ShapeDomain(Domain):
 
     # -- sampling -----------------------------------------------------------------------------
     def label_index(self, label: Any) -> int:
-        self.setup()
+        self._ready_to_sample()
         if isinstance(label, int) and 0 <= label < len(self.classes):
             return label
         if str(label) in self.classes:
@@ -196,7 +239,7 @@ class ShapeDomain(Domain):
     def prior(self, num, generator, device="cpu", label: Any = None, **options):
         """Gaussian noise [num, num_points, 3]; class labels from ``label`` (a name or an
         index) or drawn with the training class frequencies for a conditional model."""
-        self.setup()
+        self._ready_to_sample()
         if options:
             raise ValueError(f"unknown sampling option(s) {sorted(options)}; the shapes domain "
                              "takes label=NAME")
@@ -212,8 +255,7 @@ class ShapeDomain(Domain):
                     seed = torch.randint(2**62, (1,), generator=generator,
                                          device=generator.device)
                     cpu_gen = torch.Generator().manual_seed(int(seed))
-                freq = torch.bincount(self._labels["train"], minlength=len(self.classes))
-                labels = torch.multinomial(freq.double(), num, replacement=True,
+                labels = torch.multinomial(self._class_freq.double(), num, replacement=True,
                                            generator=cpu_gen)
         else:
             labels = torch.full((num,), -1, dtype=torch.long)

@@ -69,6 +69,22 @@ class ToyDomain(Domain):
         else:
             self._splits = self._draw(self.mixture, self.sizes, self.data_seed)
 
+    def sampling_state(self) -> dict[str, Any]:
+        """The mixture (it is read from the data file when ``data_path`` is given)."""
+        self.setup()
+        return {"mixture": json.dumps(self.mixture.config())}
+
+    def load_sampling_state(self, state: dict[str, Any]) -> None:
+        if self._splits is None and state.get("mixture"):
+            self.mixture = GaussianMixture(**json.loads(state["mixture"]))
+            self.dim = self.mixture.dim
+
+    def backbone_sizes(self) -> dict[str, Any]:
+        """The data dimension ``dim``."""
+        if self.data_path is not None:
+            self.setup()
+        return {"dim": self.dim}
+
     @staticmethod
     def _draw(mix: GaussianMixture, sizes: dict[str, int], seed: int) -> dict[str, Tensor]:
         gen = torch.Generator().manual_seed(seed)

@@ -38,8 +38,9 @@ class ConformerEGNN(nn.Module):
     """E(3)-EGNN over positions only, conditioned on a molecular graph.
 
     Args:
-        node_dim: node feature columns (``graph.node_dim(len(elements))``).
-        edge_dim: pair feature columns (``graph.PAIR_DIM``).
+        node_dim: node feature columns (``graph.node_dim(len(elements))``; derived from the
+            domain by ``diffplat fit``).
+        edge_dim: pair feature columns (``graph.PAIR_DIM``; derived likewise).
         hidden, layers, attention, tanh, coords_range, norm_constant, inv_sublayers,
         normalization_factor, coord_init_gain: as in ``EGNNBackbone``.
         chirality: add the signed-volume pseudoscalar of stereocentres (see module
@@ -55,12 +56,16 @@ class ConformerEGNN(nn.Module):
         chiral_sign [C] -> [N, 3], a displacement with zero mean per molecule.
     """
 
-    def __init__(self, node_dim: int, edge_dim: int, hidden: int = 128, layers: int = 6,
+    def __init__(self, node_dim: int | None = None, edge_dim: int | None = None,
+                 hidden: int = 128, layers: int = 6,
                  attention: bool = True, tanh: bool = True, coords_range: float = 15.0,
                  norm_constant: float = 1.0, inv_sublayers: int = 1,
                  normalization_factor: float = 1.0, coord_init_gain: float = 0.001,
                  chirality: bool = True):
         super().__init__()
+        if node_dim is None or edge_dim is None:
+            raise ValueError("ConformerEGNN needs node_dim and edge_dim; `diffplat fit` derives "
+                             "them from the domain (ConformerDomain.backbone_sizes)")
         self.node_dim, self.edge_dim, self.chirality = node_dim, edge_dim, chirality
         self.egnn = EGNNBackbone(
             num_features=node_dim + int(chirality), hidden=hidden, layers=layers,

@@ -56,6 +56,7 @@ class ConformerDomain(Domain):
 
     name = "conformers"
     default_data_dir = "data/qm9"
+    eval_options = ("data_path", "max_eval", "skip_bad", "delta", "sample_split")
 
     def __init__(self, data_path: str = "data/qm9/qm9.npz", elements: list[str] | None = None,
                  max_train: int | None = None, max_eval: int | None = None,
@@ -145,7 +146,25 @@ class ConformerDomain(Domain):
 
     @property
     def num_elements(self) -> int:
+        if self.vocabulary is None:
+            self.setup()
         return len(self.vocabulary)
+
+    def sampling_state(self) -> dict[str, Any]:
+        """The element vocabulary (the order of the node one-hot)."""
+        if self.vocabulary is None:
+            self.setup()
+        return {"elements": sorted(self.vocabulary, key=self.vocabulary.get)}
+
+    def load_sampling_state(self, state: dict[str, Any]) -> None:
+        if self.vocabulary is None and state.get("elements"):
+            self.vocabulary = {s: i for i, s in enumerate(state["elements"])}
+
+    def backbone_sizes(self) -> dict[str, Any]:
+        """``node_dim`` (from the element vocabulary) and ``edge_dim``."""
+        from domains.molecules.conformers.graph import PAIR_DIM, node_dim
+
+        return {"node_dim": node_dim(self.num_elements), "edge_dim": PAIR_DIM}
 
     def graphs(self, split: str) -> list:
         """The molecules of a split, each a MolGraph with its reference conformers."""
