@@ -109,3 +109,43 @@ class DumpWeights(pl.Callback):
 
 def state_equal(a: dict, b: dict) -> bool:
     return a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+
+
+class Sleep(pl.Callback):
+    """Slows training down (``seconds`` per batch) so that a test can signal a live run."""
+
+    def __init__(self, seconds: float = 0.02):
+        self.seconds = seconds
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
+        import time
+
+        time.sleep(self.seconds)
+
+
+class _NaNGrad(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, x):
+        return x.clone()
+
+    @staticmethod
+    def backward(ctx, grad):
+        return grad * float("nan")
+
+
+class NaNGradBackbone(MLPBackbone):
+    """An MLP with a finite loss whose gradients turn NaN from the ``nan_from``-th training
+    forward pass on (a finite loss with non-finite gradients)."""
+
+    def __init__(self, nan_from: int = 10, **kw):
+        super().__init__(**kw)
+        self.nan_from = nan_from
+        self.calls = 0
+
+    def forward(self, x, c_noise):
+        out = super().forward(x, c_noise)
+        if self.training and torch.is_grad_enabled():
+            self.calls += 1
+            if self.calls >= self.nan_from:
+                return _NaNGrad.apply(out)
+        return out

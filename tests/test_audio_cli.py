@@ -53,7 +53,6 @@ model:
       attention_levels: [2]
       heads: 2
       emb_dim: 32
-      num_classes: 10
   target: v
   batch_size: 8
   sample_num: 0
@@ -157,3 +156,24 @@ def test_fit_refuses_an_untrusted_model_class(tmp_path, capsys):
     cfg.write_text("model:\n  class_path: os.system\n  init_args: {}\n")
     assert main(["fit", "-c", str(cfg)]) == 2
     assert "outside the trusted packages" in capsys.readouterr().err
+
+
+def test_export_samples_from_an_empty_folder_without_the_clips(trained, tmp_path,
+                                                              monkeypatch):
+    tmp, _, ckpt = trained
+    assert main(["export", "--ckpt", str(ckpt), "--out", str(tmp_path / "model")]) == 0
+    data, hidden = tmp / "digits", tmp / "digits-away"
+    data.rename(hidden)
+    try:
+        empty = tmp_path / "elsewhere"
+        empty.mkdir()
+        monkeypatch.chdir(empty)
+        for source in (tmp_path / "model", ckpt):
+            out = empty / f"s-{source.name}"
+            assert main(["sample", "--ckpt", str(source), "--num", "2", "--steps", "3",
+                         "--prior", "label=seven", "--out", str(out), "--no-progress"]) == 0
+            assert len(sorted(out.glob("*.wav"))) == 2
+            rows = (out / "labels.csv").read_text().strip().splitlines()[1:]
+            assert [r.split(",")[2] for r in rows] == ["seven", "seven"]
+    finally:
+        hidden.rename(data)

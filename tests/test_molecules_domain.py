@@ -17,7 +17,6 @@ model:
   backbone:
     class_path: domains.molecules.egnn.EGNNBackbone
     init_args:
-      num_features: {features}
       hidden: 16
       layers: 2
   schedule: polynomial
@@ -29,10 +28,9 @@ model:
 """
 
 
-def _config(tmp_path, data, steps=6, features=6):
+def _config(tmp_path, data, steps=6):
     cfg = tmp_path / "cfg.yaml"
-    cfg.write_text(TINY.format(steps=steps, root=tmp_path / "run", data=data,
-                               features=features))
+    cfg.write_text(TINY.format(steps=steps, root=tmp_path / "run", data=data))
     return cfg
 
 
@@ -88,7 +86,7 @@ def test_users_sdf_folder_trains_with_its_own_vocabulary(qm9_small, tmp_path, ca
             if "F" not in m[1]][:120]
     write_sdf(folder / "a.sdf", [(p, s, None) for p, s in mols[:60]])
     write_sdf(folder / "b.sdf", [(p, s, None) for p, s in mols[60:]])
-    cfg = _config(tmp_path, folder, steps=3, features=5)
+    cfg = _config(tmp_path, folder, steps=3)
     assert main(["fit", "-c", str(cfg)]) == 0
     # a broken file stops the run with its name, or is skipped with skip_bad
     (folder / "c.sdf").write_text("not a molecule\n$$$$\n")
@@ -96,6 +94,7 @@ def test_users_sdf_folder_trains_with_its_own_vocabulary(qm9_small, tmp_path, ca
     assert "c.sdf" in capsys.readouterr().err
     assert main(["fit", "-c", str(cfg),
                  "--model.domain.init_args.skip_bad", "true"]) == 0
+    assert "skipped 1 bad molecule records" in capsys.readouterr().err
 
 
 def test_property_conditioning_on_alpha(qm9_small, tmp_path, capsys):
@@ -112,7 +111,7 @@ def test_property_conditioning_on_alpha(qm9_small, tmp_path, capsys):
     cfg = _config(tmp_path, qm9_small, steps=4)
     cfg.write_text(cfg.read_text().replace(
         "      max_eval: 50\n", "      max_eval: 50\n      context: [alpha]\n").replace(
-        "      layers: 2\n", "      layers: 2\n      context_dim: 1\n"))
+        "      layers: 2\n", "      layers: 2\n      context_dim: 1\n"))  # or left out
     assert main(["fit", "-c", str(cfg)]) == 0
     ckpt = str(tmp_path / "run" / "checkpoints" / "last.ckpt")
     outs = {}
@@ -161,3 +160,79 @@ def test_edm_nll_terms(qm9_small, tmp_path, capsys):
     assert main(["test", "-c", str(cfg), "--ckpt_path",
                  str(tmp_path / "run" / "checkpoints" / "last.ckpt")]) == 0
     assert "test/nll" in capsys.readouterr().out
+
+
+def _sulfur_chlorine_sdf(path):
+    """A user's SDF with S and Cl, which QM9's vocabulary lacks (RDKit ETKDG geometries)."""
+    from rdkit import Chem
+    from rdkit.Chem import AllChem
+
+    from domains.molecules.io import write_sdf
+
+    records = []
+    for k, smi in enumerate(["CS", "CCS", "CCl", "ClCCl", "CSC", "OCCS", "CC(Cl)C", "SCCO",
+                             "CCCl", "NCCS", "CC(=O)Cl", "CSSC", "CCO", "CCC", "CO", "C=CC", "OCCO",
+                             "CC(C)O"] * 3):
+        mol = Chem.AddHs(Chem.MolFromSmiles(smi))
+        AllChem.EmbedMolecule(mol, randomSeed=k)
+        records.append((mol.GetConformer().GetPositions(),
+                        [a.GetSymbol() for a in mol.GetAtoms()], None))
+    write_sdf(path, records)
+    return path
+
+
+def test_backbone_sizes_follow_the_users_elements(tmp_path, capsys):
+    data = _sulfur_chlorine_sdf(tmp_path / "mine.sdf")
+    cfg = _config(tmp_path, data, steps=2)
+    assert main(["fit", "-c", str(cfg)]) == 0  # no num_features in the config: derived
+    from diffplat.training.checkpoint import load_module
+
+    module = load_module(tmp_path / "run" / "checkpoints" / "last.ckpt")
+    assert module.domain.featurizer.elements == ("H", "C", "N", "O", "S", "Cl")
+    assert module.backbone.num_features == 7  # six one-hot columns and the charge
+    capsys.readouterr()
+    assert main(["fit", "-c", str(cfg), "--model.backbone.init_args.num_features", "6"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "model.backbone.init_args.num_features is 6" in err[0], err
+    assert "needs 7" in err[0]
+
+
+def test_elements_outside_the_vocabulary_are_skipped_and_counted(tmp_path, capsys):
+    data = _sulfur_chlorine_sdf(tmp_path / "mine.sdf")
+    cfg = _config(tmp_path, data, steps=2)
+    cfg.write_text(cfg.read_text().replace("      max_eval: 50\n",
+                                           "      max_eval: 50\n      elements: [H, C, O]\n"))
+    assert main(["fit", "-c", str(cfg)]) == 2
+    assert "outside the vocabulary" in capsys.readouterr().err
+    assert main(["fit", "-c", str(cfg), "--model.domain.init_args.skip_bad", "true"]) == 0
+    err = capsys.readouterr().err
+    # every molecule with S, Cl or N is left out: 3 x 12 of the 54 records
+    assert "skipped 36 bad molecule records" in err and "mine.sdf" in err
+
+
+def test_export_samples_from_an_empty_folder_without_the_data(qm9_small, tmp_path,
+                                                             monkeypatch, capsys):
+    import shutil
+
+    data = tmp_path / "copy" / "qm9.npz"
+    data.parent.mkdir()
+    shutil.copy(qm9_small, data)
+    cfg = _config(tmp_path, data, steps=3)
+    assert main(["fit", "-c", str(cfg)]) == 0
+    ckpt = tmp_path / "run" / "checkpoints" / "last.ckpt"
+    assert main(["export", "--ckpt", str(ckpt), "--out", str(tmp_path / "model")]) == 0
+    shutil.rmtree(data.parent)  # the dataset is gone
+    empty = tmp_path / "elsewhere"
+    empty.mkdir()
+    monkeypatch.chdir(empty)
+    for source in (tmp_path / "model", ckpt):
+        out = empty / f"s-{source.name}"
+        assert main(["sample", "--ckpt", str(source), "--num", "6", "--steps", "4",
+                     "--out", str(out), "--no-progress"]) == 0
+        assert (out / "molecules.sdf").read_text().count("$$$$") == 6
+    capsys.readouterr()
+    assert main(["evaluate", "--samples", str(empty / "s-model"), "--json", "m.json"]) == 0
+    err = capsys.readouterr().err
+    assert "novelty not scored" in err and "diffplat data prepare qm9" in err
+    metrics = json.loads((empty / "m.json").read_text())["metrics"]
+    assert "mol_stability" in metrics and "novelty" not in metrics

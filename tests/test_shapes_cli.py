@@ -34,8 +34,7 @@ model:
       emd_max: 6
   backbone:
     class_path: domains.shapes.PointTransformer
-    init_args: {{hidden: 16, depth: 1, heads: 2, mlp_ratio: 2.0, num_classes: 6,
-                fourier_features: 1}}
+    init_args: {{hidden: 16, depth: 1, heads: 2, mlp_ratio: 2.0, fourier_features: 1}}
   schedule: cosine
   target: v
   lr: 0.002
@@ -128,3 +127,23 @@ def test_completion_keeps_the_known_points(run, tmp_path, capsys):
     assert _sample(run, tmp_path / "b", "--num", "2", "--inpaint", str(tmp_path / "full.ply"),
                    "--mask", "side:+x") != 0
     assert "--mask 'side:+x'" in capsys.readouterr().err
+
+
+def test_export_samples_from_an_empty_folder_without_the_meshes(run, tmp_path, monkeypatch):
+    ckpt = run / "run" / "checkpoints" / "last.ckpt"
+    assert main(["export", "--ckpt", str(ckpt), "--out", str(tmp_path / "model")]) == 0
+    data, hidden = run / "data", run / "data-away"
+    data.rename(hidden)
+    try:
+        empty = tmp_path / "elsewhere"
+        empty.mkdir()
+        monkeypatch.chdir(empty)
+        for source in (tmp_path / "model", ckpt):
+            out = empty / f"s-{source.name}"
+            assert main(["sample", "--ckpt", str(source), "--num", "3", "--steps", "3",
+                         "--prior", "label=mug", "--out", str(out), "--no-progress"]) == 0
+            info = json.loads((out / "clouds.json").read_text())
+            assert info["labels"] == ["mug"] * 3 and len(info["mean"]) == 3
+            assert np.load(out / "clouds.npy").shape == (3, 64, 3)
+    finally:
+        hidden.rename(data)

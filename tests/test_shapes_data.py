@@ -88,7 +88,7 @@ def _small_set(root, per_class=4):
             _write(root / label / split / f"{label}_{i}.obj", build(label, 0, i))
 
 
-def test_skip_bad_counts_and_keeps_every_good_mesh(tmp_path):
+def test_skip_bad_counts_and_keeps_every_good_mesh(tmp_path, capsys):
     _small_set(tmp_path)
     (tmp_path / "chair" / "train" / "broken.off").write_bytes(b"OFF\n3 1 0\n0 0 0\n")
     (tmp_path / "torus" / "train" / "flat.obj").write_text("v 0 0 0\nv 1 0 0\nv 2 0 0\n"
@@ -102,6 +102,13 @@ def test_skip_bad_counts_and_keeps_every_good_mesh(tmp_path):
     again = load_point_cache(tmp_path, 32, 0, skip_bad=True)   # from the cache file
     np.testing.assert_array_equal(again["points"]["train"], cache["points"]["train"])
     assert len(again["skipped"]) == 2
+    # the domain says how many it left out, in one line
+    from domains.shapes.domain import ShapeDomain
+
+    capsys.readouterr()
+    ShapeDomain(str(tmp_path), num_points=32, skip_bad=True).setup()
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "skipped 2 bad meshes" in err[0] and str(tmp_path) in err[0]
 
 
 def test_empty_folder_and_missing_folder_fail_clearly(tmp_path):

@@ -11,15 +11,20 @@ from diffplat.cli.domains import instantiate_domain
 from diffplat.cli.sample import META_FILE, add_sampling_args, generate
 
 
-def _domain_from_meta(folder: Path):
+def _domain_from_meta(folder: Path, data: str | None = None):
     from diffplat.training.checkpoint import check_class_paths
 
     meta_file = folder / META_FILE
     if not meta_file.is_file():
         raise FileNotFoundError(f"{meta_file} not found: --samples needs a folder written by "
                                 "`diffplat sample` (it records which domain made the samples)")
-    cfg = json.loads(meta_file.read_text())["domain"]
+    try:
+        cfg = json.loads(meta_file.read_text())["domain"]
+    except (ValueError, KeyError) as err:
+        raise ValueError(f"{meta_file}: not a diffplat sample record ({err})") from None
     check_class_paths(cfg, source=str(meta_file))
+    if data is not None:
+        cfg = {**cfg, "init_args": {**(cfg.get("init_args") or {}), "data_path": data}}
     return instantiate_domain(cfg)
 
 
@@ -61,6 +66,9 @@ def main(argv: list[str]) -> int:
     p.add_argument("--reference", action="store_true",
                    help="score the domain's reference data instead of generated samples")
     p.add_argument("--split", default="test", help="reference split (default test)")
+    p.add_argument("--data", default=None, metavar="PATH",
+                   help="with --samples: the dataset to score against, when it is not where "
+                        "the model was trained (the domain's data_path)")
     p.add_argument("--json", help="write the metrics to this JSON file")
     args = p.parse_args(argv)
     sources = [x for x in (args.ckpt, args.samples, args.config) if x]
@@ -70,8 +78,7 @@ def main(argv: list[str]) -> int:
         p.error("--config is only used with --reference")
     info: dict[str, Any] = {}
     if args.samples:
-        domain = _domain_from_meta(Path(args.samples))
-        domain.setup("test")
+        domain = _domain_from_meta(Path(args.samples), args.data)  # metrics set it up
         samples = domain.read(Path(args.samples))
         info["samples"] = args.samples
     elif args.reference:

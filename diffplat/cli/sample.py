@@ -64,6 +64,41 @@ def parse_options(pairs: list[str]) -> dict[str, Any]:
     return out
 
 
+def sampler_options(name: str) -> list[str]:
+    """The keyword options a sampler accepts (its own, the grid's and the bookkeeping's)."""
+    import inspect
+
+    from diffplat.samplers.base import VEModel, setup
+
+    skip = {"self", "denoise", "noise", "schedule", "steps", "levels"}
+    names = set()
+    for fn in (samplers.get(name), setup, VEModel.__init__):
+        for p in inspect.signature(fn).parameters.values():
+            if p.kind not in (p.VAR_KEYWORD, p.VAR_POSITIONAL) and p.name not in skip:
+                names.add(p.name)
+    return sorted(names - {"callback", "stats", "generator", "noise_space"})
+
+
+def check_sampler_options(name: str, options: dict[str, Any]) -> None:
+    valid = sampler_options(name)
+    unknown = sorted(set(options) - set(valid))
+    if unknown:
+        raise ValueError(f"unknown option(s) {', '.join(unknown)} for sampler {name!r}; "
+                         f"valid: {', '.join(valid)}")
+
+
+def prepare_out_dir(path: str | Path) -> Path:
+    """Check that ``--out`` can be written before any sampling is spent on it."""
+    out = Path(path)
+    if out.exists() and not out.is_dir():
+        raise ValueError(f"--out {out} is an existing file, not a folder")
+    out.mkdir(parents=True, exist_ok=True)
+    probe = out / ".diffplat-write-test"
+    probe.write_bytes(b"")  # OSError (read-only, no permission) here, not after sampling
+    probe.unlink()
+    return out
+
+
 def generate(args: argparse.Namespace):
     """Load the model named by --ckpt and draw samples as the arguments say."""
     from tqdm.auto import tqdm
@@ -72,10 +107,15 @@ def generate(args: argparse.Namespace):
 
     if args.num < 1:
         raise ValueError(f"--num must be >= 1, got {args.num}")
+    if args.steps is not None and args.steps < 1:
+        raise ValueError(f"--steps must be >= 1, got {args.steps}")
+    if args.batch_size is not None and args.batch_size < 1:
+        raise ValueError(f"--batch-size must be >= 1, got {args.batch_size}")
     module = load_module(args.ckpt, map_location=args.device).to(args.device)
     name = args.sampler or module.hparams.sampler
-    steps = args.steps or module.hparams.sample_steps
+    steps = module.hparams.sample_steps if args.steps is None else args.steps
     options = parse_options(args.option)
+    check_sampler_options(name, options)
     inpaint = args.inpaint
     if inpaint is not None:
         if not Path(inpaint).exists():
@@ -111,8 +151,8 @@ def main(argv: list[str]) -> int:
     add_sampling_args(p)
     p.add_argument("--out", required=True, help="output folder")
     args = p.parse_args(argv)
+    out = prepare_out_dir(args.out)
     module, samples, stats = generate(args)
-    out = Path(args.out)
     paths = module.domain.write(samples, out)
     preview = module.domain.preview(samples, out / "preview.png")
     meta = {"ckpt": str(args.ckpt), "domain": module.hparams["domain"], "num": args.num,

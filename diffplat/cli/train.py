@@ -54,11 +54,14 @@ def _note(cmd: str, message: str) -> None:
 
 
 def _flatten(tree: Any, prefix: str = "") -> dict[str, Any]:
+    """Dotted keys -> leaf values, tuples as lists (stored configs hold lists)."""
     if isinstance(tree, dict):
         out: dict[str, Any] = {}
         for k, v in tree.items():
             out.update(_flatten(v, f"{prefix}.{k}" if prefix else str(k)))
         return out
+    if isinstance(tree, tuple):
+        tree = list(tree)
     return {prefix: tree}
 
 
@@ -88,11 +91,13 @@ def _allowed(key: str, subcommand: str, domain_cfg: Any) -> bool:
     return False
 
 
-def derive_backbone_args(model: dict[str, Any]) -> dict[str, Any]:
+def derive_backbone_args(model: dict[str, Any], explicit: set[str] | None = None
+                         ) -> dict[str, Any]:
     """The backbone arguments to set from ``Domain.backbone_sizes`` for a DiffusionModule
-    configuration (``{"domain": {...}, "backbone": {...}, ...}``). A value the config left
-    at the backbone's default is replaced; another value that disagrees is a ValueError
-    naming the key."""
+    configuration (``{"domain": {...}, "backbone": {...}, ...}``). A size the user gave
+    (``explicit``: the backbone argument names set in the config files or on the command
+    line; default: those present in ``model``) that disagrees with the data is a ValueError
+    naming the key; the others are set."""
     import importlib
     import inspect
 
@@ -105,12 +110,13 @@ def derive_backbone_args(model: dict[str, Any]) -> dict[str, Any]:
     module, _, name = str(backbone["class_path"]).rpartition(".")
     params = inspect.signature(getattr(importlib.import_module(module), name)).parameters
     args = backbone.get("init_args") or {}
+    explicit = set(args) if explicit is None else explicit
     out = {}
     for key, value in sizes.items():
         if key not in params or args.get(key) == value:
             continue
-        current, default = args.get(key), params[key].default
-        if current is not None and current != default:
+        current = args.get(key)
+        if key in explicit and current is not None:
             raise ValueError(
                 f"model.backbone.init_args.{key} is {current!r} but the data needs {value!r};"
                 f" remove the key from the config (it is derived from the data) or set it "
@@ -143,6 +149,9 @@ class DiffplatCLI(LightningCLI):
         parser.set_defaults({
             "checkpoint.save_last": True,
             "checkpoint.save_top_k": 0,
+            # overwrite last.ckpt, which Autosave or an interrupted run may have written,
+            # instead of adding last-v1.ckpt beside it
+            "checkpoint.enable_version_counter": False,
             "trainer.logger": WANDB_DEFAULT,
             "trainer.default_root_dir": "runs/default",
         })
@@ -237,8 +246,25 @@ class DiffplatCLI(LightningCLI):
             return
         if not hasattr(model.get("backbone"), "get") or model["backbone"].get("init_args") is None:
             return
-        for key, value in derive_backbone_args(model.as_dict()).items():
+        explicit = self._explicit_backbone_args()
+        for key, value in derive_backbone_args(model.as_dict(), explicit).items():
             model["backbone"]["init_args"][key] = value
+
+    def _explicit_backbone_args(self) -> set[str]:
+        """Backbone argument names the user set: in a ``-c`` file or as a flag."""
+        from diffplat.cli.configs import load_yaml
+
+        names = set()
+        args = self._argv
+        files = [args[i + 1] for i, a in enumerate(args[:-1]) if a in ("-c", "--config")]
+        files += [a.split("=", 1)[1] for a in args if a.startswith("--config=")]
+        for f in files:
+            backbone = (load_yaml(Path(f)).get("model") or {}).get("backbone") or {}
+            if isinstance(backbone, dict):
+                names |= set(backbone.get("init_args") or {})
+        prefix = "--model.backbone.init_args."
+        names |= {a[len(prefix):].split("=", 1)[0] for a in args if a.startswith(prefix)}
+        return names
 
     def instantiate_trainer(self, **kwargs: Any):
         trainer = super().instantiate_trainer(**kwargs)
@@ -300,3 +326,6 @@ def run(args: list[str]) -> None:
         DiffplatCLI(args=None, model_class=_other_model_class(args))
     finally:
         sys.argv = saved
+        wandb = sys.modules.get("wandb")
+        if wandb is not None and getattr(wandb, "run", None) is not None:
+            wandb.finish()  # the next run in this process gets its own

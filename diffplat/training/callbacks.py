@@ -62,7 +62,7 @@ class Autosave(pl.Callback):
     def _save(self, trainer: pl.Trainer) -> None:
         if trainer.global_step == self._last_step:
             return
-        trainer.save_checkpoint(self.path(trainer))
+        trainer.save_checkpoint(self.path(trainer), weights_only=False)
         self._last_step = trainer.global_step
         self._last_time = time.monotonic()
 

@@ -12,8 +12,10 @@
 
 from __future__ import annotations
 
+import errno
 import json
 import os
+import shutil
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -55,6 +57,13 @@ def nonfinite_tensors(tree: Any, prefix: str = "") -> list[str]:
     return bad
 
 
+def _disk_full(folder: Path, margin: int = 64 << 20) -> bool:
+    try:
+        return shutil.disk_usage(folder).free < margin
+    except OSError:
+        return False
+
+
 def remove_stale_temporaries(folder: Path) -> list[Path]:
     """Delete the temporaries of checkpoint writes that a kill interrupted (only the
     process that writes a folder may call this)."""
@@ -93,8 +102,12 @@ class AtomicCheckpointIO(TorchCheckpointIO):
                 os.fsync(dir_fd)
             finally:
                 os.close(dir_fd)
-        except BaseException:
+        except BaseException as err:
             Path(tmp).unlink(missing_ok=True)
+            if isinstance(err, (RuntimeError, OSError)) and _disk_full(path.parent):
+                # torch.save on a full disk says "enforce fail ... unexpected pos"
+                raise OSError(errno.ENOSPC, "No space left on device while writing the "
+                              "checkpoint; the previous one is kept", str(path)) from None
             raise
 
 

@@ -324,7 +324,13 @@ class AudioDomain(Domain):
             labels: dict[str, int] = {}
             for f in files:
                 labels[f.parent.name] = labels.get(f.parent.name, 0) + 1
-            rates = sorted({sf.info(f).samplerate for f in files[:50]})
+            rates = set()
+            for f in files[:50]:
+                try:
+                    rates.add(sf.info(f).samplerate)
+                except Exception as err:  # noqa: BLE001 - soundfile raises its own types
+                    raise ValueError(f"{f}: not a readable audio file ({err})") from None
+            rates = sorted(rates)
             out[split] = {"files": len(files), "per_label": labels,
                           "sample_rates_of_first_50": rates}
         return out
