@@ -7,6 +7,7 @@ STAMP := $(VENV)/.installed
 
 DEMO_SAMPLER ?= dpmpp_2m_sde
 DEMO_STEPS ?= 100
+DEMO_DIR ?= runs/demo
 
 .PHONY: demo demo-toy test lint lock clean-demo
 
@@ -39,9 +40,9 @@ lock:
 # in runs/demo/samples.
 demo: $(STAMP)
 	test -f data/qm9/qm9.npz || $(BIN)/diffplat data prepare qm9
-	$(BIN)/diffplat fit -c configs/molecules/qm9-tiny.yaml --trainer.default_root_dir runs/demo --ckpt_path last
-	$(BIN)/diffplat sample --ckpt runs/demo/checkpoints/last.ckpt --num 200 --sampler $(DEMO_SAMPLER) --steps $(DEMO_STEPS) --seed 0 --out runs/demo/samples
-	$(BIN)/diffplat evaluate --samples runs/demo/samples --json runs/demo/metrics.json
+	$(BIN)/diffplat fit -c configs/molecules/qm9-tiny.yaml --trainer.default_root_dir $(DEMO_DIR) --ckpt_path last
+	$(BIN)/diffplat sample --ckpt $(DEMO_DIR)/checkpoints/last.ckpt --num 200 --sampler $(DEMO_SAMPLER) --steps $(DEMO_STEPS) --seed 0 --out $(DEMO_DIR)/samples
+	$(BIN)/diffplat evaluate --samples $(DEMO_DIR)/samples --json $(DEMO_DIR)/metrics.json
 
 demo-toy: $(STAMP)
 	$(BIN)/diffplat fit -c configs/toy/gmm.yaml --trainer.default_root_dir runs/demo-toy

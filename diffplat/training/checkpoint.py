@@ -107,7 +107,7 @@ class AtomicCheckpointIO(TorchCheckpointIO):
             if isinstance(err, (RuntimeError, OSError)) and _disk_full(path.parent):
                 # torch.save on a full disk says "enforce fail ... unexpected pos"
                 raise OSError(errno.ENOSPC, "No space left on device while writing the "
-                              "checkpoint; the previous one is kept", str(path)) from None
+                              "checkpoint (any previous one is kept)", str(path)) from None
             raise
 
 
