@@ -1,5 +1,7 @@
 """The core never imports a domain library."""
 
+import ast
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -18,3 +20,35 @@ def test_core_imports_no_domain_library():
                          cwd=Path(__file__).resolve().parents[1], timeout=300)
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip() == "", f"core imported: {out.stdout.strip()}"
+
+
+def _strings(tree: ast.AST) -> list[str]:
+    """Every string constant of a module that is not a docstring."""
+    docs = set()
+    for node in ast.walk(tree):
+        if isinstance(node, (ast.Module, ast.ClassDef, ast.FunctionDef, ast.AsyncFunctionDef)):
+            body = node.body
+            if body and isinstance(body[0], ast.Expr) and isinstance(body[0].value, ast.Constant):
+                docs.add(id(body[0].value))
+    return [n.value for n in ast.walk(tree) if isinstance(n, ast.Constant)
+            and isinstance(n.value, str) and id(n) not in docs]
+
+
+def test_core_names_no_domain_module_by_import_or_by_string():
+    """Domains plug in through entry points (diffplat/plugins.py): the core neither imports
+    `domains` nor names its modules in strings (class paths, import_module arguments)."""
+    root = Path(__file__).resolve().parents[1] / "diffplat"
+    found = []
+    for path in sorted(root.rglob("*.py")):
+        tree = ast.parse(path.read_text())
+        for node in ast.walk(tree):
+            if isinstance(node, ast.Import):
+                found += [f"{path}: import {a.name}" for a in node.names
+                          if a.name.split(".")[0] == "domains"]
+            elif isinstance(node, ast.ImportFrom) and (node.module or "").split(".")[0] == \
+                    "domains":
+                found.append(f"{path}: from {node.module} import ...")
+        for text in _strings(tree):
+            if re.search(r"\bdomains\.[a-z_]+", text):
+                found.append(f"{path}: string {text[:60]!r}")
+    assert not found, "\n".join(found)

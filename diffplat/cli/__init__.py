@@ -5,7 +5,6 @@
     diffplat evaluate (--ckpt CKPT | --samples DIR) ...       score samples or the data
     diffplat export --ckpt CKPT --out DIR                      safetensors + config
     diffplat data prepare|info DOMAIN ...                      build / describe datasets
-    diffplat conformers (--ckpt CKPT | --baseline rdkit) ...   conformers of given molecules
     diffplat compare -c GRID                                   schedules x samplers across domains
 """
 
@@ -13,6 +12,8 @@ from __future__ import annotations
 
 import os
 import sys
+
+from diffplat import plugins
 
 USAGE = __doc__.split("\n", 2)[2]
 LIGHTNING = ("fit", "validate", "test")
@@ -28,8 +29,7 @@ def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     os.environ.setdefault("WANDB_SILENT", "true")
     if not argv or argv[0] in ("-h", "--help"):
-        print("usage: diffplat <command> [options]\n\ncommands:\n" + USAGE)
-        print("Run `diffplat <command> --help` for the options of a command.")
+        print(_help())
         return 0
     cmd, rest = argv[0], argv[1:]
     import torch
@@ -60,11 +60,12 @@ def main(argv: list[str] | None = None) -> int:
             from diffplat.cli.data import main as sub
         elif cmd == "compare":
             from diffplat.cli.compare import main as sub
-        elif cmd == "conformers":
-            from diffplat.cli.conformers import main as sub
+        elif cmd in plugins.commands():
+            sub = plugins.command(plugins.commands()[cmd][1])
         else:
-            return _error(cmd, f"unknown command {cmd!r}; commands: fit, validate, test, "
-                               "sample, evaluate, export, data, compare, conformers", 2)
+            known = ["fit", "validate", "test", "sample", "evaluate", "export", "data",
+                     "compare", *plugins.commands()]
+            return _error(cmd, f"unknown command {cmd!r}; commands: {', '.join(known)}", 2)
         return sub(rest)
     except ArgumentError as err:
         return _error(cmd, _config_message(err), 2)
@@ -80,6 +81,20 @@ def main(argv: list[str] | None = None) -> int:
         if message is None and isinstance(err, ImportError):
             raise  # a bug in diffplat itself: keep the traceback
         return _error(cmd, message or _os_message(err), 1)
+
+
+def _help() -> str:
+    lines = ["usage: diffplat <command> [options]", "", "commands:", USAGE.rstrip()]
+    extra = plugins.commands()
+    for name, (plugin, _) in extra.items():
+        text = plugin.command_help.get(name, plugin.summary)
+        lines.append(f"    diffplat {name} {text}")
+    lines += ["", "domains (installed plug-ins, entry-point group diffplat.domains):"]
+    for plugin in plugins.plugins().values():
+        alias = f" ({', '.join(plugin.aliases)})" if plugin.aliases else ""
+        lines.append(f"    {plugin.name}{alias}: {plugin.summary}")
+    lines += ["", "Run `diffplat <command> --help` for the options of a command."]
+    return "\n".join(lines)
 
 
 def _os_message(err: OSError) -> str:

@@ -6,17 +6,32 @@ import argparse
 import json
 from pathlib import Path
 
-from diffplat.cli.domains import domain_class, prepare_options, registry
-from diffplat.cli.sample import parse_options
+from diffplat import plugins
+from diffplat.cli.domains import domain_class, prepare_options
+from diffplat.cli.options import parse_options
+
+
+def _epilog() -> str:
+    """What each domain prepares and its options (imports every domain: --help only)."""
+    lines = ["domains and their prepare options (-o KEY=VALUE):"]
+    for plugin in plugins.plugins().values():
+        names = " / ".join([plugin.name, *plugin.aliases])
+        try:
+            opts = ", ".join(prepare_options(plugin.name)) or "(none)"
+        except Exception as err:  # noqa: BLE001 - a domain whose libraries are missing
+            opts = f"(cannot load: {type(err).__name__})"
+        lines.append(f"  {names}: {plugin.prepare_help or plugin.summary}")
+        lines.append(f"      {opts}")
+    return "\n".join(lines)
 
 
 def main(argv: list[str]) -> int:
-    names = registry.names()
-    epilog = "prepare options by domain:\n" + "\n".join(
-        f"  {n}: {', '.join(prepare_options(n))}" for n in names)
+    names = plugins.names()
+    wants_help = any(a in ("-h", "--help") for a in argv)
     p = argparse.ArgumentParser(
         prog="diffplat data", description="Build (prepare) or describe (info) a dataset.",
-        epilog=epilog, formatter_class=argparse.RawDescriptionHelpFormatter)
+        epilog=_epilog() if wants_help else None,
+        formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("action", choices=["prepare", "info"])
     p.add_argument("domain", help=f"one of: {', '.join(names)}")
     p.add_argument("path", nargs="?", help="for info: the prepared file or folder")
@@ -28,7 +43,13 @@ def main(argv: list[str]) -> int:
     cls = domain_class(args.domain)
     if args.action == "prepare":
         out = Path(args.out or cls.default_data_dir)
-        paths = cls.prepare(out, **parse_options(args.option))
+        options = parse_options(args.option)
+        valid = [o.split("=")[0] for o in prepare_options(args.domain)]
+        unknown = sorted(set(options) - set(valid))
+        if unknown:
+            raise ValueError(f"unknown prepare option(s) {', '.join(unknown)} for "
+                             f"{args.domain!r}; valid: {', '.join(valid) or 'none'}")
+        paths = cls.prepare(out, **options)
         print("wrote " + ", ".join(str(x) for x in paths))
         return 0
     info = cls.describe(Path(args.path or cls.default_data_dir))

@@ -1,24 +1,16 @@
-"""Known domains for ``diffplat data`` (a domain lives in domains/<name>/)."""
+"""The installed domains, as the CLI uses them (``diffplat.plugins`` finds them)."""
 
 from __future__ import annotations
 
-import importlib
 import inspect
 from typing import Any
 
-from diffplat.registry import Registry
-
-registry: Registry[str] = Registry("domain")
-registry.register("toy", "domains.toy.domain:ToyDomain")
-registry.register("qm9", "domains.molecules.domain:MoleculeDomain")
-registry.register("shapes", "domains.shapes.domain:ShapeDomain")
-registry.register("digits", "domains.audio.domain:AudioDomain")
-registry.register("audio", "domains.audio.domain:AudioDomain")
+from diffplat import plugins
 
 
 def domain_class(name: str):
-    module, cls = registry.get(name).split(":")
-    return getattr(importlib.import_module(module), cls)
+    """The Domain class of a domain name or alias (unknown names list the valid ones)."""
+    return plugins.find(name).domain_class()
 
 
 def instantiate_domain(cfg: dict[str, Any]):
@@ -33,6 +25,7 @@ def instantiate_domain(cfg: dict[str, Any]):
 
 
 def prepare_options(name: str) -> list[str]:
+    """``key=default`` of each option of the domain's ``prepare`` (imports the domain)."""
     sig = inspect.signature(domain_class(name).prepare)
     return [f"{p.name}={p.default!r}" for p in sig.parameters.values()
             if p.name not in ("out_dir", "cls") and p.default is not inspect.Parameter.empty]

@@ -47,10 +47,11 @@ def print_table(metrics: dict[str, float], title: str) -> None:
 
 
 def main(argv: list[str]) -> int:
-    if argv and argv[0] == "conformers":
-        from diffplat.cli.conformers import evaluate
+    from diffplat import plugins
 
-        return evaluate(argv[1:])
+    modes = plugins.evaluators()
+    if argv and argv[0] in modes:  # a domain's own evaluation (diffplat evaluate conformers)
+        return plugins.command(modes[argv[0]][1])(argv[1:])
     p = argparse.ArgumentParser(
         prog="diffplat evaluate",
         description="Score samples with the domain's metrics. Either sample from --ckpt "

@@ -42,13 +42,16 @@ def installed_version(dist: str) -> str | None:
         return None
 
 
-_OURS = ("diffplat", "domains")
+def _ours() -> tuple[str, ...]:
+    from diffplat.plugins import trusted_packages
+
+    return ("diffplat", *trusted_packages())
 
 
 def _package_in_path(path: str, known: dict[str, list[str]]) -> str | None:
     """The outermost folder of ``path`` named like an installed top-level module."""
     for part in Path(path).parts[:-1]:
-        if part in known and part not in _OURS:
+        if part in known and part not in _ours():
             return part
     return None
 
@@ -72,16 +75,15 @@ def _failed_module(err: BaseException) -> str | None:
     return None
 
 
-def _domain_of(err: BaseException) -> str | None:
-    """The domain (``domains/<name>/``) whose code tried the import."""
-    name = None
-    for frame in traceback.extract_tb(err.__traceback__):
-        parts = Path(frame.filename).parts
-        if "domains" in parts[:-1]:
-            i = len(parts) - 1 - parts[::-1].index("domains")
-            if i + 1 < len(parts) - 1:
-                name = parts[i + 1]
-    return name
+def _domain_of(err: BaseException):
+    """The installed domain plug-in whose code tried the import (innermost frame)."""
+    from diffplat.plugins import domain_of_file, plugins
+
+    for frame in reversed(traceback.extract_tb(err.__traceback__)):
+        name = domain_of_file(frame.filename)
+        if name is not None:
+            return plugins()[name]
+    return None
 
 
 def _distribution(module: str) -> str:
@@ -106,10 +108,11 @@ def import_failure(err: BaseException) -> str | None:
         if "load" not in text.lower() or ".so" not in text and ".dll" not in text:
             return None
     module = _failed_module(err)
-    if module is None or module in _OURS:
+    if module is None or module in _ours():
         return None
     dist = _distribution(module)
-    domain = _domain_of(err)
+    plugin = _domain_of(err)
+    domain = plugin.name if plugin is not None else None
     version = installed_version(dist)
     pins = pinned_versions()
     pinned = pins.get(normalise(dist))
@@ -125,7 +128,8 @@ def import_failure(err: BaseException) -> str | None:
     else:
         state = f"but {dist} {version} failed to load"
         tested = f"; the tested version is {pinned}" if pinned and pinned != version else ""
-    extra = domain if domain in _extras() else "all"
+    wanted = (plugin.extra or plugin.name) if plugin is not None else "all"
+    extra = wanted if wanted in _extras() else "all"
     fix = (f'pip install -c constraints.txt -e ".[{extra}]"' if CONSTRAINTS.is_file()
            else f"pip install --force-reinstall 'diffplat[{extra}]'")
     return f"{where}, {state} ({cause}){tested}. Fix: {fix}"

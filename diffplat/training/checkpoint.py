@@ -5,8 +5,8 @@
   either the old or the new file, never a truncated one.
 * ``load_module`` reads a checkpoint with ``torch.load(weights_only=True)``: only tensors and
   plain containers are accepted. The model is rebuilt from the configuration stored in it
-  (class paths are resolved by import, restricted to the ``diffplat`` and ``domains``
-  packages unless ``trusted_prefixes`` says otherwise).
+  (class paths are resolved by import, restricted to ``diffplat``, ``torch.nn`` and the
+  packages of the installed domains unless ``trusted_prefixes`` says otherwise).
 * ``export`` writes the EMA weights as safetensors plus the configuration as JSON.
 """
 
@@ -25,17 +25,21 @@ from lightning_fabric.plugins.io.torch_io import TorchCheckpointIO
 
 CONFIG_FILE, WEIGHTS_FILE = "config.json", "model.safetensors"
 DOMAIN_STATE_FILE = "domain_state.safetensors"
-#: Packages whose classes a checkpoint's configuration may name. Users add their own with
-#: the environment variable DIFFPLAT_TRUSTED_PACKAGES (comma-separated package names).
-TRUSTED_PREFIXES = ("diffplat.", "domains.", "torch.nn.")
+#: Packages whose classes a checkpoint's configuration may name, besides the packages of the
+#: installed domain plug-ins (diffplat.plugins). Users add their own with the environment
+#: variable DIFFPLAT_TRUSTED_PACKAGES (comma-separated package names).
+TRUSTED_PREFIXES = ("diffplat.", "torch.nn.")
 _TMP_SUFFIX = ".tmp"
 
 
 def trusted_prefixes() -> tuple[str, ...]:
-    """The built-in trusted packages plus those named in DIFFPLAT_TRUSTED_PACKAGES."""
-    extra = [p.strip().rstrip(".") + "." for p in
+    """diffplat and torch.nn, the installed domains' packages, and the packages named in
+    DIFFPLAT_TRUSTED_PACKAGES."""
+    from diffplat.plugins import trusted_packages
+
+    extra = [p.strip().rstrip(".") for p in
              os.environ.get("DIFFPLAT_TRUSTED_PACKAGES", "").split(",") if p.strip()]
-    return TRUSTED_PREFIXES + tuple(extra)
+    return TRUSTED_PREFIXES + tuple(f"{p}." for p in (*trusted_packages(), *extra))
 
 
 class NonFiniteCheckpointError(FloatingPointError):

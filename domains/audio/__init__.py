@@ -1,7 +1,31 @@
 """Audio: waveform diffusion with a 1D U-Net on folders of sounds and on spoken digits
-(SC09-style, synthesised offline with espeak-ng), scored with DiffWave's classifier metrics."""
+(SC09-style, synthesised offline with espeak-ng), scored with DiffWave's classifier metrics.
 
-from domains.audio.domain import AudioDomain, Clips
-from domains.audio.unet import UNet1D
+``PLUGIN`` is this domain's declaration to diffplat (entry point ``diffplat.domains``); the
+classes are imported on first use, so ``diffplat --help`` loads no audio library."""
 
-__all__ = ["AudioDomain", "Clips", "UNet1D"]
+from diffplat.plugins import DomainPlugin
+
+PLUGIN = DomainPlugin(
+    name="audio",
+    domain="domains.audio.domain:AudioDomain",
+    summary="waveforms with a 1D U-Net; spoken digits synthesised offline; DiffWave's metrics",
+    aliases=("digits",),
+    mask_help="audio: the kept time ranges in seconds, e.g. 0:0.5 (continue the first half) "
+              "or 0:0.25,0.75: (fill the middle)",
+    prepare_help="digits: 4,160 spoken digits (104 espeak-ng voices, split by voice)",
+)
+
+_EXPORTS = {"AudioDomain": "domains.audio.domain", "Clips": "domains.audio.domain",
+            "UNet1D": "domains.audio.unet"}
+
+
+def __getattr__(name: str):
+    if name in _EXPORTS:
+        import importlib
+
+        return getattr(importlib.import_module(_EXPORTS[name]), name)
+    raise AttributeError(f"module 'domains.audio' has no attribute {name!r}")
+
+
+__all__ = ["PLUGIN", *_EXPORTS]

@@ -1,6 +1,28 @@
-"""3D shapes: point clouds sampled from meshes, a point transformer, the PointFlow metrics."""
+"""3D shapes: point clouds sampled from meshes, a point transformer, the PointFlow metrics.
 
-from domains.shapes.backbone import PointTransformer
-from domains.shapes.domain import Clouds, ShapeDomain
+``PLUGIN`` is this domain's declaration to diffplat (entry point ``diffplat.domains``)."""
 
-__all__ = ["ShapeDomain", "PointTransformer", "Clouds"]
+from diffplat.plugins import DomainPlugin
+
+PLUGIN = DomainPlugin(
+    name="shapes",
+    domain="domains.shapes.domain:ShapeDomain",
+    summary="point clouds from mesh folders (OBJ/OFF/PLY/STL); PointFlow's CD/EMD metrics",
+    mask_help="shapes: view:+x (keep what a camera on +x sees; also -x, +y, ...) or "
+              "first (keep the points of the file as given)",
+    prepare_help="shapes: procedural meshes of six classes (per_class each)",
+)
+
+_EXPORTS = {"ShapeDomain": "domains.shapes.domain", "Clouds": "domains.shapes.domain",
+            "PointTransformer": "domains.shapes.backbone"}
+
+
+def __getattr__(name: str):
+    if name in _EXPORTS:
+        import importlib
+
+        return getattr(importlib.import_module(_EXPORTS[name]), name)
+    raise AttributeError(f"module 'domains.shapes' has no attribute {name!r}")
+
+
+__all__ = ["PLUGIN", *_EXPORTS]
