@@ -32,7 +32,8 @@ lock:
 	.venv-lock/bin/python -m pip install --quiet "pip==$(PIP_VERSION)"
 	.venv-lock/bin/python -m pip install --quiet -e ".[dev]"
 	{ echo "# The tested environment: make uses it for every install; make lock rewrites it."; \
-	  .venv-lock/bin/python -m pip freeze --exclude-editable; } > $(CONSTRAINTS)
+	  .venv-lock/bin/python -m pip freeze --all --exclude-editable | grep -v "^pip=="; \
+	} > $(CONSTRAINTS)
 	rm -rf .venv-lock
 
 # Prepare QM9 (once), train qm9-tiny (or resume/reuse the checkpoint a previous run left in

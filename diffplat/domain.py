@@ -10,6 +10,7 @@ See docs/domains.md for a walk-through.
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -20,15 +21,33 @@ from torch.utils.data import Dataset
 from diffplat.noise import GaussianNoise, NoiseSpace
 
 
+@dataclass
+class Draw:
+    """What ``Domain.prior`` returns: the starting noise, the backbone's conditioning
+    kwargs, the noise space, and metadata that ``decode`` receives (the molecular graphs of
+    a conformer batch, say), so that no domain keeps state between the two calls.
+
+    Unpacks as ``noise, cond, space = draw``."""
+
+    noise: Tensor
+    cond: dict[str, Any]
+    space: NoiseSpace
+    meta: dict[str, Any] = field(default_factory=dict)
+
+    def __iter__(self):
+        return iter((self.noise, self.cond, self.space))
+
+
 class Domain:
     """Base class of domain plug-ins. Subclasses document their own Args.
 
     Data flow:
         ``train_dataset()`` items -> ``collate`` -> batch -> ``unpack(batch)`` gives
         (x0, cond, noise_space) for the loss; at sampling time ``prior(num, generator)``
-        gives (noise, cond, noise_space), the sampler returns x0, and ``decode(x0, cond)``
-        turns it into the domain's samples, which ``metrics``, ``write`` and ``preview``
-        consume.
+        gives a ``Draw`` (noise, cond, noise space, metadata), the sampler returns x0, and
+        ``decode(x0, cond, meta)`` turns it into the domain's samples, which ``metrics``,
+        ``write``, ``preview`` and ``media`` consume. ``diffplat.sampling.generate`` runs
+        this loop for every caller.
     """
 
     name = "base"
@@ -66,8 +85,10 @@ class Domain:
 
     # -- sampling -----------------------------------------------------------------------------
     def prior(self, num: int, generator: torch.Generator, device: Any = "cpu",
-              **options: Any) -> tuple[Tensor, dict[str, Any], NoiseSpace]:
-        """Starting noise for ``num`` samples, their conditioning and their noise space."""
+              **options: Any) -> Draw:
+        """Starting noise for ``num`` samples, their conditioning, their noise space and
+        what ``decode`` needs to know about them; ``options`` are the user's
+        (``diffplat sample --prior KEY=VALUE``)."""
         raise NotImplementedError(f"domain {self.name!r} does not implement prior()")
 
     def null_condition(self, cond: dict[str, Any]) -> dict[str, Any]:
@@ -102,8 +123,10 @@ class Domain:
         and refuses a config whose value disagrees, naming the key. May read the data."""
         return {}
 
-    def decode(self, x0: Tensor, cond: dict[str, Any]) -> Any:
-        """Sampler output -> the domain's samples (identity by default)."""
+    def decode(self, x0: Tensor, cond: dict[str, Any],
+               meta: dict[str, Any] | None = None) -> Any:
+        """Sampler output -> the domain's samples (identity by default); ``cond`` and
+        ``meta`` are those of the ``Draw`` the samples started from."""
         return x0
 
     def concat(self, parts: list[Any]) -> Any:
@@ -131,6 +154,12 @@ class Domain:
     def preview(self, samples: Any, path: Path) -> Path:
         """A PNG picture of some samples."""
         raise NotImplementedError(f"domain {self.name!r} does not implement preview()")
+
+    def media(self, samples: Any) -> dict[str, Any]:
+        """Optional: samples as logger media beside the preview image ({name: wandb
+        objects}, e.g. ``wandb.Audio`` clips or ``wandb.Object3D`` clouds), logged after
+        each validation that samples. Default: none."""
+        return {}
 
     # -- data preparation (diffplat data prepare|info) ------------------------------------------
     @classmethod

@@ -189,6 +189,7 @@ def load_module(path: str | Path, map_location: Any = "cpu",
     module.load_state_dict(ckpt["state_dict"])
     extra = ckpt.get("diffplat") or {}
     module.run_config = extra.get("run_config")
+    module.train_record = dict(extra.get("train_record") or {})
     if extra.get("domain_state"):
         module.domain.load_sampling_state(extra["domain_state"])
     return module.eval()
@@ -216,7 +217,7 @@ def export(module, out_dir: str | Path) -> list[Path]:
         save_file(tensors, out / DOMAIN_STATE_FILE)
         written.append(out / DOMAIN_STATE_FILE)
     meta = {"model": config, "run_config": module.run_config, "domain_state": plain,
-            "format": "diffplat-export-2"}
+            "train_record": getattr(module, "train_record", {}), "format": "diffplat-export-2"}
     (out / CONFIG_FILE).write_text(json.dumps(meta, indent=2))
     return written
 
@@ -248,6 +249,7 @@ def load_export(out_dir: Path, map_location: Any = "cpu",
     module.backbone.load_state_dict(weights)
     module.ema.shadow.load_state_dict(weights)
     module.run_config = meta.get("run_config")
+    module.train_record = dict(meta.get("train_record") or {})
     state = dict(meta.get("domain_state") or {})
     if (out_dir / DOMAIN_STATE_FILE).is_file():
         state.update(load_file(out_dir / DOMAIN_STATE_FILE))

@@ -14,7 +14,6 @@ from torch import Tensor, nn
 from diffplat import samplers as samplers_mod
 from diffplat import schedules as schedules_mod
 from diffplat.domain import Domain
-from diffplat.guidance import ClassifierFreeGuidance, Inpainting
 from diffplat.losses import DiffusionLoss
 from diffplat.schedules import LOG_SNR_LIMIT
 from diffplat.targets import Denoiser
@@ -113,6 +112,10 @@ class DiffusionModule(pl.LightningModule):
         self.register_buffer("bucket_count", torch.zeros(log_snr_buckets), persistent=False)
         #: filled by the CLI: the whole run configuration, stored in every checkpoint
         self.run_config: dict[str, Any] | None = None
+        #: how the weights were made: steps, wall seconds of training (over resumes),
+        #: device, first command; stored in checkpoints and exports (model cards)
+        self.train_record: dict[str, Any] = {}
+        self._fit_clock: tuple[float, float] | None = None
         self._skipped = False
 
     # -- data ---------------------------------------------------------------------------------
@@ -308,7 +311,7 @@ class DiffusionModule(pl.LightningModule):
 
     def _log_preview(self, samples: Any, split: str) -> None:
         """Save a preview PNG beside the logs; wandb also receives it as an image, and the
-        domain's ``wandb_media(samples)`` ({name: wandb objects}) when it has one."""
+        domain's ``media(samples)`` ({name: wandb objects})."""
         logger = self.logger
         if logger is None:
             return
@@ -317,10 +320,11 @@ class DiffusionModule(pl.LightningModule):
                                    f"{split}_step{self.global_step:07d}.png")
         if hasattr(logger, "log_image"):
             logger.log_image(key=f"{split}/samples", images=[str(path)], step=self.global_step)
-        media = getattr(self.domain, "wandb_media", None)  # optional: e.g. wandb.Object3D
-        if media is not None and type(logger).__name__ == "WandbLogger":
-            logger.log_metrics({f"{split}/{k}": v for k, v in media(samples).items()},
-                               step=self.global_step)
+        if type(logger).__name__ == "WandbLogger":
+            media = self.domain.media(samples)  # e.g. wandb.Audio clips, wandb.Object3D
+            if media:
+                logger.log_metrics({f"{split}/{k}": v for k, v in media.items()},
+                                   step=self.global_step)
 
     # -- sampling -----------------------------------------------------------------------------
     @torch.no_grad()
@@ -331,61 +335,55 @@ class DiffusionModule(pl.LightningModule):
                  guidance: float | None = None,
                  inpaint: tuple[str | Path, str] | None = None, resample: int = 1,
                  **prior_options: Any) -> tuple[Any, dict[str, Any]]:
-        """Draw ``num`` samples with the EMA weights; reproducible for a fixed seed and
-        batch size. Returns (samples as the domain decodes them, sampler stats).
+        """Draw ``num`` samples with the EMA weights through ``diffplat.sampling.generate``
+        (reproducible for a fixed seed and batch size). Returns (samples as the domain
+        decodes them, stats: sampler, steps, nfe per chunk, calls in all).
 
         ``guidance = w`` applies classifier-free guidance with the domain's null condition;
         ``inpaint = (path, mask)`` fixes the part of each sample that the domain reads from
         ``path`` (``Domain.inpaint_source``) and generates the rest, with ``resample``
         denoiser calls per evaluation (``guidance.Inpainting``)."""
-        name = sampler or self.hparams.sampler
-        steps = self.hparams.sample_steps if steps is None else steps
-        fn = samplers_mod.get(name)
-        if isinstance(steps, bool) or not isinstance(steps, int) or steps < 1:
-            raise ValueError(f"steps must be an integer >= 1, got {steps!r}")
-        if num < 1:
-            raise ValueError(f"the number of samples must be >= 1, got {num}")
-        if batch_size is not None and batch_size < 1:
-            raise ValueError(f"batch size must be >= 1, got {batch_size}")
-        batch_size = batch_size or num
-        parts, stats_all = [], {"nfe": 0, "sampler": name, "steps": steps}
-        was_training = self.ema.shadow.training
-        self.ema.shadow.eval()
-        for chunk, start in enumerate(range(0, num, batch_size)):
-            n = min(batch_size, num - start)
-            gen = torch.Generator(device=self.device).manual_seed(seed * 100_003 + chunk)
-            noise, cond, space = self.domain.prior(n, gen, self.device, **prior_options)
+        from diffplat.sampling import generate
 
-            def denoise(x, t, cond=cond, space=space):
-                return self.ema_denoiser.predict(x, t, noise_space=space, **cond)[1]
-
-            if guidance is not None:
-                null = self.domain.null_condition(cond)
-
-                def unconditional(x, t, cond=null, space=space):
-                    return self.ema_denoiser.predict(x, t, noise_space=space, **cond)[1]
-
-                denoise = ClassifierFreeGuidance(denoise, unconditional, guidance)
-            if inpaint is not None:
-                known, mask = self.domain.inpaint_source(Path(inpaint[0]), inpaint[1],
-                                                         noise, cond)
-                denoise = Inpainting(denoise, known.to(noise), mask.to(noise), self.schedule,
-                                     noise_space=space, generator=gen, resample=resample)
-
-            stats: dict[str, Any] = {}
-            x0 = fn(denoise, noise, self.schedule, steps, generator=gen, noise_space=space,
-                    stats=stats, callback=callback, **(sampler_options or {}))
-            stats_all["nfe"] = stats["nfe"] * (2 if guidance not in (None, 0.0, 1.0) else 1) \
-                * (resample if inpaint is not None else 1)
-            parts.append(self.domain.decode(x0.float(), cond))
-        self.ema.shadow.train(was_training)
-        return self.domain.concat(parts), stats_all
+        samples, stats = generate(
+            self.ema_denoiser, self.domain, num, sampler=sampler or self.hparams.sampler,
+            steps=self.hparams.sample_steps if steps is None else steps, seed=seed,
+            batch_size=batch_size, guidance=guidance, inpaint=inpaint, resample=resample,
+            sampler_options=sampler_options, callback=callback, device=self.device,
+            **prior_options)
+        return samples, stats.as_dict()
 
     # -- checkpoints --------------------------------------------------------------------------
+    def on_train_start(self) -> None:
+        import time
+
+        self._fit_clock = (time.monotonic(), float(self.train_record.get("seconds") or 0.0))
+
+    def _record(self) -> dict[str, Any]:
+        import sys
+        import time
+
+        from diffplat.api import device_name
+
+        record = dict(self.train_record)
+        if self._fit_clock is not None:
+            start, before = self._fit_clock
+            record["seconds"] = round(before + time.monotonic() - start, 1)
+            record["device"] = device_name(self.device)
+        record["steps"] = int(self.global_step)
+        if "command" not in record and sys.argv and sys.argv[1:2] == ["fit"]:
+            record["command"] = "diffplat " + " ".join(sys.argv[1:])
+        return record
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        self.train_record = dict((checkpoint.get("diffplat") or {}).get("train_record") or {})
+
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        self.train_record = self._record()
         extra = {"run_config": self.run_config, "domain": self.domain.name,
                  "log_snr_limit": LOG_SNR_LIMIT,
-                 "domain_state": self.domain.sampling_state()}
+                 "domain_state": self.domain.sampling_state(),
+                 "train_record": self.train_record}
         logger = self.logger if self._trainer is not None else None
         if logger is not None and type(logger).__name__ == "WandbLogger":
             extra["wandb_run_id"] = logger.version  # a resumed run continues this run

@@ -12,7 +12,7 @@ import torch
 from torch import Tensor
 from torch.utils.data import Dataset, Subset
 
-from diffplat.domain import Domain
+from diffplat.domain import Domain, Draw
 from diffplat.noise import GaussianNoise
 from domains.audio.data import AUDIO_SUFFIXES, WavFolder, find_classes, fit_length, read_audio
 
@@ -94,7 +94,6 @@ class AudioDomain(Domain):
         self.stage: str | None = None
         self._splits: dict[str, Dataset] | None = None
         self._scorer = None
-        self.last_samples: Clips | None = None  # for the wandb audio callback
 
     # -- data ---------------------------------------------------------------------------------
     def _folder(self, path: Path) -> WavFolder:
@@ -216,12 +215,12 @@ class AudioDomain(Domain):
             if label is not None:
                 raise ValueError("--prior label=... needs a class-conditional model "
                                  "(domain conditional: true)")
-            return noise, {}, GaussianNoise()
+            return Draw(noise, {}, GaussianNoise())
         if label is None:
             labels = torch.arange(num, device=device) % self.num_classes
         else:
             labels = torch.full((num,), self.label_index(label), device=device)
-        return noise, {"labels": labels}, GaussianNoise()
+        return Draw(noise, {"labels": labels}, GaussianNoise())
 
     def null_condition(self, cond):
         if "labels" not in cond:
@@ -253,7 +252,7 @@ class AudioDomain(Domain):
         known = (wave * self.gain).to(like)[None, None].expand_as(like).clone()
         return known, keep.to(like)[None, None]
 
-    def decode(self, x0, cond):
+    def decode(self, x0, cond, meta=None):
         labels = cond.get("labels")
         return Clips(x0 / self.gain, None if labels is None else labels.cpu(),
                      self.sample_rate)
@@ -284,7 +283,6 @@ class AudioDomain(Domain):
     def write(self, samples, out_dir):
         from domains.audio.io import write_clips
 
-        self.last_samples = samples
         return write_clips(samples, Path(out_dir),
                            self.class_names() if samples.labels is not None else None)
 
@@ -296,9 +294,23 @@ class AudioDomain(Domain):
     def preview(self, samples, path):
         from domains.audio.io import spectrogram_grid
 
-        self.last_samples = samples
         return spectrogram_grid(samples, Path(path),
                                 self.class_names() if samples.labels is not None else None)
+
+    def media(self, samples, num: int = 8):
+        """The first ``num`` clips as playable wandb.Audio, captioned with their label."""
+        import wandb
+
+        classes = self.classes or []
+        clips = []
+        for i, clip in enumerate(samples.audio[:num].detach().cpu().float()):
+            caption = f"#{i}"
+            if samples.labels is not None:
+                lab = int(samples.labels[i])
+                caption += f" {classes[lab] if lab < len(classes) else lab}"
+            clips.append(wandb.Audio(clip.reshape(-1).numpy(), sample_rate=samples.sample_rate,
+                                     caption=caption))
+        return {"audio": clips}
 
     @classmethod
     def prepare(cls, out_dir, per_voice: int = 4, seed: int = 0, sample_rate: int = 16000,

@@ -12,7 +12,7 @@ import torch
 from torch import Tensor
 from torch.utils.data import Dataset
 
-from diffplat.domain import Domain
+from diffplat.domain import Domain, Draw
 from diffplat.noise import ZeroCoMGaussian
 from domains.molecules.features import SYMBOL_TO_Z, Featurizer, Molecule
 
@@ -288,9 +288,9 @@ class MoleculeDomain(Domain):
         cond = self._cond(batch, num)
         if context is not None:
             cond["context"] = context
-        return noise, cond, space
+        return Draw(noise, cond, space)
 
-    def decode(self, x0: Tensor, cond: dict[str, Any]) -> list[Molecule]:
+    def decode(self, x0: Tensor, cond: dict[str, Any], meta=None) -> list[Molecule]:
         return self.featurizer.decode(x0, cond["batch"], cond["num_graphs"])
 
     # -- scoring and output -------------------------------------------------------------------

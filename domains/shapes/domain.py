@@ -13,7 +13,7 @@ import torch
 from torch import Tensor
 from torch.utils.data import Dataset
 
-from diffplat.domain import Domain
+from diffplat.domain import Domain, Draw
 from diffplat.noise import GaussianNoise
 from domains.shapes.meshes import SPLITS
 
@@ -260,7 +260,7 @@ class ShapeDomain(Domain):
         else:
             labels = torch.full((num,), -1, dtype=torch.long)
         noise = torch.randn(num, self.num_points, 3, generator=generator, device=device)
-        return noise, {"labels": labels.to(device)}, GaussianNoise()
+        return Draw(noise, {"labels": labels.to(device)}, GaussianNoise())
 
     def null_condition(self, cond):
         if not self.conditional:
@@ -273,7 +273,7 @@ class ShapeDomain(Domain):
 
         return partial_cloud(self, Path(path), str(mask), like)
 
-    def decode(self, x0: Tensor, cond: dict[str, Any]) -> Clouds:
+    def decode(self, x0: Tensor, cond: dict[str, Any], meta=None) -> Clouds:
         names = [self.classes[i] if i >= 0 else None for i in cond["labels"].tolist()]
         return Clouds(self.to_data(x0.float()).cpu(), names)
 
@@ -341,7 +341,7 @@ class ShapeDomain(Domain):
         titles = [n or f"sample {i}" for i, n in enumerate(samples.labels)]
         return render_grid(samples.points.numpy(), path, titles)
 
-    def wandb_media(self, samples: Clouds, num: int = 4) -> dict[str, Any]:
+    def media(self, samples: Clouds, num: int = 4) -> dict[str, Any]:
         """A few clouds as wandb 3D objects (logged beside the preview images)."""
         import wandb
 

@@ -11,7 +11,7 @@ import torch
 from torch import Tensor
 from torch.utils.data import TensorDataset
 
-from diffplat.domain import Domain
+from diffplat.domain import Domain, Draw
 from diffplat.noise import GaussianNoise
 from domains.toy.gmm import GaussianMixture
 from domains.toy.metrics import mmd2_to_mixture, w2_to_mixture
@@ -108,7 +108,7 @@ class ToyDomain(Domain):
         if options:
             raise ValueError(f"the toy domain takes no sampling options, got {sorted(options)}")
         noise = torch.randn(num, self.dim, generator=generator, device=device)
-        return noise, {}, GaussianNoise()
+        return Draw(noise, {}, GaussianNoise())
 
     def inpaint_source(self, path, mask, like, cond):
         """Conditional sampling on the mixture: ``path`` holds points (.npy or a folder

@@ -16,7 +16,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from diffplat.domain import Domain
+from diffplat.domain import Domain, Draw
 from diffplat.noise import ZeroCoMGaussian
 from domains.molecules.features import QM9_ELEMENTS
 
@@ -74,7 +74,6 @@ class ConformerDomain(Domain):
         self.splits: dict[str, list] | None = None
         #: molecules left out, per QM9 split (or SDF path), per reason: {"test": {"bonds": 3}}
         self.skipped: dict[str, dict[str, int]] = {}
-        self._pending: list | None = None  # graphs of the last prior(), read by decode()
         self._targets_added = False
         self._cache = None                 # the QM9 arrays, when data_path is a cache
         if self.elements:
@@ -199,15 +198,16 @@ class ConformerDomain(Domain):
         return batch["x"], cond, ZeroCoMGaussian(batch["batch"], batch["num_graphs"])
 
     # -- sampling -----------------------------------------------------------------------------
-    def batch_for(self, graphs: list, generator: torch.Generator, device: Any = "cpu"):
-        """Noise, backbone kwargs and noise space to sample one conformer of each graph."""
+    def batch_for(self, graphs: list, generator: torch.Generator, device: Any = "cpu") -> Draw:
+        """Noise, backbone kwargs and noise space to sample one conformer of each graph; the
+        graphs ride along in the draw's metadata, for ``decode``."""
         from domains.molecules.conformers.data import collate, encode
 
         batch = collate([encode(g, np.zeros((len(g), 3)), self.num_elements) for g in graphs])
         batch = {k: v.to(device) if isinstance(v, Tensor) else v for k, v in batch.items()}
         x, cond, space = self.unpack(batch)
         noise = space.sample_like(torch.empty_like(x), generator)
-        return noise, cond, space
+        return Draw(noise, cond, space, {"graphs": list(graphs)})
 
     def order(self, split: str) -> list[int]:
         """A fixed random order of a split's molecules (seed 0), used to pick molecules."""
@@ -215,26 +215,29 @@ class ConformerDomain(Domain):
         return torch.randperm(n, generator=torch.Generator().manual_seed(0)).tolist()
 
     def prior(self, num: int, generator: torch.Generator, device: Any = "cpu",
-              split: str | None = None, copies: int = 1):
+              split: str | None = None, copies: int = 1, graphs: list | None = None) -> Draw:
         """One conformer for each of ``num / copies`` molecules of ``split`` (default
-        ``sample_split``), taken in the order of ``order(split)``, ``copies`` each."""
+        ``sample_split``), taken in the order of ``order(split)``, ``copies`` each; or one
+        for each of ``graphs`` (MolGraphs in this domain's vocabulary)."""
+        if graphs is not None:
+            if len(graphs) != num:
+                raise ValueError(f"num={num} but {len(graphs)} graphs were given")
+            return self.batch_for(graphs, generator, device)
         split = split or self.sample_split
         order = self.order(split)
         if num % copies or num // copies > len(order):
             raise ValueError(f"num={num} must be a multiple of copies={copies} and at most "
                              f"{len(order) * copies} for the {split} split")
         graphs = [self.graphs(split)[i] for i in order[: num // copies] for _ in range(copies)]
-        self._pending = graphs
         return self.batch_for(graphs, generator, device)
 
-    def decode(self, x0: Tensor, cond: dict[str, Any]) -> list[Conformer]:
-        if self._pending is None or len(self._pending) != cond["num_graphs"]:
-            raise ValueError("decode() needs the graphs of the preceding prior() call")
+    def decode(self, x0: Tensor, cond: dict[str, Any], meta=None) -> list[Conformer]:
+        graphs = (meta or {}).get("graphs")
+        if graphs is None or len(graphs) != cond["num_graphs"]:
+            raise ValueError("decode() needs the graphs of its draw (Draw.meta['graphs'])")
         pos = x0.detach().cpu().double().numpy()
         batch = cond["batch"].cpu().numpy()
-        out = [Conformer(g, pos[batch == k]) for k, g in enumerate(self._pending)]
-        self._pending = None
-        return out
+        return [Conformer(g, pos[batch == k]) for k, g in enumerate(graphs)]
 
     # -- scoring and output -------------------------------------------------------------------
     def reference(self, num: int, split: str = "test") -> list[Conformer]:

@@ -7,8 +7,6 @@ from collections.abc import Callable
 import numpy as np
 import torch
 
-from diffplat import samplers
-
 
 @torch.no_grad()
 def model_conformers(module, graphs: list, num: int, sampler: str | None = None,
@@ -31,15 +29,13 @@ def model_conformers(module, graphs: list, num: int, sampler: str | None = None,
     Returns:
         per graph, ``num`` arrays [n, 3] in the graph's atom order (centred).
     """
+    from diffplat.sampling import generate
+
     name = sampler or module.hparams.sampler
-    steps = steps or module.hparams.sample_steps
-    fn = samplers.get(name)
+    steps = module.hparams.sample_steps if steps is None else steps
     jobs = [g for g in range(len(graphs)) for _ in range(num)]
     out: list[list[np.ndarray]] = [[] for _ in graphs]
-    was_training = module.ema.shadow.training
-    module.ema.shadow.eval()
-    chunk, atoms, start = [], 0, 0
-    batches = []
+    chunk, atoms, batches = [], 0, []
     for g in jobs:
         n = len(graphs[g])
         if chunk and atoms + n > max_atoms:
@@ -49,20 +45,16 @@ def model_conformers(module, graphs: list, num: int, sampler: str | None = None,
         atoms += n
     if chunk:
         batches.append(chunk)
+    done = 0
     for b, chunk in enumerate(batches):
-        gen = torch.Generator(device=device).manual_seed(seed * 100_003 + b)
-        noise, cond, space = module.domain.batch_for([graphs[g] for g in chunk], gen, device)
-
-        def denoise(x, t, cond=cond, space=space):
-            return module.ema_denoiser.predict(x, t, noise_space=space, **cond)[1]
-
-        x0 = fn(denoise, noise, module.schedule, steps, generator=gen, noise_space=space)
-        pos = x0.detach().cpu().double().numpy()
-        batch = cond["batch"].cpu().numpy()
-        for k, g in enumerate(chunk):
-            out[g].append(pos[batch == k])
-        start += len(chunk)
+        # one generate call per atom-packed batch, seeded as chunk b of the whole call
+        conformers, _ = generate(
+            module.ema_denoiser, module.domain, chunks=[(len(chunk),
+                                                         {"graphs": [graphs[g] for g in chunk]})],
+            sampler=name, steps=steps, seed=seed, device=device, chunk_offset=b)
+        for g, conf in zip(chunk, conformers):
+            out[g].append(conf.positions)
+        done += len(chunk)
         if callback:
-            callback(start)
-    module.ema.shadow.train(was_training)
+            callback(done)
     return out

@@ -1,0 +1,154 @@
+"""One sampling pipeline for every domain and every caller.
+
+``generate`` owns what turns a trained denoiser into a domain's samples: chunking, the
+per-chunk seeds, evaluation mode of the weights, the guidance and inpainting wrappers, the
+sampler call, ``decode`` and the join of the chunks. The Lightning module's validation,
+``diffplat sample`` and ``evaluate``, conformer generation, ``compare`` and the benchmarks all
+call it, so a sample drawn with the same seed and chunking is the same everywhere. NFE is
+counted where the network is called (a guided step costs two calls, an inpainting step with
+``resample = r`` costs r), not inferred from the wrappers.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from diffplat import samplers as samplers_mod
+from diffplat.domain import Domain, Draw
+from diffplat.guidance import ClassifierFreeGuidance, Inpainting
+from diffplat.noise import NoiseSpace
+
+#: The seed of chunk ``k`` of a call with ``seed``: seed * CHUNK_STRIDE + k.
+CHUNK_STRIDE = 100_003
+
+
+@dataclass
+class Counter:
+    """Counts the calls that reach the network."""
+
+    calls: int = 0
+
+
+@dataclass
+class SamplingStats:
+    """What a ``generate`` call did. ``nfe`` is the network calls of one chunk (every
+    chunk makes the same number, the adaptive sampler aside); ``calls`` is the total."""
+
+    sampler: str
+    steps: int
+    nfe: int = 0
+    calls: int = 0
+    chunks: int = 0
+    options: dict[str, Any] = field(default_factory=dict)
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"sampler": self.sampler, "steps": self.steps, "nfe": self.nfe,
+                "calls": self.calls, "chunks": self.chunks}
+
+
+def as_draw(result: Any) -> Draw:
+    """A domain's ``prior`` result as a Draw (a plain (noise, cond, space) tuple too)."""
+    if isinstance(result, Draw):
+        return result
+    noise, cond, space = result
+    return Draw(noise, cond, space)
+
+
+def _network(denoiser, cond: dict[str, Any], space: NoiseSpace, counter: Counter):
+    def denoise(x: Tensor, t: Tensor) -> Tensor:
+        counter.calls += 1
+        return denoiser.predict(x, t, noise_space=space, **cond)[1]
+
+    return denoise
+
+
+def chunk_plan(num: int, batch_size: int | None) -> list[tuple[int, dict[str, Any]]]:
+    """``num`` samples in chunks of ``batch_size`` (all at once when None)."""
+    if num < 1:
+        raise ValueError(f"the number of samples must be >= 1, got {num}")
+    if batch_size is not None and batch_size < 1:
+        raise ValueError(f"batch size must be >= 1, got {batch_size}")
+    size = batch_size or num
+    return [(min(size, num - start), {}) for start in range(0, num, size)]
+
+
+@torch.no_grad()
+def generate(denoiser, domain: Domain, num: int | None = None, *, sampler: str,
+             steps: int, seed: int = 0, batch_size: int | None = None,
+             chunks: Sequence[tuple[int, dict[str, Any]]] | None = None,
+             guidance: float | None = None,
+             inpaint: tuple[str | Path, str] | None = None, resample: int = 1,
+             sampler_options: dict[str, Any] | None = None,
+             callback: Callable[[dict], Any] | None = None,
+             device: Any = None, chunk_offset: int = 0,
+             **prior_options: Any) -> tuple[Any, SamplingStats]:
+    """Draw samples and decode them.
+
+    Args:
+        denoiser: a ``diffplat.targets.Denoiser`` (``predict(x_t, t, noise_space, **cond)``),
+            usually a model's EMA denoiser; it is put in eval mode for the call.
+        domain: the domain whose ``prior`` draws the noise and whose ``decode`` reads x0.
+        num, batch_size: how many samples, and how many per sampler call (default all).
+        chunks: instead of ``num``/``batch_size``: (size, extra prior options) per chunk,
+            e.g. conformers packed by atom count.
+        sampler, steps, sampler_options: the core sampler (``diffplat.samplers``).
+        seed: chunk k draws with a generator seeded by ``seed * CHUNK_STRIDE + k``, so the
+            samples for a seed are reproducible for a fixed chunking.
+        guidance: classifier-free guidance weight (the domain's ``null_condition``).
+        inpaint: ``(path, mask)``: keep what the domain's ``inpaint_source`` reads from
+            ``path`` and generate the rest, with ``resample`` network calls per evaluation.
+        callback: called after every sampler step with the step's dict.
+        device: where to sample (default: the denoiser's parameters').
+        chunk_offset: number the chunks from here (a caller that splits one logical call
+            into several, to report progress between them, keeps the seeds of one call).
+        prior_options: passed to ``domain.prior`` (``num_atoms``, ``label``, ...).
+
+    Returns:
+        (the domain's decoded samples, joined over chunks; SamplingStats).
+    """
+    fn = samplers_mod.get(sampler)
+    if isinstance(steps, bool) or not isinstance(steps, int) or steps < 1:
+        raise ValueError(f"steps must be an integer >= 1, got {steps!r}")
+    if resample < 1:
+        raise ValueError(f"resample must be >= 1, got {resample}")
+    plan = list(chunks) if chunks is not None else chunk_plan(num or 0, batch_size)
+    if device is None:
+        param = next(denoiser.parameters(), None)
+        device = param.device if param is not None else "cpu"
+    stats = SamplingStats(sampler, steps, options=dict(sampler_options or {}))
+    schedule = denoiser.schedule
+    was_training = denoiser.training
+    denoiser.eval()
+    parts = []
+    try:
+        for k, (size, extra) in enumerate(plan):
+            gen = torch.Generator(device=device).manual_seed(
+                seed * CHUNK_STRIDE + chunk_offset + k)
+            draw = as_draw(domain.prior(size, gen, device, **{**prior_options, **extra}))
+            counter = Counter()
+            denoise = _network(denoiser, draw.cond, draw.space, counter)
+            if guidance is not None:
+                null = domain.null_condition(draw.cond)
+                denoise = ClassifierFreeGuidance(
+                    denoise, _network(denoiser, null, draw.space, counter), guidance)
+            if inpaint is not None:
+                known, mask = domain.inpaint_source(Path(inpaint[0]), inpaint[1], draw.noise,
+                                                    draw.cond)
+                denoise = Inpainting(denoise, known.to(draw.noise), mask.to(draw.noise),
+                                     schedule, noise_space=draw.space, generator=gen,
+                                     resample=resample)
+            x0 = fn(denoise, draw.noise, schedule, steps, generator=gen,
+                    noise_space=draw.space, callback=callback, **stats.options)
+            stats.nfe = counter.calls
+            stats.calls += counter.calls
+            stats.chunks += 1
+            parts.append(domain.decode(x0.float(), draw.cond, draw.meta))
+    finally:
+        denoiser.train(was_training)
+    return domain.concat(parts), stats
