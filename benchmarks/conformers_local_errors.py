@@ -12,7 +12,6 @@ from __future__ import annotations
 import argparse
 
 import numpy as np
-import torch
 
 
 def distance_errors(graph, confs: list[np.ndarray], hops: int) -> list[float]:
@@ -30,7 +29,9 @@ def main() -> None:
     p.add_argument("-n", type=int, default=2, help="conformers per molecule")
     p.add_argument("--steps", type=int, default=None)
     args = p.parse_args()
-    torch.set_flush_denormal(True)
+    from diffplat.runtime import flush_subnormals
+
+    flush_subnormals()
     from diffplat.training.checkpoint import load_module
     from domains.molecules.conformers.baseline import rdkit_conformers
     from domains.molecules.conformers.sample import model_conformers

@@ -53,7 +53,9 @@ def main() -> None:
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     p.add_argument("--skip-rdkit", action="store_true")
     args = p.parse_args()
-    torch.set_flush_denormal(True)
+    from diffplat.runtime import flush_subnormals
+
+    flush_subnormals()
     from domains.molecules.conformers.baseline import rdkit_conformers
     from domains.molecules.conformers.sample import model_conformers
 

@@ -102,7 +102,9 @@ def main() -> None:
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     args = p.parse_args()
     device = torch.device(args.device)
-    torch.set_flush_denormal(True)
+    from diffplat.runtime import flush_subnormals
+
+    flush_subnormals()
     if device.type == "cuda":
         torch.backends.cuda.matmul.allow_tf32 = True
         name = torch.cuda.get_device_name()

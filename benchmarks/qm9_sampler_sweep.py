@@ -26,7 +26,9 @@ def main() -> None:
     p.add_argument("--num", type=int, default=200)
     p.add_argument("--seed", type=int, default=0)
     args = p.parse_args()
-    torch.set_flush_denormal(True)
+    from diffplat.runtime import flush_subnormals
+
+    flush_subnormals()
     device = "cuda" if torch.cuda.is_available() else "cpu"
     module = load_module(args.ckpt, map_location=device).to(device)
     module.domain.setup("test")

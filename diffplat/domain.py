@@ -20,6 +20,9 @@ from torch.utils.data import Dataset
 
 from diffplat.noise import GaussianNoise, NoiseSpace
 
+#: The data splits every domain offers.
+SPLITS = ("train", "val", "test")
+
 
 @dataclass
 class Draw:

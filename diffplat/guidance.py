@@ -6,15 +6,12 @@ so every sampler supports them unchanged.
 
 from __future__ import annotations
 
-from collections.abc import Callable
-
 import torch
 from torch import Tensor
 
 from diffplat.noise import GaussianNoise, NoiseSpace
+from diffplat.samplers.base import Denoise
 from diffplat.schedules import Schedule
-
-Denoise = Callable[[Tensor, Tensor], Tensor]
 
 
 class ClassifierFreeGuidance:

@@ -231,8 +231,9 @@ def test_k_d_trees_survive_flushed_denormals():
     cloud = Path(__file__).parent / "data" / "kdtree_ftz_cloud.npy"
     code = f"""
 import numpy as np, torch
-from domains.shapes.metrics import ChamferIndex, _denormals_flushed, chamfer_matrix, set_metrics
-torch.set_flush_denormal(True)
+from diffplat.runtime import flush_subnormals, subnormals_flushed as _denormals_flushed
+from domains.shapes.metrics import ChamferIndex, chamfer_matrix, set_metrics
+flush_subnormals()
 c = torch.from_numpy(np.load({str(cloud)!r}))
 x = torch.stack([c, c + 0.01, c * 1.1, c - 0.02])
 assert _denormals_flushed()

@@ -32,9 +32,9 @@ def main(argv: list[str] | None = None) -> int:
         print(_help())
         return 0
     cmd, rest = argv[0], argv[1:]
-    import torch
+    from diffplat.runtime import flush_subnormals
 
-    torch.set_flush_denormal(True)  # subnormal floats make CPU kernels ~50x slower
+    flush_subnormals()  # subnormal floats make CPU kernels ~50x slower (diffplat.runtime)
     from jsonargparse import ArgumentError
 
     from diffplat.errors import NonFiniteError

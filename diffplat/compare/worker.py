@@ -127,9 +127,10 @@ def score(module, cell: dict[str, Any], spec: dict[str, Any]) -> dict[str, Any]:
 
 
 def run(cell_dir: Path) -> int:
+    from diffplat.runtime import flush_subnormals
     from diffplat.training.checkpoint import load_module
 
-    torch.set_flush_denormal(True)
+    flush_subnormals()
     spec = json.loads((cell_dir / "cell.json").read_text())
     train_file = cell_dir / TRAIN_FILE
     previous = json.loads(train_file.read_text()) if train_file.is_file() else {}

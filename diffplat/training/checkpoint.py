@@ -161,7 +161,6 @@ def module_config(hparams: dict[str, Any]) -> dict[str, Any]:
 def build_module(config: dict[str, Any], trusted_prefixes: tuple[str, ...] | None = None):
     """Instantiate a DiffusionModule from its configuration (class_path/init_args dicts)."""
     from jsonargparse import ArgumentParser
-    from pytorch_lightning.core.mixins.hparams_mixin import _given_hyperparameters_context
 
     from diffplat.training.module import DiffusionModule
 
@@ -170,9 +169,9 @@ def build_module(config: dict[str, Any], trusted_prefixes: tuple[str, ...] | Non
     parser = ArgumentParser(exit_on_error=False)
     parser.add_class_arguments(DiffusionModule, "model", fail_untyped=False)
     parsed = parser.parse_object({"model": config})
-    with _given_hyperparameters_context(hparams=config,
-                                        instantiator="diffplat.training.checkpoint"):
-        return parser.instantiate_classes(parsed).model
+    module = parser.instantiate_classes(parsed).model
+    module.hparams.update(config)  # the configuration, not the objects built from it
+    return module
 
 
 def load_module(path: str | Path, map_location: Any = "cpu",

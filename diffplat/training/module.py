@@ -88,7 +88,12 @@ class DiffusionModule(pl.LightningModule):
         if on_nonfinite not in ("stop", "skip"):
             raise ValueError(f"on_nonfinite must be 'stop' or 'skip', got {on_nonfinite!r}")
         samplers_mod.get(sampler)  # unknown names fail at construction, listing the valid ones
-        self.save_hyperparameters(ignore=["domain", "backbone"] if _outside_cli() else None)
+        self.save_hyperparameters()
+        for key in ("domain", "backbone"):
+            # inside LightningCLI (and build_module) these are their class_path/init_args
+            # configurations; built by hand they are objects, which a checkpoint cannot hold
+            if not isinstance(self.hparams.get(key), dict):
+                self.hparams.pop(key, None)
         self.domain = domain
         self.backbone = backbone
         self.schedule = schedules_mod.get(schedule, **(schedule_options or {}))
@@ -122,10 +127,9 @@ class DiffusionModule(pl.LightningModule):
     def setup(self, stage: str) -> None:
         self.domain.setup(stage)
         if self.device.type == "cpu":
-            # Adam's second moments and zero-initialised output layers drift into subnormal
-            # floats, which x86 CPUs process ~50x slower; flushing them to zero changes
-            # nothing measurable in training and keeps CPU steps fast.
-            torch.set_flush_denormal(True)
+            from diffplat.runtime import flush_subnormals
+
+            flush_subnormals()  # ~50x faster CPU steps; why in diffplat/runtime.py
         if self.hparams.compile and self.device.type == "cuda":
             # object.__setattr__ keeps the compiled wrapper out of the state dict
             object.__setattr__(self.denoiser, "compiled", torch.compile(self.backbone))
@@ -388,12 +392,6 @@ class DiffusionModule(pl.LightningModule):
         if logger is not None and type(logger).__name__ == "WandbLogger":
             extra["wandb_run_id"] = logger.version  # a resumed run continues this run
         checkpoint["diffplat"] = extra
-
-
-def _outside_cli() -> bool:
-    from pytorch_lightning.core.mixins.hparams_mixin import _given_hyperparameters
-
-    return _given_hyperparameters.get() is None
 
 
 __all__ = ["DiffusionModule", "NonFiniteLossError"]

@@ -27,8 +27,9 @@ from typing import Any
 import numpy as np
 import torch
 
+from diffplat.domain import SPLITS
+
 DIGITS = ("zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine")
-SPLITS = ("train", "val", "test")
 
 
 def _rng(seed: int, *keys: Any) -> np.random.Generator:

@@ -12,11 +12,9 @@ import torch
 from torch import Tensor
 from torch.utils.data import Dataset, Subset
 
-from diffplat.domain import Domain, Draw
+from diffplat.domain import SPLITS, Domain, Draw
 from diffplat.noise import GaussianNoise
 from domains.audio.data import AUDIO_SUFFIXES, WavFolder, find_classes, fit_length, read_audio
-
-SPLITS = ("train", "val", "test")
 
 
 @dataclass

@@ -12,11 +12,9 @@ import torch
 from torch import Tensor
 from torch.utils.data import Dataset
 
-from diffplat.domain import Domain, Draw
+from diffplat.domain import SPLITS, Domain, Draw
 from diffplat.noise import ZeroCoMGaussian
 from domains.molecules.features import SYMBOL_TO_Z, Featurizer, Molecule
-
-SPLITS = ("train", "val", "test")
 
 
 class _Encoded(Dataset):

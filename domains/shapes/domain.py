@@ -13,9 +13,8 @@ import torch
 from torch import Tensor
 from torch.utils.data import Dataset
 
-from diffplat.domain import Domain, Draw
+from diffplat.domain import SPLITS, Domain, Draw
 from diffplat.noise import GaussianNoise
-from domains.shapes.meshes import SPLITS
 
 NORMALIZATIONS = ("global", "unit_sphere", "unit_box")
 

@@ -25,8 +25,9 @@ from pathlib import Path
 
 import numpy as np
 
+from diffplat.domain import SPLITS
+
 MESH_EXTENSIONS = (".obj", ".off", ".stl", ".ply", ".glb", ".gltf")
-SPLITS = ("train", "val", "test")
 #: fractions (train, val) of files in layouts without split folders; the rest is test
 SPLIT_FRACTIONS = (0.7, 0.1)
 _FACE_CHUNK = 1 << 16

@@ -25,35 +25,20 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable
-from contextlib import contextmanager
 
 import numpy as np
 import torch
 from torch import Tensor
 
+from diffplat.runtime import subnormals_kept
+
 Distance = Callable[[Tensor, Tensor], Tensor]
 
 
-def _denormals_flushed() -> bool:
-    """Whether this thread flushes subnormal floats to zero (``torch.set_flush_denormal``,
-    which the diffplat CLI and trainer switch on): the smallest subnormal then reads as 0."""
-    return bool(np.float64(5e-324) * np.float64(2.0) == 0.0)
-
-
-@contextmanager
-def _denormals_kept():
-    """Keep subnormal floats for the block and restore the thread's mode after it. SciPy's
-    cKDTree can crash the process (segmentation fault) building a tree under flush-to-zero,
-    as tests/data/kdtree_ftz_cloud.npy does; every k-d tree here is built and queried inside
-    this."""
-    flushed = _denormals_flushed()
-    if flushed:
-        torch.set_flush_denormal(False)
-    try:
-        yield
-    finally:
-        if flushed:
-            torch.set_flush_denormal(True)
+# SciPy's cKDTree can crash the process (segmentation fault) building a tree under the
+# flush-to-zero mode that the diffplat CLI and trainer set, as tests/data/kdtree_ftz_cloud.npy
+# does: every k-d tree here is built and queried inside this.
+_denormals_kept = subnormals_kept
 
 
 def _sqdist(a: Tensor, b: Tensor) -> Tensor:

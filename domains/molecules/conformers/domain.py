@@ -16,11 +16,9 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from diffplat.domain import Domain, Draw
+from diffplat.domain import SPLITS, Domain, Draw
 from diffplat.noise import ZeroCoMGaussian
 from domains.molecules.features import QM9_ELEMENTS
-
-SPLITS = ("train", "val", "test")
 
 
 @dataclass
