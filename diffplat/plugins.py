@@ -131,6 +131,17 @@ def command(ref: str) -> Callable[[list[str]], int]:
     return load_object(ref)
 
 
+def instantiate_domain(cfg: dict[str, Any]):
+    """A Domain from its ``{"class_path": ..., "init_args": {...}}`` configuration."""
+    from jsonargparse import ArgumentParser
+
+    from diffplat.domain import Domain
+
+    parser = ArgumentParser(exit_on_error=False)
+    parser.add_subclass_arguments(Domain, "domain")
+    return parser.instantiate_classes(parser.parse_object({"domain": cfg})).domain
+
+
 def trusted_packages() -> tuple[str, ...]:
     """The top-level packages of the installed domains."""
     return tuple(sorted({p.package for p in plugins().values()}))

@@ -196,3 +196,18 @@ def test_sample_inpaint_keeps_the_known_dimension_and_guidance_needs_a_condition
     assert main(["sample", "--ckpt", ckpt, "--num", "4", "--no-progress", "--guidance", "2",
                  "--out", str(tmp_path / "cfg")]) != 0
     assert "no null condition" in capsys.readouterr().err
+
+
+def test_library_fit_returns_the_checkpoint_and_raises_on_failure(tmp_path):
+    from diffplat.training import fit
+
+    cfg = write_config(tmp_path / "c.yaml", tmp_path / "run", max_steps=4)
+    ckpt = fit(cfg)
+    assert ckpt == tmp_path / "run" / "checkpoints" / "last.ckpt"
+    assert torch.load(ckpt, weights_only=True)["global_step"] == 4
+    assert torch.load(fit(cfg, "--trainer.max_steps", "6", ckpt_path="last"),
+                      weights_only=True)["global_step"] == 6
+    from jsonargparse import ArgumentError
+
+    with pytest.raises(ArgumentError, match="model.lr"):
+        fit(cfg, "--model.lr", "fast")

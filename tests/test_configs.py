@@ -5,9 +5,9 @@ from pathlib import Path
 import pytest
 import yaml
 
-from diffplat.cli.train import derive_backbone_args
 from diffplat.compare.grid import merge
 from diffplat.training.checkpoint import build_module
+from diffplat.training.lightning import derive_backbone_args
 
 ROOT = Path(__file__).resolve().parents[1]
 STACKED = {"qm9-alpha.yaml": "qm9.yaml"}  # configs meant to go on top of another (-c A -c B)

@@ -98,8 +98,8 @@ def test_configs_build_and_match_the_featurisation(name):
 
     import yaml
 
-    from diffplat.cli.train import derive_backbone_args
     from diffplat.training.checkpoint import build_module
+    from diffplat.training.lightning import derive_backbone_args
 
     root = Path(__file__).resolve().parents[1]
     cfg = yaml.safe_load((root / "configs" / "molecules" / f"{name}.yaml").read_text())

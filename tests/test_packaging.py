@@ -65,7 +65,7 @@ def test_wheel_carries_the_configs_and_an_installed_copy_finds_them(tmp_path):
     # unpack it as pip would and resolve a config from a folder that is not the checkout
     site = tmp_path / "site"
     zipfile.ZipFile(wheel).extractall(site)
-    code = ("from diffplat.cli.configs import resolve; "
+    code = ("from diffplat.configs import resolve; "
             "print(resolve('configs/molecules/qm9-tiny.yaml'))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                          cwd=tmp_path, env={"PYTHONPATH": str(site), "PATH": "/usr/bin:/bin"},

@@ -48,7 +48,7 @@ def test_autosave_writes_last_by_steps_whatever_the_validation_cadence(tmp_path)
             seen.append(checkpoint["global_step"])
             super().save_checkpoint(checkpoint, path, storage_options)
 
-    import diffplat.cli.train as train
+    import diffplat.training.lightning as train
 
     saved, train.AtomicCheckpointIO = train.AtomicCheckpointIO, Spy
     try:

@@ -42,11 +42,11 @@ def main(argv: list[str] | None = None) -> int:
     from diffplat.training.module import NonFiniteLossError
 
     try:
-        from diffplat.cli.configs import resolve_args
+        from diffplat.configs import resolve_args
 
         rest = resolve_args(rest)
         if cmd in LIGHTNING:
-            from diffplat.cli.train import run
+            from diffplat.training.lightning import run
 
             run([cmd, *rest])
             return 0

@@ -3,25 +3,16 @@
 from __future__ import annotations
 
 import inspect
-from typing import Any
 
 from diffplat import plugins
+from diffplat.plugins import instantiate_domain
+
+__all__ = ["domain_class", "instantiate_domain", "prepare_options"]
 
 
 def domain_class(name: str):
     """The Domain class of a domain name or alias (unknown names list the valid ones)."""
     return plugins.find(name).domain_class()
-
-
-def instantiate_domain(cfg: dict[str, Any]):
-    """A Domain from its ``{"class_path": ..., "init_args": {...}}`` configuration."""
-    from jsonargparse import ArgumentParser
-
-    from diffplat.domain import Domain
-
-    parser = ArgumentParser(exit_on_error=False)
-    parser.add_subclass_arguments(Domain, "domain")
-    return parser.instantiate_classes(parser.parse_object({"domain": cfg})).domain
 
 
 def prepare_options(name: str) -> list[str]:

@@ -29,7 +29,7 @@ def _domain_from_meta(folder: Path, data: str | None = None):
 
 
 def _domain_from_config(path: Path):
-    from diffplat.cli.configs import load_yaml
+    from diffplat.configs import load_yaml
 
     if not path.is_file():
         raise FileNotFoundError(f"config not found: {path}")

@@ -23,8 +23,8 @@ LAST = "last.ckpt"
 
 
 class Autosave(pl.Callback):
-    """Write ``last.ckpt`` every ``every_n_steps`` optimizer steps and every
-    ``every_seconds`` of wall time, and on SIGTERM.
+    """Write ``last.ckpt`` every ``every_n_steps`` optimizer steps, every ``every_seconds``
+    of wall time, at the end of training and on SIGTERM.
 
     Args:
         dirpath: folder of ``last.ckpt`` (default ``<default_root_dir>/checkpoints``, the
@@ -75,6 +75,11 @@ class Autosave(pl.Callback):
             by_time = trainer.strategy.broadcast(by_time)  # ranks must agree to save
         if by_steps or by_time:
             self._save(trainer)
+
+    def on_train_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        # the final state, always: ModelCheckpoint skips its end-of-training save when it
+        # saved earlier in the run (every_n_train_steps), which lost the last steps
+        self._save(trainer)
 
     def on_exception(self, trainer, pl_module, exception: BaseException) -> None:
         if self.on_sigterm and isinstance(exception, SIGTERMException):

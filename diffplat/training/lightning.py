@@ -1,4 +1,5 @@
-"""``diffplat fit|validate|test``: LightningCLI over DiffusionModule.
+"""LightningCLI over DiffusionModule: the engine behind ``diffplat fit|validate|test`` and
+the library function ``diffplat.training.fit``.
 
 Defaults added here:
 
@@ -101,7 +102,7 @@ def derive_backbone_args(model: dict[str, Any], explicit: set[str] | None = None
     import importlib
     import inspect
 
-    from diffplat.cli.domains import instantiate_domain
+    from diffplat.plugins import instantiate_domain
 
     backbone = model.get("backbone") or {}
     if not isinstance(backbone, dict) or "class_path" not in backbone:
@@ -252,7 +253,7 @@ class DiffplatCLI(LightningCLI):
 
     def _explicit_backbone_args(self) -> set[str]:
         """Backbone argument names the user set: in a ``-c`` file or as a flag."""
-        from diffplat.cli.configs import load_yaml
+        from diffplat.configs import load_yaml
 
         names = set()
         args = self._argv
@@ -296,7 +297,7 @@ def _other_model_class(args: list[str]) -> type | None:
     """pytorch_lightning.LightningModule when a config file names ``model.class_path``
     (a model that is not the DiffusionModule, such as the audio digit classifier); the
     class path itself is resolved by LightningCLI, restricted to trusted packages here."""
-    from diffplat.cli.configs import load_yaml
+    from diffplat.configs import load_yaml
 
     paths = [args[i + 1] for i, a in enumerate(args[:-1]) if a in ("-c", "--config")]
     paths += [a.split("=", 1)[1] for a in args if a.startswith("--config=")]
@@ -317,15 +318,58 @@ def _other_model_class(args: list[str]) -> type | None:
     return None
 
 
-def run(args: list[str]) -> None:
-    """Run LightningCLI as if ``diffplat <args>`` had been typed. sys.argv is set to match,
-    because Lightning's DDP launcher starts the other ranks by re-running sys.argv."""
+def _run_cli(args: list[str]) -> DiffplatCLI:
+    """LightningCLI as if ``diffplat <args>`` had been typed. sys.argv is set to match,
+    because Lightning's DDP launcher starts the other ranks by re-running sys.argv; the
+    wandb run is finished afterwards, so the next run in this process gets its own."""
     saved = sys.argv
     sys.argv = [saved[0], *args]
     try:
-        DiffplatCLI(args=None, model_class=_other_model_class(args))
+        return DiffplatCLI(args=None, model_class=_other_model_class(args))
     finally:
         sys.argv = saved
         wandb = sys.modules.get("wandb")
         if wandb is not None and getattr(wandb, "run", None) is not None:
-            wandb.finish()  # the next run in this process gets its own
+            wandb.finish()
+
+
+def run(args: list[str]) -> None:
+    """``diffplat fit|validate|test ...`` (``args[0]`` is the subcommand); exceptions
+    propagate."""
+    _run_cli(args)
+
+
+def fit(config: str | Path | dict[str, Any], *overrides: str,
+        ckpt_path: str | None = None) -> Path:
+    """Train from a config file (or a config dict) with ``diffplat fit`` semantics: the
+    same defaults, checks, autosave and resume rules. ``overrides`` are command-line style
+    (``"--trainer.max_steps", "100"``); ``ckpt_path`` resumes (``"last"``). Returns the
+    run's ``last.ckpt``; any failure raises (no exit codes, no log scraping).
+    """
+    import tempfile
+
+    import yaml
+
+    from diffplat.configs import resolve_args
+
+    tmp = None
+    if isinstance(config, dict):
+        tmp = tempfile.NamedTemporaryFile("w", suffix=".yaml", delete=False)  # noqa: SIM115
+        yaml.safe_dump(config, tmp)
+        tmp.close()
+        config = tmp.name
+    try:
+        args = resolve_args(["fit", "-c", str(config), *overrides])
+        if ckpt_path is not None:
+            args += ["--ckpt_path", str(ckpt_path)]
+        cli = _run_cli(args)
+    finally:
+        if tmp is not None:
+            Path(tmp.name).unlink(missing_ok=True)
+    last = Path(cli.trainer.default_root_dir) / "checkpoints" / LAST
+    for cb in cli.trainer.callbacks:
+        if isinstance(cb, Autosave):
+            last = cb.path(cli.trainer)
+    if not last.is_file():
+        raise RuntimeError(f"training finished without writing {last}")
+    return last

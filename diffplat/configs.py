@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-_PACKAGE = Path(__file__).resolve().parents[1]  # diffplat/
+_PACKAGE = Path(__file__).resolve().parent  # diffplat/
 
 
 def config_roots() -> list[Path]:
