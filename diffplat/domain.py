@@ -129,7 +129,8 @@ class Domain:
     def decode(self, x0: Tensor, cond: dict[str, Any],
                meta: dict[str, Any] | None = None) -> Any:
         """Sampler output -> the domain's samples (identity by default); ``cond`` and
-        ``meta`` are those of the ``Draw`` the samples started from."""
+        ``meta`` are those of the ``Draw`` the samples started from. When inpainting,
+        ``meta["kept"]`` is the boolean mask (x0's shape) of what was kept, for previews."""
         return x0
 
     def concat(self, parts: list[Any]) -> Any:

@@ -140,6 +140,8 @@ def generate(denoiser, domain: Domain, num: int | None = None, *, sampler: str,
             if inpaint is not None:
                 known, mask = domain.inpaint_source(Path(inpaint[0]), inpaint[1], draw.noise,
                                                     draw.cond)
+                # decode learns what was kept (a preview marks it)
+                draw.meta = {**draw.meta, "kept": mask.expand_as(draw.noise).bool().cpu()}
                 denoise = Inpainting(denoise, known.to(draw.noise), mask.to(draw.noise),
                                      schedule, noise_space=draw.space, generator=gen,
                                      resample=resample)

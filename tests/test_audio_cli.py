@@ -139,6 +139,9 @@ def test_inpainting_keeps_the_kept_region_exactly(trained, tmp_path):
     known = read_audio(source, 4000)[:2000]
     assert torch.equal(clips.audio[:, 0, :1000], known[:1000].expand(3, -1))
     assert not torch.allclose(clips.audio[:, 0, 1000:], known[1000:].expand(3, -1))
+    # the samples know what was kept, and the preview shades it
+    assert clips.kept.shape == (3, 2000) and clips.kept[:, :1000].all()
+    assert not clips.kept[:, 1000:].any()
     # and through the CLI, into 16-bit files: the kept samples are the source's
     assert main(["sample", "--ckpt", str(ckpt), "--num", "2", "--steps", "3", "--no-progress",
                  "--inpaint", str(source), "--mask", "0.25:", "--out", str(tmp_path / "i")]) == 0

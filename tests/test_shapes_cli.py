@@ -118,6 +118,12 @@ def test_completion_keeps_the_known_points(run, tmp_path, capsys):
     for c in clouds:
         np.testing.assert_allclose(c[:32], kept, rtol=0, atol=2e-6)
         assert np.isfinite(c[32:]).all() and not np.allclose(c[32:], 0)
+    # the samples know which points were kept (the preview draws them in red)
+    import diffplat
+
+    done = diffplat.load(run / "run" / "checkpoints" / "last.ckpt").sample(
+        2, steps=4, inpaint=(tmp_path / "full.ply", "view:+x@0.5"))
+    assert done.kept.shape == (2, 64) and done.kept[:, :32].all() and not done.kept[:, 32:].any()
     # a partial scan of 20 points fills the first 20 slots
     np.save(tmp_path / "part.npy", full[:20])
     assert _sample(run, tmp_path / "p", "--num", "2", "--inpaint", str(tmp_path / "part.npy"),

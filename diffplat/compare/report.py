@@ -103,6 +103,33 @@ def markdown(grid: Grid, rows: list[dict[str, Any]]) -> str:
     return "\n".join(lines)
 
 
+def _styles(n: int) -> list[dict[str, Any]]:
+    """n distinct line styles: ten colours (tab10), then a new marker and dash pattern for
+    every further ten, so no two lines look alike."""
+    import matplotlib
+
+    colours = matplotlib.colormaps["tab10"].colors
+    markers, dashes = "osD^v<>px*", ["-", "--", ":", "-."]
+    return [{"color": colours[i % 10], "marker": markers[(i // 10 + i) % len(markers)],
+             "linestyle": dashes[(i // 10) % len(dashes)]} for i in range(n)]
+
+
+def _y_scale(ax, values: list[float]) -> None:
+    """Log scale when the positive values span more than a decade and a half."""
+    pos = [v for v in values if v > 0]
+    if pos and len(pos) == len(values) and max(pos) / min(pos) > 30:
+        ax.set_yscale("log")
+
+
+def _nfe_ticks(ax, nfes: list[int]) -> None:
+    from matplotlib.ticker import FixedLocator, NullLocator
+
+    ticks = sorted(set(nfes))
+    ax.xaxis.set_major_locator(FixedLocator(ticks))
+    ax.xaxis.set_minor_locator(NullLocator())
+    ax.set_xticklabels([str(t) for t in ticks])
+
+
 def plots(grid: Grid, rows: list[dict[str, Any]], curves: list[dict[str, Any]]) -> list[Path]:
     import matplotlib
 
@@ -111,36 +138,44 @@ def plots(grid: Grid, rows: list[dict[str, Any]], curves: list[dict[str, Any]]) 
 
     paths = []
     for name, spec in grid.domains.items():
-        fig, ax = plt.subplots(figsize=(6, 4))
+        fig, ax = plt.subplots(figsize=(7, 4.5))
         groups = defaultdict(list)
         for r in rows:
             if r["domain"] == name and r["status"] == "ok":
                 groups[(r["schedule"], r["target"], r["weighting"], r["sampler"])].append(r)
-        for key, rs in sorted(groups.items()):
+        values, nfes = [], []
+        for style, (key, rs) in zip(_styles(len(groups)), sorted(groups.items())):
             rs.sort(key=lambda r: r["nfe"])
-            ax.plot([r["nfe"] for r in rs], [r["value"] for r in rs], marker="o",
-                    label="/".join(key))
+            ax.plot([r["nfe"] for r in rs], [r["value"] for r in rs], label="/".join(key),
+                    **style)
+            values += [r["value"] for r in rs]
+            nfes += [r["nfe"] for r in rs]
         ax.set_xscale("log")
+        if nfes:
+            _nfe_ticks(ax, nfes)
+        _y_scale(ax, values)
         ax.set_xlabel("NFE (denoiser evaluations)")
         ax.set_ylabel(f"{spec.metric} ({'lower' if spec.goal == 'min' else 'higher'} is better)")
         ax.set_title(f"{name}: quality against NFE")
+        ax.grid(alpha=0.3)
         if groups:
-            ax.legend(fontsize=7)
+            ax.legend(fontsize=6, ncol=2 if len(groups) > 8 else 1)
         fig.tight_layout()
         path = grid.out / f"quality_vs_nfe_{name}.png"
         fig.savefig(path, dpi=110)
         plt.close(fig)
         paths.append(path)
     for schedule in sorted({c["schedule"] for c in curves}):
-        fig, ax = plt.subplots(figsize=(6, 4))
-        for c in curves:
-            if c["schedule"] == schedule:
-                ax.plot(c["log_snr"], c["relative_mse"], marker=".",
-                        label=f"{c['domain']}/{c['target']}/{c['weighting']}")
+        fig, ax = plt.subplots(figsize=(7, 4.5))
+        mine = [c for c in curves if c["schedule"] == schedule]
+        for style, c in zip(_styles(len(mine)), mine):
+            ax.plot(c["log_snr"], c["relative_mse"],
+                    label=f"{c['domain']}/{c['target']}/{c['weighting']}", **style)
         ax.set_yscale("log")
         ax.set_xlabel("log-SNR")
         ax.set_ylabel("x0 MSE / E[x0^2] (EMA model, validation data)")
         ax.set_title(f"schedule {schedule}: denoising error against log-SNR")
+        ax.grid(alpha=0.3)
         ax.legend(fontsize=7)
         fig.tight_layout()
         path = grid.out / f"loss_vs_logsnr_{schedule}.png"

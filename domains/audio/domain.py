@@ -25,6 +25,8 @@ class Clips:
     audio: Tensor
     labels: Tensor | None
     sample_rate: int
+    #: for inpainted clips, [N, T] True where the input was kept (previews shade it)
+    kept: Tensor | None = None
 
     def __len__(self) -> int:
         return len(self.audio)
@@ -252,14 +254,17 @@ class AudioDomain(Domain):
 
     def decode(self, x0, cond, meta=None):
         labels = cond.get("labels")
+        kept = (meta or {}).get("kept")
         return Clips(x0 / self.gain, None if labels is None else labels.cpu(),
-                     self.sample_rate)
+                     self.sample_rate, None if kept is None else kept[:, 0])
 
     def concat(self, parts):
         labels = [p.labels for p in parts]
+        kept = [p.kept for p in parts]
         return Clips(torch.cat([p.audio for p in parts]),
                      None if any(x is None for x in labels) else torch.cat(labels),
-                     parts[0].sample_rate)
+                     parts[0].sample_rate,
+                     None if any(k is None for k in kept) else torch.cat(kept))
 
     # -- scoring ------------------------------------------------------------------------------
     def reference(self, num, split="test"):

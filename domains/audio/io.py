@@ -88,6 +88,14 @@ def spectrogram_grid(samples, path: Path, classes: list[str] | None, num: int = 
         if samples.labels is not None:
             lab = int(samples.labels[i])
             title += f" {classes[lab] if classes and lab < len(classes) else lab}"
+        kept = getattr(samples, "kept", None)
+        if kept is not None:  # inpainting: outline the kept time ranges
+            k = kept[i].reshape(-1).to(torch.int8)
+            edges = torch.nonzero(torch.diff(torch.cat([k.new_zeros(1), k, k.new_zeros(1)])))
+            for a, b in edges.reshape(-1, 2).tolist():
+                ax.axvspan(a / samples.sample_rate, b / samples.sample_rate, color="cyan",
+                           alpha=0.18, lw=0)
+            title += " (shaded: kept)"
         ax.set_title(title, fontsize=9)
     fig.suptitle(f"{len(audio)} of {len(samples)} clips (log spectrogram, 0-"
                  f"{samples.sample_rate // 2000} kHz)", fontsize=10)

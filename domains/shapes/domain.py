@@ -29,6 +29,8 @@ class Clouds:
 
     points: Tensor
     labels: list[str | None]
+    #: for completed clouds, [B, N] True for the points kept from the input
+    kept: Tensor | None = None
 
     def __len__(self) -> int:
         return len(self.points)
@@ -274,10 +276,14 @@ class ShapeDomain(Domain):
 
     def decode(self, x0: Tensor, cond: dict[str, Any], meta=None) -> Clouds:
         names = [self.classes[i] if i >= 0 else None for i in cond["labels"].tolist()]
-        return Clouds(self.to_data(x0.float()).cpu(), names)
+        kept = (meta or {}).get("kept")
+        return Clouds(self.to_data(x0.float()).cpu(), names,
+                      None if kept is None else kept[..., 0])
 
     def concat(self, parts: list[Clouds]) -> Clouds:
-        return Clouds(torch.cat([p.points for p in parts]), [n for p in parts for n in p.labels])
+        kept = [p.kept for p in parts]
+        return Clouds(torch.cat([p.points for p in parts]), [n for p in parts for n in p.labels],
+                      None if any(k is None for k in kept) else torch.cat(kept))
 
     # -- scoring and output -------------------------------------------------------------------
     def reference(self, num: int, split: str = "test") -> Clouds:
@@ -338,7 +344,11 @@ class ShapeDomain(Domain):
         from domains.shapes.io import render_grid
 
         titles = [n or f"sample {i}" for i, n in enumerate(samples.labels)]
-        return render_grid(samples.points.numpy(), path, titles)
+        kept = None
+        if samples.kept is not None:
+            kept = samples.kept.numpy()
+            titles = [f"{t} (red: kept)" for t in titles]
+        return render_grid(samples.points.numpy(), path, titles, kept=kept)
 
     def media(self, samples: Clouds, num: int = 4) -> dict[str, Any]:
         """A few clouds as wandb 3D objects (logged beside the preview images)."""

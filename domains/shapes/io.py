@@ -59,10 +59,12 @@ def read_cloud(path: Path) -> np.ndarray:
 
 
 def render_grid(clouds: np.ndarray, path: Path, titles: list[str] | None = None,
-                max_clouds: int = 8, point_size: float | None = None) -> Path:
+                max_clouds: int = 8, point_size: float | None = None,
+                kept: np.ndarray | None = None) -> Path:
     """A PNG with one row per cloud (up to ``max_clouds``) and one column per view in
     ``VIEWS`` (perspective, front, top), all views of a cloud on the same scale; the marker
-    size defaults to one that suits the number of points."""
+    size defaults to one that suits the number of points. ``kept`` [B, N] (completion)
+    draws the kept points in red and the generated ones in grey-blue."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -79,8 +81,13 @@ def render_grid(clouds: np.ndarray, path: Path, titles: list[str] | None = None,
         for c, (elev, azim) in enumerate(VIEWS):
             ax = fig.add_subplot(rows, cols, r * cols + c + 1, projection="3d")
             # data are Y-up (ShapeNet); matplotlib's vertical axis is z, so plot (x, z, y)
-            ax.scatter(pts[:, 0], pts[:, 2], pts[:, 1], s=point_size, c=pts[:, 1],
-                       cmap="viridis", depthshade=False, linewidths=0)
+            if kept is None:
+                ax.scatter(pts[:, 0], pts[:, 2], pts[:, 1], s=point_size, c=pts[:, 1],
+                           cmap="viridis", depthshade=False, linewidths=0)
+            else:
+                colours = np.where(kept[r][:, None], [[0.85, 0.1, 0.1]], [[0.45, 0.55, 0.7]])
+                ax.scatter(pts[:, 0], pts[:, 2], pts[:, 1], s=point_size, c=colours,
+                           depthshade=False, linewidths=0)
             ax.set_xlim(centre[0] - span, centre[0] + span)
             ax.set_ylim(centre[2] - span, centre[2] + span)
             ax.set_zlim(centre[1] - span, centre[1] + span)
