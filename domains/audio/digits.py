@@ -116,7 +116,10 @@ def prepare_digits(out_dir: Path, per_voice: int = 4, seed: int = 0, sample_rate
     out_dir = Path(out_dir)
     split_of = {s: k for k, names in splits.items() for s in names}
     rows, counts, cropped = [], {k: 0 for k in SPLITS}, 0
-    for speaker, plan, raw in zip(speakers, plans, clips):
+    from diffplat.progress import bar
+
+    for speaker, plan, raw in bar(list(zip(speakers, plans, clips)), desc="resampling voices",
+                                  unit="voice"):
         # trim silence, then resample the speaker's clips as one zero-padded batch
         trimmed = [_trim(c.astype(np.float32) / 32768.0) for c in raw]
         batch = np.zeros((len(trimmed), max(len(x) for x in trimmed)), np.float32)

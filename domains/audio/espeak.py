@@ -127,8 +127,13 @@ def synthesize(groups: list[list[dict]], workers: int = 2) -> list[list[np.ndarr
         running: list[tuple[int, subprocess.Popen, Path]] = []
         env = {**os.environ, "PYTHONPATH": ""}
 
+        from diffplat.progress import bar
+
+        progress = bar(total=len(groups), desc="espeak-ng voices", unit="group")
+
         def finish(i: int, proc: subprocess.Popen, out: Path) -> None:
             _, err = proc.communicate()
+            progress.update(1)
             if proc.returncode != 0:
                 raise RuntimeError(f"espeak-ng worker failed: {err.decode()[-2000:]}")
             with np.load(out) as f:
@@ -145,6 +150,7 @@ def synthesize(groups: list[list[dict]], workers: int = 2) -> list[list[np.ndarr
             running.append((i, proc, out))
         for item in running:
             finish(*item)
+        progress.close()
     return results  # type: ignore[return-value]
 
 

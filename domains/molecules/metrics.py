@@ -275,8 +275,12 @@ def analyse(molecules: Sequence[tuple[np.ndarray, Sequence[str]]],
     n_stable = np.zeros(n_mol, dtype=np.int64)
     n_atoms = np.zeros(n_mol, dtype=np.int64)
     found: list[str | None] = [None] * n_mol
-    with rdBase.BlockLogs():            # RDKit's sanitisation messages, one per invalid
+    from diffplat.progress import bar
+
+    progress = bar(total=n_mol, desc="bonds, valences, SMILES", unit="mol")
+    with rdBase.BlockLogs(), progress:  # RDKit's sanitisation messages, one per invalid
         for chunk, pos, types in _batches(molecules):
+            progress.update(len(chunk))
             order = bond_order_matrix(pos, types)
             ok = _stable_atoms(order, types)
             stable[chunk] = ok.all(-1)

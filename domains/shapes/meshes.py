@@ -157,7 +157,9 @@ def sample_files(files: list[MeshFile], root: Path, num_points: int, seed: int,
         (points [M, num_points, 3] float32, the files kept, messages of the files skipped).
     """
     clouds, kept, skipped = [], [], []
-    for f in files:
+    from diffplat.progress import bar
+
+    for f in bar(files, desc="sampling mesh surfaces", unit="mesh"):
         key = f.path.relative_to(root).as_posix()
         try:
             v, fc = load_mesh(f.path)

@@ -370,14 +370,22 @@ def _pruned_set_metrics(index: _PrunedNearest, n_r: int, n_s: int, suffix: str,
     refs, gens = range(n_r), range(n_r, n_r + n_s)
     workers = workers or (len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity")
                           else os.cpu_count() or 1)
-    with ThreadPoolExecutor(workers) as pool:         # SciPy releases the GIL
-        ref_nn = list(pool.map(lambda i: index.nearest(i, gens), refs))
-        gen_nn = list(pool.map(lambda i: index.nearest(i, refs), gens))
+    from diffplat.progress import bar
+
+    progress = bar(total=2 * (n_r + n_s), desc=f"{suffix.upper()} metrics", unit="cloud")
+
+    def tick(result):
+        progress.update(1)
+        return result
+
+    with ThreadPoolExecutor(workers) as pool, progress:         # SciPy releases the GIL
+        ref_nn = list(pool.map(lambda i: tick(index.nearest(i, gens)), refs))
+        gen_nn = list(pool.map(lambda i: tick(index.nearest(i, refs)), gens))
         # 1-NNA: a reference is classified right when a reference is at least as close as
         # the nearest sample (the references come first in the argmin, so ties go to them);
         # a sample when another sample is strictly closer than the nearest reference
-        ref_ok = pool.map(lambda i: index.any_within(i, refs, ref_nn[i][1]), refs)
-        gen_ok = pool.map(lambda i: index.any_within(i, gens, gen_nn[i - n_r][1], True),
+        ref_ok = pool.map(lambda i: tick(index.any_within(i, refs, ref_nn[i][1])), refs)
+        gen_ok = pool.map(lambda i: tick(index.any_within(i, gens, gen_nn[i - n_r][1], True)),
                           gens)
         correct = sum(ref_ok) + sum(gen_ok)
     return {f"mmd_{suffix}": float(np.mean([d for _, d in ref_nn])),

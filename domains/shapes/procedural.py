@@ -163,9 +163,13 @@ def prepare_procedural(out_dir: Path, per_class: int = 300, seed: int = 0,
     out_dir = Path(out_dir)
     n_train = int(round(FRACTIONS[0] * per_class))
     n_val = max(1, int(round(FRACTIONS[1] * per_class)))
+    from diffplat.progress import bar
+
     written = []
+    progress = bar(total=len(classes) * per_class, desc="procedural meshes", unit="mesh")
     for label in classes:
         for i in range(per_class):
+            progress.update(1)
             split = "train" if i < n_train else "val" if i < n_train + n_val else "test"
             ext = FORMATS[i % len(FORMATS)]
             path = out_dir / label / split / f"{label}_{i:04d}.{ext}"
@@ -174,6 +178,7 @@ def prepare_procedural(out_dir: Path, per_class: int = 300, seed: int = 0,
             data = mesh.export(file_type=ext)
             path.write_bytes(data if isinstance(data, bytes) else data.encode())
         written.append(out_dir / label)
+    progress.close()
     manifest = out_dir / "manifest.json"
     manifest.write_text(json.dumps({"generator": "diffplat procedural shapes", "seed": seed,
                                     "per_class": per_class, "classes": classes,

@@ -45,7 +45,10 @@ def model_conformers(module, graphs: list, num: int, sampler: str | None = None,
         atoms += n
     if chunk:
         batches.append(chunk)
+    from diffplat.progress import bar
+
     done = 0
+    progress = bar(total=len(jobs), desc="conformers", unit="conf")
     for b, chunk in enumerate(batches):
         # one generate call per atom-packed batch, seeded as chunk b of the whole call
         conformers, _ = generate(
@@ -55,6 +58,8 @@ def model_conformers(module, graphs: list, num: int, sampler: str | None = None,
         for g, conf in zip(chunk, conformers):
             out[g].append(conf.positions)
         done += len(chunk)
+        progress.update(len(chunk))
         if callback:
             callback(done)
+    progress.close()
     return out
