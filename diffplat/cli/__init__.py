@@ -2,6 +2,7 @@
 
     diffplat fit|validate|test -c CONFIG [--key value ...]   train / evaluate (LightningCLI)
     diffplat sample --ckpt CKPT --num N --out DIR ...         draw samples, write files
+    diffplat tune-steps --ckpt CKPT --sampler S --nfe K        fit a step schedule to a model
     diffplat evaluate (--ckpt CKPT | --samples DIR) ...       score samples or the data
     diffplat export --ckpt CKPT --out DIR                      safetensors + config
     diffplat data prepare|info DOMAIN ...                      build / describe datasets
@@ -52,6 +53,8 @@ def main(argv: list[str] | None = None) -> int:
             return 0
         if cmd == "sample":
             from diffplat.cli.sample import main as sub
+        elif cmd == "tune-steps":
+            from diffplat.cli.tune_steps import main as sub
         elif cmd == "evaluate":
             from diffplat.cli.evaluate import main as sub
         elif cmd == "export":
@@ -64,7 +67,7 @@ def main(argv: list[str] | None = None) -> int:
             from diffplat.cli.conformers import main as sub
         else:
             return _error(cmd, f"unknown command {cmd!r}; commands: fit, validate, test, "
-                               "sample, evaluate, export, data, compare, conformers", 2)
+                               "sample, tune-steps, evaluate, export, data, compare, conformers", 2)
         return sub(rest)
     except ArgumentError as err:
         return _error(cmd, _config_message(err), 2)

@@ -22,11 +22,17 @@ def add_sampling_args(p: argparse.ArgumentParser, required: bool = True) -> None
                    help="a Lightning checkpoint (.ckpt) or a folder written by `diffplat export`")
     p.add_argument("--num", type=int, default=1000, help="number of samples (default 1000)")
     p.add_argument("--sampler", default=None,
-                   help=f"sampler: {', '.join(samplers.names())} (default: the model's)")
-    p.add_argument("--steps", type=int, default=None, help="sampler steps (default: the model's)")
+                   help=f"sampler: {', '.join(samplers.names())} (default: auto, the "
+                        "configuration measured best for the number of evaluations)")
+    p.add_argument("--steps", type=int, default=None,
+                   help="sampler steps (default: the model's sample_steps)")
+    p.add_argument("--nfe", type=int, default=None,
+                   help="denoiser evaluations instead of --steps (default for auto: what the "
+                        "model's own sampler and sample_steps spend)")
     p.add_argument("--spacing", default=None,
-                   help=f"step spacing: {', '.join(spacings.names())} (default: karras; "
-                        "uniform_t for flow schedules)")
+                   help=f"step spacing: {', '.join(spacings.names())}, or fitted (the levels "
+                        "`diffplat tune-steps` stored with the checkpoint); default: karras, "
+                        "uniform_t for flow schedules")
     p.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
     p.add_argument("--batch-size", type=int, default=None,
                    help="samples per sampler call (default: all at once); the output for a "
@@ -64,6 +70,53 @@ def parse_options(pairs: list[str]) -> dict[str, Any]:
     return out
 
 
+def check_cli_sampling(sampler: str | None, steps: int | None, nfe: int | None) -> None:
+    """One-line errors for bad --sampler / --steps / --nfe, before any model is loaded."""
+    if sampler is not None:
+        samplers.get(sampler)
+    for flag, value in (("--steps", steps), ("--nfe", nfe)):
+        if value is not None and value < 1:
+            raise ValueError(f"{flag} must be >= 1, got {value}")
+    if steps is not None and nfe is not None:
+        raise ValueError("give --steps or --nfe, not both")
+
+
+def resolve_sampling(module, ckpt, sampler: str | None, steps: int | None, nfe: int | None,
+                     spacing: str | None, options: dict[str, Any]
+                     ) -> tuple[str, int, dict[str, Any]]:
+    """The sampler, its steps and options that --sampler/--steps/--nfe/--spacing mean.
+
+    ``auto`` (the default) becomes the measured configuration for the evaluation budget
+    (--nfe, else --steps, else what the model's own sampler spends at its sample_steps);
+    ``--spacing fitted`` replaces the grid by the levels stored by ``tune-steps``."""
+    from diffplat.samplers.auto import choose
+    from diffplat.samplers.tuning import GRID_OPTIONS
+    from diffplat.training.checkpoint import fitted_schedule
+
+    check_cli_sampling(sampler, steps, nfe)
+    hp = module.hparams
+    name = (sampler or "auto").lower().replace("-", "_")
+    if name == "auto":
+        if nfe is None:
+            nfe = steps or (hp.sample_steps if hp.sampler in ("adaptive", "auto") else
+                            samplers.nfe_for_steps(hp.sampler, hp.sample_steps))
+        name, table = choose(nfe)
+        options = {**table, **options}
+        steps = samplers.steps_for_nfe(name, nfe, **options)
+    elif steps is None:
+        steps = samplers.steps_for_nfe(name, nfe, **options) if nfe else hp.sample_steps
+    if spacing is not None and spacing.lower() == "fitted":
+        entry = fitted_schedule(ckpt, name, steps)
+        options = {k: v for k, v in {**entry["options"], **options}.items()
+                   if k not in GRID_OPTIONS}
+        options["levels"] = entry["levels"]
+    elif spacing is not None:
+        spacings.get(spacing)
+        options = {k: v for k, v in options.items() if k != "levels"}
+        options["spacing"] = spacing
+    return name, steps, options
+
+
 def generate(args: argparse.Namespace):
     """Load the model named by --ckpt and draw samples as the arguments say."""
     from tqdm.auto import tqdm
@@ -72,10 +125,10 @@ def generate(args: argparse.Namespace):
 
     if args.num < 1:
         raise ValueError(f"--num must be >= 1, got {args.num}")
+    check_cli_sampling(args.sampler, args.steps, args.nfe)
     module = load_module(args.ckpt, map_location=args.device).to(args.device)
-    name = args.sampler or module.hparams.sampler
-    steps = args.steps or module.hparams.sample_steps
-    options = parse_options(args.option)
+    name, steps, options = resolve_sampling(module, args.ckpt, args.sampler, args.steps,
+                                            args.nfe, args.spacing, parse_options(args.option))
     inpaint = args.inpaint
     if inpaint is not None:
         if not Path(inpaint).exists():
@@ -83,8 +136,6 @@ def generate(args: argparse.Namespace):
         if args.mask is None:
             raise ValueError("--inpaint needs --mask (which part of the input is kept)")
         inpaint = (inpaint, args.mask)
-    if args.spacing:
-        options["spacing"] = args.spacing
     bar = None
     if not args.no_progress and name != "adaptive":
         chunks = -(-args.num // (args.batch_size or args.num))
@@ -98,6 +149,7 @@ def generate(args: argparse.Namespace):
     if bar:
         bar.close()
     stats.update(seconds=round(time.perf_counter() - t0, 3), options=options,
+                 requested_sampler=args.sampler or "auto", spacing=args.spacing,
                  prior=parse_options(args.prior), guidance=args.guidance,
                  inpaint=list(inpaint) if inpaint else None)
     return module, samples, stats

@@ -20,6 +20,7 @@ from torch import Tensor
 from diffplat.registry import Registry
 from diffplat.samplers.adams import sample_deis, sample_ipndm
 from diffplat.samplers.adaptive import sample_adaptive
+from diffplat.samplers.auto import sample_auto
 from diffplat.samplers.dpm import (
     sample_dpmpp_2m,
     sample_dpmpp_2m_sde,
@@ -53,6 +54,7 @@ registry.register("unipc", sample_unipc)
 registry.register("deis", sample_deis)
 registry.register("ipndm", sample_ipndm)
 registry.register("adaptive", sample_adaptive)
+registry.register("auto", sample_auto)
 
 #: Samplers whose output depends on the generator beyond the starting noise.
 STOCHASTIC = frozenset({"ddpm", "euler_ancestral", "dpmpp_2m_sde", "dpmpp_3m_sde"})
