@@ -83,7 +83,7 @@ def test_deis_weights_are_exact_for_polynomials():
         c = deis_weights(rhos, nxt, variable)
         from scipy.integrate import quad
 
-        exact = quad(lambda r: poly(v(r)), rhos[0], nxt, epsabs=1e-13)[0]
+        exact = quad(lambda r, poly=poly, v=v: poly(v(r)), rhos[0], nxt, epsabs=1e-13)[0]
         assert sum(ck * poly(v(r)) for ck, r in zip(c, rhos)) == pytest.approx(exact, rel=1e-9)
 
 
