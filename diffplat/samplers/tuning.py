@@ -26,8 +26,12 @@ from typing import Any
 import numpy as np
 from torch import Tensor
 
+from diffplat.errors import NonFiniteError
 from diffplat.samplers.grids import level_range, noise_levels
 from diffplat.schedules import Schedule
+
+#: smallest share of the log-level range between two neighbouring levels
+MIN_SHARE = 1e-4
 
 #: options that describe the grid, which the fitted levels replace
 GRID_OPTIONS = ("spacing", "rho", "level_min", "level_max", "denoise_final", "levels")
@@ -36,6 +40,7 @@ GRID_OPTIONS = ("spacing", "rho", "level_min", "level_max", "denoise_final", "le
 def _levels_from_params(z: np.ndarray, smin: float, smax: float, denoise_final: bool
                         ) -> list[float]:
     w = np.exp(z - z.max())
+    w = w / w.sum() + MIN_SHARE  # every gap at least MIN_SHARE of the log range: no h = 0
     frac = np.cumsum(w / w.sum())
     k = len(z)
     span = math.log(smin) - math.log(smax)
@@ -98,7 +103,11 @@ def fit_levels(sampler: Callable[..., Tensor], batches: list[Batch], schedule: S
     def objective(levels: list[float]) -> float:
         err = 0.0
         for (den, n, space), r in zip(batches, refs):
-            out = sampler(den, n, schedule, steps, levels=levels, noise_space=space, **fixed)
+            try:
+                out = sampler(den, n, schedule, steps, levels=levels, noise_space=space,
+                              **fixed)
+            except (ArithmeticError, ValueError, NonFiniteError):
+                return 1e30  # a grid the sampler cannot use: as bad as it gets
             err += float((out.double() - r).pow(2).sum())
         return err / total if math.isfinite(err) else 1e30
 
