@@ -10,10 +10,11 @@ the discrepancy itself,
 
 where S_K is the chosen sampler with K steps on the candidate grid and S_ref the same ODE
 solved accurately (UniPC-3 with ``reference_steps`` steps on the Karras grid) from the same
-starting noise, to the same smallest level. The K - 1 free levels are the cumulative shares
-of a softmax over K numbers, which keeps them strictly decreasing between the fixed top
-level and the smallest one, and J is minimised over those numbers with Powell's derivative-
-free method (scipy), starting from the sampler's own grid. The denoiser is only called, never
+starting noise, to the same smallest level. The free levels are the cumulative shares of
+a softmax over K numbers (over 10 for longer grids, whose log-levels then follow a
+piecewise-linear warp through 10 knots), which keeps them strictly decreasing between the
+fixed top level and the smallest one, and J is minimised over those numbers with Powell's
+derivative-free method (scipy), starting from the sampler's own grid. The denoiser is only called, never
 differentiated, so any model and domain can be tuned. Deterministic for a fixed noise.
 """
 
@@ -37,24 +38,40 @@ MIN_SHARE = 1e-4
 GRID_OPTIONS = ("spacing", "rho", "level_min", "level_max", "denoise_final", "levels")
 
 
-def _levels_from_params(z: np.ndarray, smin: float, smax: float, denoise_final: bool
-                        ) -> list[float]:
+#: at most this many free parameters: longer grids follow a piecewise-linear warp
+MAX_FREE = 10
+
+
+def _levels_from_params(z: np.ndarray, steps: int, smin: float, smax: float,
+                        denoise_final: bool) -> list[float]:
+    """The grid of a parameter vector z (M = len(z) <= steps numbers).
+
+    log(level) is a piecewise-linear, decreasing function L(u) on [0, 1] from log smax to
+    log smin, with knots at u = j / M whose drops are the softmax shares of z; level i of
+    K is exp(L(i / K)), and with ``denoise_final`` the last one is replaced by 0. With
+    M = K each of the K gaps is free; with M < K (long grids) the cost of the fit does not
+    grow with K, as Align Your Steps interpolates its schedules to more steps."""
     w = np.exp(z - z.max())
     w = w / w.sum() + MIN_SHARE  # every gap at least MIN_SHARE of the log range: no h = 0
-    frac = np.cumsum(w / w.sum())
-    k = len(z)
+    knots = np.concatenate([[0.0], np.cumsum(w / w.sum())])
+    m = len(z)
+    frac = np.interp(np.arange(steps + 1) / steps, np.arange(m + 1) / m, knots)
     span = math.log(smin) - math.log(smax)
-    inner = [math.exp(math.log(smax) + f * span) for f in frac[:k - 1]]
-    return [smax, *inner, 0.0 if denoise_final else smin]
+    levels = [math.exp(math.log(smax) + f * span) for f in frac]
+    levels[0] = smax
+    levels[-1] = 0.0 if denoise_final else smin
+    return levels
 
 
-def _params_from_levels(levels: list[float], smin: float, smax: float,
+def _params_from_levels(levels: list[float], m: int, smin: float, smax: float,
                         denoise_final: bool) -> np.ndarray:
-    # K + 1 log-levels from the top to smin: the K gaps are the softmax shares
-    logs = [math.log(v) for v in levels[:-1]] + [math.log(smin)] if denoise_final \
-        else [math.log(v) for v in levels]
-    gaps = np.diff(-np.array(logs))
-    gaps = np.maximum(gaps, 1e-6 * (math.log(smax) - math.log(smin)))
+    """z whose grid is closest to ``levels``: their log-levels at u = i / K, sampled at
+    the M knots (the last level's place taken by smin when it is 0)."""
+    k = len(levels) - 1
+    logs = [math.log(v) for v in levels[:-1]] + [math.log(levels[-1] if not denoise_final
+                                                          else smin)]
+    at = np.interp(np.arange(m + 1) / m, np.arange(k + 1) / k, logs)
+    gaps = np.maximum(np.diff(-at), 1e-6 * (math.log(smax) - math.log(smin)))
     return np.log(gaps / gaps.sum())
 
 
@@ -76,7 +93,7 @@ def fit_levels(sampler: Callable[..., Tensor], batches: list[Batch], schedule: S
             fix the ends, ``spacing`` the starting grid.
         reference_steps: steps of the accurate reference solve.
         max_evals: objective evaluations (each is one K-step solve of every batch);
-            default 40 K.
+            default 40 min(K, MAX_FREE).
         reference: the reference sampler (default UniPC-3).
 
     Returns:
@@ -115,15 +132,16 @@ def fit_levels(sampler: Callable[..., Tensor], batches: list[Batch], schedule: S
 
     def f(z: np.ndarray) -> float:
         evals["n"] += 1
-        return objective(_levels_from_params(z, smin, smax, denoise_final))
+        return objective(_levels_from_params(z, steps, smin, smax, denoise_final))
 
-    z0 = _params_from_levels(start, smin, smax, denoise_final)
+    free = min(steps, MAX_FREE)
+    z0 = _params_from_levels(start, free, smin, smax, denoise_final)
     initial = objective(start)
-    budget = max_evals or 40 * steps
+    budget = max_evals or 40 * free
     res = minimize(f, z0, method="Powell",
                    options={"maxfev": budget, "xtol": 1e-3, "ftol": 1e-4})
     best_z = res.x if res.fun < initial else z0
-    levels = _levels_from_params(best_z, smin, smax, denoise_final)
+    levels = _levels_from_params(best_z, steps, smin, smax, denoise_final)
     fitted = min(float(res.fun), initial)
     if log is not None:
         log(f"fitted {steps} levels in {evals['n']} solves: discrepancy {initial:.4g} -> "
