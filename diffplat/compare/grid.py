@@ -118,6 +118,17 @@ class Grid:
     train_cells: list[TrainCell]
     sample_cells: list[SampleCell]
 
+    def only(self, names: list[str]) -> Grid:
+        """The same grid restricted to the domains ``names`` (unknown ones list the valid)."""
+        bad = [n for n in names if n not in self.domains]
+        if bad:
+            raise GridError(f"unknown domain {bad[0]!r} in --domains; this file has: "
+                            f"{', '.join(self.domains)}")
+        keep = set(names)
+        return Grid(self.out, self.seed, {k: v for k, v in self.domains.items() if k in keep},
+                    [c for c in self.train_cells if c.domain in keep],
+                    [c for c in self.sample_cells if c.train.domain in keep])
+
     def to_json(self) -> dict[str, Any]:
         return {"out": str(self.out), "seed": self.seed,
                 "domains": {k: asdict(v) for k, v in self.domains.items()},
