@@ -14,8 +14,8 @@ starting noise, to the same smallest level. The free levels are the cumulative s
 a softmax over K numbers (over 10 for longer grids, whose log-levels then follow a
 piecewise-linear warp through 10 knots), which keeps them strictly decreasing between the
 fixed top level and the smallest one, and J is minimised over those numbers with Powell's
-derivative-free method (scipy), starting from the sampler's own grid. The denoiser is only called, never
-differentiated, so any model and domain can be tuned. Deterministic for a fixed noise.
+derivative-free method (scipy), starting from the sampler's own grid. The denoiser is only
+called, never differentiated, so any model and domain can be tuned. Deterministic for a fixed noise.
 """
 
 from __future__ import annotations
