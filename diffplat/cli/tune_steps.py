@@ -99,7 +99,7 @@ def main(argv: list[str]) -> int:
     p.add_argument("--reference-steps", type=int, default=200,
                    help="steps of the accurate reference solve (UniPC-3; default 200)")
     p.add_argument("--max-evals", type=int, default=None,
-                   help="K-step solves the optimiser may spend (default 40 min(K, 10))")
+                   help="K-step solves the optimiser may spend (default 40 min(K, 20))")
     p.add_argument("--prior", action="append", default=[], metavar="KEY=VALUE",
                    help="what to sample, passed to the domain (as for `diffplat sample`)")
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu",

@@ -11,8 +11,8 @@ the discrepancy itself,
 where S_K is the chosen sampler with K steps on the candidate grid and S_ref the same ODE
 solved accurately (UniPC-3 with ``reference_steps`` steps on the Karras grid) from the same
 starting noise, to the same smallest level. The free levels are the cumulative shares of
-a softmax over K numbers (over 10 for longer grids, whose log-levels then follow a
-piecewise-linear warp through 10 knots), which keeps them strictly decreasing between the
+a softmax over K numbers (over 20 for longer grids, whose log-levels then follow a
+piecewise-linear warp through 20 knots), which keeps them strictly decreasing between the
 fixed top level and the smallest one, and J is minimised over those numbers with Powell's
 derivative-free method (scipy), starting from the sampler's own grid. The denoiser is only
 called, never differentiated, so any model and domain can be tuned. Deterministic for a fixed noise.
@@ -39,7 +39,7 @@ GRID_OPTIONS = ("spacing", "rho", "level_min", "level_max", "denoise_final", "le
 
 
 #: at most this many free parameters: longer grids follow a piecewise-linear warp
-MAX_FREE = 10
+MAX_FREE = 20
 
 
 def _levels_from_params(z: np.ndarray, steps: int, smin: float, smax: float,
