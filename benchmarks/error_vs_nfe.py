@@ -218,8 +218,13 @@ def fitted(pb: Problem, nfe: int, screened: list, fit_top: int) -> list[dict]:
             continue
         seen.add(key)
         batch = (ExactDenoiser(pb.mix, pb.schedule), fit_noise, None)
-        fit = fit_levels(samplers.get(name), [batch], pb.schedule,
-                         samplers.steps_for_nfe(name, nfe), opts)
+        try:
+            fit = fit_levels(samplers.get(name), [batch], pb.schedule,
+                             samplers.steps_for_nfe(name, nfe), opts)
+        except Exception as err:  # noqa: BLE001 - reported as the row's error
+            rows.append({"problem": pb.label, "library": "diffplat", "nfe_budget": nfe,
+                         "config": f"{label} (fit failed)", "error": str(err)[:200]})
+            continue
         rest = {k: v for k, v in opts.items() if k not in ("spacing", "level_max")}
         res = _evaluate(pb, lambda pb, name=name, rest=rest, fit=fit:
                         run_ours(pb, name, nfe, levels=fit["levels"], **rest))
@@ -444,6 +449,14 @@ def add_auto_runs(data: dict, problems: dict[str, Problem]) -> None:
                                  "config": "auto", "nfe_budget": nfe, "auto": True, **res})
 
 
+def _save(path: str, data: dict) -> None:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(data, indent=1, default=str))
+    tmp.replace(path)
+
+
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--nfe", type=int, nargs="+", default=[5, 10, 20])
@@ -460,6 +473,8 @@ def main(argv=None) -> None:
     parser.add_argument("--mixtures", nargs="+", default=list(MIXTURES), choices=list(MIXTURES))
     parser.add_argument("--json", default="benchmarks/results/error_vs_nfe.json",
                         help="raw results: written after a sweep, read with --report-only")
+    parser.add_argument("--resume", action="store_true",
+                        help="keep the (problem, NFE) sweeps already in --json, run the rest")
     parser.add_argument("--report-only", action="store_true",
                         help="redraw tables and plot from --json; rerun only auto")
     parser.add_argument("--auto", action="store_true",
@@ -485,9 +500,20 @@ def main(argv=None) -> None:
 
         data = {"nfes": args.nfe, "problems": list(problems), "rows": [], "floors": {},
                 "k_diffusion": version("k-diffusion"), "samples": args.samples}
+        done: set = set()
+        if args.resume and Path(args.json).is_file():  # (problem, NFE) pairs already swept
+            old = json.loads(Path(args.json).read_text())
+            data["rows"] = [r for r in old["rows"] if not r.get("auto")]
+            done = {(r["problem"], r["nfe_budget"]) for r in data["rows"]}
+            start -= old.get("seconds", 0.0)
         for label, pb in problems.items():
             data["floors"][label] = pb.floor()
-            data["rows"] += sweep(pb, args.nfe, args.screen, args.top, args.fit_top, log)
+            for nfe in args.nfe:
+                if (label, nfe) in done:
+                    continue
+                data["rows"] += sweep(pb, [nfe], args.screen, args.top, args.fit_top, log)
+                data["seconds"] = time.perf_counter() - start
+                _save(args.json, data)
         data["same_grid"] = [s for pb in problems.values()
                              for s in same_grid(pb, data["rows"], args.nfe)]
         counts = {lib: len({r["config"] for r in data["rows"] if r["library"] == lib})
@@ -499,8 +525,7 @@ def main(argv=None) -> None:
         for nfe, c in pick_auto(data).items():
             log(f"auto NFE {nfe}: {c['config']}  (worst ratio to our best {c['worst_ratio']:.3f})")
     add_auto_runs(data, problems)
-    Path(args.json).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.json).write_text(json.dumps(data, indent=1, default=str))
+    _save(args.json, data)
     for e in summary(data):
         log(f"{e['problem']:14s} NFE {e['nfe']:3d}  ODE ours {fmt(e['ode']['ours'], 'ode')} "
             f"peer {fmt(e['ode']['peer'], 'ode')} ratio {e['ode']['ratio']:.2f}   SW2 ours "
