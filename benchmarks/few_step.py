@@ -118,7 +118,7 @@ class Problem:
         proj = torch.sort(x.double() @ self.dirs.T, dim=0).values
         return float((proj - self._exact_proj).pow(2).mean().sqrt())
 
-    def floor(self, seeds: int = 4) -> dict[str, float]:
+    def floor(self, seeds: int = 8) -> dict[str, float]:
         vals = [self.sw2(self.mix.sample(len(self.noise), torch.Generator().manual_seed(5000 + s)))
                 for s in range(seeds)]
         mean = sum(vals) / len(vals)
