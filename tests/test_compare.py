@@ -117,3 +117,13 @@ def test_compare_scores_every_cell_records_failures_and_resumes(tmp_path, capsys
     assert "2 models already done, 0 to run" in printed
     assert ckpt.stat().st_mtime_ns == mtime
     assert (out / "results.md").read_text() == table
+
+
+def test_the_quick_preset_has_the_few_step_samplers():
+    grid = load_grid(ROOT / "configs/compare/quick.yaml", root=ROOT)
+    samplers_used = {c.sampler for c in grid.sample_cells}
+    assert {"unipc", "dpmpp_3m", "deis", "auto", "unipc@fitted"} <= samplers_used
+    assert {c.nfe for c in grid.sample_cells} == {5, 10, 20, 50}
+    assert grid.only(["toy"]).domains.keys() == {"toy"}
+    with pytest.raises(GridError, match="unknown domain 'toyy'"):
+        grid.only(["toyy"])
