@@ -334,17 +334,18 @@ def summary(data: dict) -> list[dict]:
     return out
 
 
-def pick_auto(data: dict) -> dict[int, dict]:
+def pick_auto(data: dict, family: str) -> dict[int, dict]:
     """Per NFE, our fixed-grid configuration (no fitted schedule: auto knows no model) with
-    the smallest worst-case ratio to our best over all problems and both metrics, on the
-    screening runs (every configuration ran there); sliced W2 counts only above the
-    screening floor (mean + 2 std)."""
+    the smallest worst-case ratio to our best over the family's problems ("vp" or "ve")
+    and both metrics, on the screening runs (every configuration ran there); sliced W2
+    counts only above the screening floor (mean + 2 std)."""
     rows = [r for r in data["rows"] if r.get("screen") and r["library"] == "diffplat"]
+    problems = [p for p in data["problems"] if p.lower().startswith(family)]
     choice = {}
     for nfe in data["nfes"]:
         scores: dict[str, float] = {}
         seen: dict[str, int] = {}
-        for problem in data["problems"]:
+        for problem in problems:
             fl = data["screen_floors"][problem]
             clamp = fl["mean"] + 2 * fl["std"]
             for metric in ("ode", "sw2"):
@@ -359,7 +360,7 @@ def pick_auto(data: dict) -> dict[int, dict]:
                         ratio = r["ode"] / top["ode"]
                     scores[r["config"]] = max(scores.get(r["config"], 0.0), ratio)
                     seen[r["config"]] = seen.get(r["config"], 0) + 1
-        full = 2 * len(data["problems"])
+        full = 2 * len(problems)
         config = min((c for c in scores if seen[c] == full), key=scores.get)
         choice[nfe] = {"config": config, "worst_ratio": scores[config]}
     return choice
@@ -387,8 +388,9 @@ def markdown(data: dict, info: dict, args, elapsed: float) -> str:
         "within the floor's mean + 2 std is marked (floor): there the comparison is noise.",
         "",
         "| problem | NFE | ODE error ours | best peer | ratio | sliced W2 ours | best peer | "
-        "ratio | W2 floor | auto / ours ODE, W2 | auto / ours on fixed grids ODE, W2 |",
-        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+        "ratio | W2 floor | auto / best peer (ODE, W2) | auto / ours | auto / ours on fixed "
+        "grids |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for e in summ:
         fl = e["floor"]
@@ -396,18 +398,19 @@ def markdown(data: dict, info: dict, args, elapsed: float) -> str:
         peer_sw = e["sw2"]["peer"]
         at_floor = peer_sw is not None and peer_sw["sw2"] <= fl["mean"] + 2 * fl["std"]
         auto = e["auto"]
-        a_all = a_fix = "-"
+        a_peer = a_all = a_fix = "-"
         if auto:
-            a_all = (f"{auto['ode'] / e['ode']['ours']['ode']:.2f}, "
-                     f"{auto['sw2'] / e['sw2']['ours']['sw2']:.2f}")
-            a_fix = (f"{auto['ode'] / e['ode']['fixed']['ode']:.2f}, "
-                     f"{auto['sw2'] / e['sw2']['fixed']['sw2']:.2f}")
+            def pair(key, auto=auto, e=e):
+                return (f"{auto['ode'] / e['ode'][key]['ode']:.2f}, "
+                        f"{auto['sw2'] / e['sw2'][key]['sw2']:.2f}")
+
+            a_peer, a_all, a_fix = pair("peer"), pair("ours"), pair("fixed")
         lines.append(
             f"| {e['problem']} | {e['nfe']} | {fmt(e['ode']['ours'], 'ode')} | "
-            f"{fmt(e['ode']['peer'], 'ode')} | **{e['ode']['ratio']:.2f}** | "
+            f"{fmt(e['ode']['peer'], 'ode')} | **{e['ode']['ratio']:.3f}** | "
             f"{fmt(e['sw2']['ours'], 'sw2')} | {fmt(peer_sw, 'sw2')} | "
-            f"**{r_sw:.2f}**{' (floor)' if at_floor else ''} | {fl['mean']:.3g} +- "
-            f"{fl['std']:.1g} | {a_all} | {a_fix} |")
+            f"**{r_sw:.3f}**{' (floor)' if at_floor else ''} | {fl['mean']:.3g} +- "
+            f"{fl['std']:.1g} | {a_peer} | {a_all} | {a_fix} |")
     lines += ["", "The winning configurations:", "",
               "| problem | NFE | metric | ours | best peer |", "|---|---:|---|---|---|"]
     for e in summ:
@@ -482,7 +485,7 @@ def _save(path: str, data: dict) -> None:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(".tmp")
-    tmp.write_text(json.dumps(data, indent=1, default=str))
+    tmp.write_text(json.dumps(data, separators=(",", ":"), default=str))
     tmp.replace(path)
 
 
@@ -553,8 +556,10 @@ def main(argv=None) -> None:
         elapsed = time.perf_counter() - start
         data["seconds"] = elapsed
     if args.auto:
-        for nfe, c in pick_auto(data).items():
-            log(f"auto NFE {nfe}: {c['config']}  (worst ratio to our best {c['worst_ratio']:.3f})")
+        for fam in ("vp", "ve"):
+            for nfe, c in pick_auto(data, fam).items():
+                log(f"auto {fam} NFE {nfe}: {c['config']}  (worst ratio to our best on the "
+                    f"screening runs {c['worst_ratio']:.3f})")
     add_auto_runs(data, problems)
     _save(args.json, data)
     for e in summary(data):

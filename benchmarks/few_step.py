@@ -158,6 +158,11 @@ class Problem:
 
 # -- ours ---------------------------------------------------------------------------------------
 def run_ours(pb: Problem, name: str, nfe: int, **options) -> Run:
+    if name == "auto":  # what auto runs, so that its start level is known
+        from diffplat.samplers.auto import choose
+
+        name, table = choose(nfe, pb.schedule)
+        options = {**table, **options}
     steps = samplers.steps_for_nfe(name, nfe, **options)
     grid = options.get("levels")
     if grid is None:

@@ -175,7 +175,11 @@ def test_guidance_and_inpainting_wrappers(name):
     mask = torch.tensor([1.0, 0.0], dtype=torch.float64)
     wrapped = guidance.Inpainting(den, known, mask, sched, generator=gen)
     out = samplers.get(name)(wrapped, noise, sched, 8, generator=torch.Generator().manual_seed(1))
-    assert torch.equal(out[:, 0], known[:, 0]) and torch.isfinite(out).all()
+    assert torch.isfinite(out).all()
+    if name == "auto":  # auto ends at the smallest level without denoising: within its noise
+        assert float((out[:, 0] - known[:, 0]).abs().max()) < 5 * level_range(sched)[0] * 4
+    else:  # the last step returns the wrapped x0 estimate, exact on the known part
+        assert torch.equal(out[:, 0], known[:, 0])
 
 
 @pytest.mark.parametrize("name", NEW)
@@ -219,10 +223,12 @@ def test_nfe_bookkeeping_and_auto_table():
     assert samplers.nfe_for_steps("heun", 5, denoise_final=False) == 10
     with pytest.raises(ValueError, match="NFE must be an integer >= 1"):
         samplers.steps_for_nfe("unipc", 0)
-    for nfe in (1, 5, 7, 10, 20, 50):
-        name, options = choose(nfe)
-        assert name in samplers.names() and name != "auto"
-    assert set(TABLE) >= {5, 10, 20}
+    for sched in (schedules.get("linear"), schedules.get("edm"), None):
+        for nfe in (1, 5, 7, 10, 20, 50):
+            name, options = choose(nfe, sched)
+            assert name in samplers.names() and name != "auto"
+    assert all(set(TABLE[f]) >= {5, 10, 20} for f in ("vp", "ve"))
+    assert choose(7, schedules.get("cosine")) == choose(5, schedules.get("linear"))
     stats: dict = {}
     samplers.get("auto")(ExactDenoiser(MIX, schedules.get("edm")), _noise(8),
                          schedules.get("edm"), 10, stats=stats)

@@ -100,7 +100,7 @@ def resolve_sampling(module, ckpt, sampler: str | None, steps: int | None, nfe: 
         if nfe is None:
             nfe = steps or (hp.sample_steps if hp.sampler in ("adaptive", "auto") else
                             samplers.nfe_for_steps(hp.sampler, hp.sample_steps))
-        name, table = choose(nfe)
+        name, table = choose(nfe, module.schedule)
         options = {**table, **options}
         steps = samplers.steps_for_nfe(name, nfe, **options)
     elif steps is None:

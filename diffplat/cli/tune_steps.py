@@ -18,7 +18,8 @@ import torch
 from diffplat import samplers
 
 
-def resolve(name: str, nfe: int, options: dict[str, Any]) -> tuple[str, int, dict[str, Any]]:
+def resolve(name: str, nfe: int, options: dict[str, Any], schedule=None
+            ) -> tuple[str, int, dict[str, Any]]:
     """(sampler, steps, options) for a sampler name or ``auto`` at ``nfe`` evaluations."""
     from diffplat.samplers.auto import choose
 
@@ -27,7 +28,7 @@ def resolve(name: str, nfe: int, options: dict[str, Any]) -> tuple[str, int, dic
     samplers.get(name)  # unknown names list the valid ones
     name = name.lower().replace("-", "_")
     if name == "auto":
-        name, table = choose(nfe)
+        name, table = choose(nfe, schedule)
         options = {**table, **options}
     return name, samplers.steps_for_nfe(name, nfe, **options), options
 
@@ -42,7 +43,7 @@ def tune_module(module, ckpt: str | Path, sampler: str, nfe: int,
     from diffplat.samplers.tuning import fit_levels
     from diffplat.training.checkpoint import save_step_schedule
 
-    name, steps, options = resolve(sampler, nfe, dict(options or {}))
+    name, steps, options = resolve(sampler, nfe, dict(options or {}), module.schedule)
     if name in samplers.STOCHASTIC or name == "adaptive":
         raise ValueError(f"tune-steps needs a deterministic fixed-step sampler; {name} is "
                          f"{'adaptive' if name == 'adaptive' else 'stochastic'}")
