@@ -446,6 +446,7 @@ def plot(data: dict, path: str) -> None:
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    import matplotlib.ticker
 
     problems, nfes = data["problems"], data["nfes"]
     fig, axes = plt.subplots(2, len(problems), figsize=(4 * len(problems), 7), squeeze=False)
@@ -457,12 +458,17 @@ def plot(data: dict, path: str) -> None:
                 ys = [best(data["rows"], problem, lib, n, metric) for n in nfes]
                 ax.loglog(nfes, [y[metric] if y else math.nan for y in ys], marker="o",
                           color=colors[lib], label=lib)
+            autos = [next((r for r in data["rows"] if r.get("auto") and r["problem"] == problem
+                           and r["nfe_budget"] == n), None) for n in nfes]
+            ax.loglog(nfes, [a[metric] if a else math.nan for a in autos], marker="s",
+                      ls="--", color=colors["diffplat"], mfc="none", label="diffplat auto")
             if metric == "sw2":
                 fl = data["floors"][problem]
                 ax.axhline(fl["mean"], color="gray", ls="--", label="exact-sample floor")
             ax.set_title(f"{problem}: {'ODE-endpoint error' if metric == 'ode' else 'sliced W2'}",
                          fontsize=9)
             ax.set_xticks(nfes, [str(n) for n in nfes])
+            ax.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
             ax.set_xlabel("NFE")
             ax.grid(True, which="both", alpha=0.3)
     axes[0][0].legend(fontsize=8)
