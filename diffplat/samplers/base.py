@@ -73,8 +73,10 @@ class VEModel:
             t_b, alpha = self._point(level)
         out = self.denoise(y if alpha == 1.0 else y * alpha, t_b)
         self.nfe += 1
-        # max |D| is NaN when any element is NaN and Inf when any is Inf: one cheap pass
-        if self.check_finite and not torch.isfinite(out.abs().amax()):
+        # the sum is NaN or Inf when any element is: one pass without a temporary; only
+        # then the exact test (max |D|), since huge finite values can overflow the sum
+        if self.check_finite and not torch.isfinite(out.sum()) \
+                and not torch.isfinite(out.abs().amax()):
             where = f"step {i}" if i is not None else f"noise level {level:.4g}"
             raise NonFiniteError(
                 f"denoiser returned NaN or Inf at {where} (t={float(t_b[0]):.4f}, "

@@ -103,18 +103,20 @@ def _dpmpp_3m(model, y: Tensor, steps: int, order: int, eta: float, s_noise: flo
             if coefficients == "dpm_solver":  # the reference code's: midpoint, half c2
                 c1 = 0.5 * c0 if p == 2 else c1
                 c2 = c2 / 2
-            terms = [(c0, den)]
+            # the divided differences as weights on the stored D's, so the update is one
+            # pass per evaluation: D1 ~ (D0 - D_1) / r0; D2 ~ (D1_0 - D1_1) / (r0 + r1)
+            w = [c0, 0.0, 0.0]
             if p >= 2:
-                lam0, h0 = hist[-2][0], _lam(level) - hist[-2][0]
-                d1_0 = (den - hist[-2][1]) * (h / h0)  # ~ h D'
+                r0 = (_lam(level) - hist[-2][0]) / h
+                d1_0 = [1 / r0, -1 / r0, 0.0]
                 if p == 2:
-                    terms.append((c1, d1_0))
+                    w = [a + c1 * b for a, b in zip(w, d1_0)]
                 else:
-                    h1 = lam0 - hist[-3][0]
-                    d1_1 = (hist[-2][1] - hist[-3][1]) * (h / h1)
-                    r0, r1 = h0 / h, h1 / h
-                    d2 = (d1_0 - d1_1) / (r0 + r1)  # ~ h^2 D'' / 2
-                    terms += [(c1, d1_0 + d2 * r0), (c2, d2)]
+                    r1 = (hist[-2][0] - hist[-3][0]) / h
+                    d1_1 = [0.0, 1 / r1, -1 / r1]
+                    d2 = [(a - b) / (r0 + r1) for a, b in zip(d1_0, d1_1)]
+                    w = [a + c1 * (b + r0 * c) + c2 * c for a, b, c in zip(w, d1_0, d2)]
+            terms = [(wk, d) for wk, (_, d) in zip(w[:p], reversed(hist[-p:]))]
             y = combine(y, nxt / level * math.exp(-eta * h), terms)
             if eta:
                 y.add_(model.randn_like(y), alpha=nxt * math.sqrt(-math.expm1(-2 * eta * h))
