@@ -77,18 +77,17 @@ def deis_weights(rhos: list[float], rho_next: float, variable: str) -> list[floa
 def _adams(model, y: Tensor, steps: int, order: int, lower_order_final: bool,
            weights) -> Tensor:
     levels = model.levels
-    hist: list[tuple[float, Tensor]] = []  # (rho, eps), newest first
+    hist: list[tuple[float, Tensor]] = []  # (rho, rho eps = y - D), newest first
     for i in range(steps):
         level, nxt = levels[i], levels[i + 1]
         den = model(y, i=i)
-        eps = (y - den).div_(level)
-        hist = [(level, eps), *hist[:order - 1]]
+        hist = [(level, y - den), *hist[:order - 1]]  # eps_k = (y_k - D_k) / rho_k
         p = step_order(i, steps, order, lower_order_final, levels)
         if nxt == 0.0:
             y = den
         else:
             c = weights([r for r, _ in hist[:p]], nxt)
-            y = combine(y, 1.0, [(ck, e) for ck, (_, e) in zip(c, hist)])
+            y = combine(y, 1.0, [(ck / r, d) for ck, (r, d) in zip(c, hist)])
         model.step_done(i, y, den)
     return model.finish(y, steps)
 
