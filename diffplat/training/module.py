@@ -328,6 +328,11 @@ class DiffusionModule(pl.LightningModule):
             stats: dict[str, Any] = {}
             x0 = fn(denoise, noise, self.schedule, steps, generator=gen, noise_space=space,
                     stats=stats, callback=callback, **(sampler_options or {}))
+            if inpaint is not None:
+                # the kept part is the data itself, also for samplers that stop at the
+                # smallest level without a final denoise (denoise_final=False)
+                m = mask.to(x0)
+                x0 = m * known.to(x0) + (1 - m) * x0
             stats_all["nfe"] = stats["nfe"] * (2 if guidance not in (None, 0.0, 1.0) else 1) \
                 * (resample if inpaint is not None else 1)
             parts.append(self.domain.decode(x0.float(), cond))
