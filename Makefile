@@ -9,13 +9,15 @@ DEMO_SAMPLER ?= dpmpp_2m_sde
 DEMO_STEPS ?= 100
 DEMO_DIR ?= runs/demo
 
-.PHONY: demo demo-toy test lint lock clean-demo
+.PHONY: demo demo-toy test lint lock bench clean-demo
 
 # Every install goes through constraints.txt, the lock of the whole environment (exact
 # versions of every package, torch and torchaudio among them), so a fresh machine months from
 # now gets the set that was tested. `make lock` rebuilds it from pyproject.toml's ranges.
 PIP_VERSION := 26.3
 CONSTRAINTS := constraints.txt
+# the peer of benchmarks/error_vs_nfe.py; --no-deps: see the bench extra in pyproject.toml
+K_DIFFUSION := 0.1.1.post1
 
 $(STAMP): pyproject.toml $(CONSTRAINTS)
 	@command -v $(PY) >/dev/null || { echo "need $(PY) on PATH"; exit 1; }
@@ -30,7 +32,8 @@ lock:
 	@command -v $(PY) >/dev/null || { echo "need $(PY) on PATH"; exit 1; }
 	rm -rf .venv-lock && $(PY) -m venv .venv-lock
 	.venv-lock/bin/python -m pip install --quiet "pip==$(PIP_VERSION)"
-	.venv-lock/bin/python -m pip install --quiet -e ".[dev]"
+	.venv-lock/bin/python -m pip install --quiet -e ".[dev,bench]"
+	.venv-lock/bin/python -m pip install --quiet --no-deps "k-diffusion==$(K_DIFFUSION)"
 	{ echo "# The tested environment: make uses it for every install; make lock rewrites it."; \
 	  .venv-lock/bin/python -m pip freeze --all --exclude-editable | grep -v "^pip=="; \
 	} > $(CONSTRAINTS)
@@ -53,6 +56,11 @@ demo-toy: $(STAMP)
 test: $(STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/python -m pytest -q
+
+# The benchmark-only peers: the bench extra, then k-diffusion without its image-model deps.
+bench: $(STAMP)
+	$(BIN)/python -m pip install --quiet -c $(CONSTRAINTS) -e ".[dev,bench]"
+	$(BIN)/python -m pip install --quiet -c $(CONSTRAINTS) --no-deps "k-diffusion==$(K_DIFFUSION)"
 
 lint: $(STAMP)
 	$(BIN)/ruff check .

@@ -1,22 +1,43 @@
-"""Error against NFE on the Gaussian mixture: our samplers and diffusers' schedulers.
+"""Few-step accuracy against NFE: our samplers against diffusers' and k-diffusion's, each
+library at its best configuration per NFE, on exact-denoiser Gaussian mixtures.
 
-The set-up of tests/test_peer_parity.py (see benchmarks/peers.py), over a range of NFE:
-2-D default mixture, exact denoiser, DDPM linear schedule, float64, diffusers with the
-trailing grid. For each NFE it runs our ddim / euler / heun / dpmpp_2m on our default grid
-(Karras, rho = 7) and on diffusers' trailing grid, and the four diffusers schedulers, plus
-our adaptive Dormand-Prince solver at a few tolerances (its NFE is whatever it needs).
+Problems (benchmarks/few_step.py): VP (DDPM linear betas) and VE (EDM sigmas, 0.002 to 80),
+each on a 2-D mixture of 8 components (std 0.18 to 0.42) and a 16-D mixture of 12 narrow
+components (std 0.03 to 0.07). Every library sweeps its options at NFE 5, 10 and 20:
 
-Reported per run: the RMS distance to the exact probability-flow ODE endpoint from the
-run's own start (scipy DOP853, rtol = atol = 1e-10) and the unbiased MMD^2 to the exact
-mixture, whose spread for exact samples of the same size is given as the floor.
+* ours: unipc (order 1-3, bh1/bh2), dpmpp_3m (Taylor and the reference code's weights),
+  dpmpp_2m, deis (order 2-4, log-rho and rho), ipndm (order 2-4), heun, euler; spacings
+  karras, log_snr, polynomial, uniform_t (VP) and trailing, leading (VP); top level 80,
+  40, 20 or the schedule's own (VP, 157); denoise at the last step or not; lower-order
+  final steps or not; and for our three best samplers per NFE (by the screened ODE error) a
+  step schedule fitted with diffplat.samplers.tuning on 1000 other start noises;
+* diffusers: UniPCMultistepScheduler (order 1-3, bh1/bh2), DEISMultistepScheduler (order
+  1-3), DPMSolverMultistepScheduler (order 1-3; dpmsolver++, sde-dpmsolver++, dpmsolver;
+  midpoint/heun), EDMDPMSolverMultistepScheduler (VE; karras/exponential), with
+  timestep_spacing linspace/leading/trailing or Karras sigmas, final_sigmas_type zero or
+  sigma_min;
+* k-diffusion (k_diffusion.sampling): euler, heun, lms (order 1-4), dpmpp_2m,
+  dpmpp_2m_sde (eta 0; midpoint/heun), dpmpp_3m_sde (eta 0 and 1), dpm_2,
+  dpmpp_2s_ancestral (eta 0), dpm_fast; sigmas karras (rho 7) over the table's range and
+  over [0.002, 80], exponential, the VP grid (VP), and our karras/log_snr/polynomial grids.
 
-    python benchmarks/error_vs_nfe.py [--markdown docs/core.md] [--plot docs/img/error_vs_nfe.png]
+Every configuration is first screened on the first ``--screen`` samples; the ``--top``
+best per library and metric are rerun on all samples, and only those full runs count. Best
+per library = smallest ODE-endpoint error among its deterministic configurations, and
+separately smallest sliced W2 among all (stochastic ones too). The ratio is ours / the best
+peer's; k-diffusion is also run on our grids, reported apart (solver against grid). The
+raw results (screening included) go to a JSON file (``--json``), from which ``--auto``
+picks the configuration of ``--sampler auto`` and the tables are redrawn without rerunning.
+
+    python benchmarks/error_vs_nfe.py [--samples 20000] [--markdown docs/core.md]
 """
 
 from __future__ import annotations
 
 import argparse
-import statistics
+import itertools
+import json
+import math
 import sys
 import time
 from pathlib import Path
@@ -25,120 +46,390 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from benchmarks.peers import (  # noqa: E402
-    PEERS,
-    ReferenceCache,
-    end_level,
-    evaluate,
-    linear_setup,
-    machine_info,
+from benchmarks.few_step import (  # noqa: E402
+    MIXTURES,
+    SETTINGS,
+    Problem,
+    k_steps,
+    run_diffusers,
+    run_kdiff,
     run_ours,
-    run_peer,
-    write_marked,
 )
-from domains.toy.metrics import mmd2_to_mixture  # noqa: E402
+from benchmarks.peers import machine_info, write_marked  # noqa: E402
+from diffplat.samplers.grids import DISCRETE, level_range, noise_levels  # noqa: E402
 
-#: (row label, how to run it); the label says which grid
-VARIANTS = [
-    ("ours, default grid", {}),
-    ("ours, trailing grid", {"spacing": "trailing"}),
-    ("diffusers", None),
-]
+LIBRARIES = ("diffplat", "diffusers", "k-diffusion")  # the best peer is one of the last two
+MULTISTEP = ("unipc", "dpmpp_3m", "deis", "ipndm")
 
 
-def measure(nfes: list[int], tolerances: list[float], n: int, seed: int) -> dict:
-    sched, mix, noise = linear_setup(n, seed)
-    refs = ReferenceCache(mix, end_level(sched))
-    fixed: dict[tuple[str, str, int], dict] = {}
-    for name in PEERS:
-        for nfe in nfes:
-            for label, options in VARIANTS:
-                if options is None:
-                    run = run_peer(name, noise, mix, nfe)
-                else:
-                    run = run_ours(name, noise, sched, mix, nfe, **options)
-                res = evaluate(run, refs, mix)
-                fixed[name, label, nfe] = res
-                print(f"{name:9s} {label:20s} NFE {res['nfe']:4d}  ODE error "
-                      f"{res['ode_err']:.4e}  MMD^2 {res['mmd2']:+.3e}", flush=True)
-    adaptive = []
-    for tol in tolerances:
-        res = evaluate(run_ours("adaptive", noise, sched, mix, rtol=tol, atol=tol), refs, mix)
-        adaptive.append({"tol": tol, **res})
-        print(f"adaptive  tol {tol:.0e}  NFE {res['nfe']:4d}  ODE error {res['ode_err']:.4e}  "
-              f"MMD^2 {res['mmd2']:+.3e}", flush=True)
-    exact = [mmd2_to_mixture(mix.sample(n, torch.Generator().manual_seed(1000 + s)), mix)
-             for s in range(8)]
-    floor = {"mean": statistics.mean(exact), "std": statistics.stdev(exact)}
-    return {"fixed": fixed, "adaptive": adaptive, "floor": floor}
+def our_samplers() -> list[tuple[str, dict]]:
+    out = [("unipc", {"order": o, "variant": v}) for o in (1, 2, 3) for v in ("bh1", "bh2")]
+    out += [("dpmpp_3m", {"coefficients": c}) for c in ("taylor", "dpm_solver")]
+    out += [("dpmpp_2m", {})]
+    out += [("deis", {"order": o, "variable": v}) for o in (2, 3, 4) for v in ("log_rho", "rho")]
+    out += [("ipndm", {"order": o}) for o in (2, 3, 4)]
+    return out + [("heun", {}), ("euler", {})]
 
 
-def markdown(res: dict, nfes: list[int], info: dict, args, elapsed: float) -> str:
-    fixed, floor = res["fixed"], res["floor"]
-    heun_nfes = ", ".join(str(fixed["heun", "diffusers", n]["nfe"]) for n in nfes)
-    cmd = (f"python benchmarks/error_vs_nfe.py --samples {args.samples} --seed {args.seed} "
-           f"--nfe {' '.join(map(str, nfes))} "
-           f"--tolerances {' '.join(f'{t:g}' for t in args.tolerances)}")
+def our_configs(setting: str) -> list[tuple[str, dict]]:
+    spacings = ["karras", "log_snr", "polynomial"]
+    if setting == "vp":
+        spacings += ["uniform_t", "trailing", "leading"]
+    configs = []
+    for (name, base), spacing in itertools.product(our_samplers(), spacings):
+        # the top level: 80 (default), the schedule's own (VP: 157) and two lower starts,
+        # which is what diffusers' "leading" spacing amounts to
+        tops = [None] if spacing in DISCRETE else [None, 40.0, 20.0] if setting == "ve" \
+            else [None, math.inf, 40.0, 20.0]
+        finals = (True,) if spacing == "leading" else (True, False)  # leading ends at step 0
+        for top, final in itertools.product(tops, finals):
+            for lof in (True, False) if name in MULTISTEP else (None,):
+                opts = {**base, "spacing": spacing, "denoise_final": final}
+                if top is not None:
+                    opts["level_max"] = top
+                if lof is not None:
+                    opts["lower_order_final"] = lof
+                configs.append((name, opts))
+    return configs
+
+
+def diffusers_configs(setting: str) -> list[tuple[str, dict]]:
+    grids = [{"timestep_spacing": s} for s in ("linspace", "leading", "trailing")]
+    grids.append({"use_karras_sigmas": True})
+    out = []
+    for order, bh, grid, final in itertools.product((1, 2, 3), ("bh1", "bh2"), grids,
+                                                    ("zero", "sigma_min")):
+        out.append(("UniPCMultistepScheduler", {"solver_order": order, "solver_type": bh,
+                                                "final_sigmas_type": final, **grid}))
+    for order, grid in itertools.product((1, 2, 3), grids):
+        out.append(("DEISMultistepScheduler", {"solver_order": order, **grid}))
+    for order, alg, st, grid in itertools.product(
+            (1, 2, 3), ("dpmsolver++", "sde-dpmsolver++", "dpmsolver"), ("midpoint", "heun"),
+            grids):
+        for final in ("zero", "sigma_min") if alg != "dpmsolver" else ("sigma_min",):
+            out.append(("DPMSolverMultistepScheduler",
+                        {"solver_order": order, "algorithm_type": alg, "solver_type": st,
+                         "final_sigmas_type": final, **grid}))
+    if setting == "ve":
+        for order, alg, st, sch, final in itertools.product(
+                (1, 2, 3), ("dpmsolver++", "sde-dpmsolver++"), ("midpoint", "heun"),
+                ("karras", "exponential"), ("zero", "sigma_min")):
+            out.append(("EDMDPMSolverMultistepScheduler",
+                        {"solver_order": order, "algorithm_type": alg, "solver_type": st,
+                         "sigma_schedule": sch, "final_sigmas_type": final,
+                         "prediction_type": "epsilon"}))
+    return out
+
+
+K_SAMPLERS = [("sample_euler", {}), ("sample_heun", {}), ("sample_dpm_2", {}),
+              *[("sample_lms", {"order": o}) for o in (1, 2, 3, 4)],
+              ("sample_dpmpp_2m", {}),
+              *[("sample_dpmpp_2m_sde", {"eta": 0.0, "solver_type": s})
+                for s in ("midpoint", "heun")],
+              ("sample_dpmpp_3m_sde", {"eta": 0.0}), ("sample_dpmpp_3m_sde", {"eta": 1.0}),
+              ("sample_dpmpp_2s_ancestral", {"eta": 0.0}), ("sample_dpm_fast", {})]
+
+
+def k_grids(pb: Problem, steps: int) -> list[tuple[str, torch.Tensor]]:
+    ks = __import__("benchmarks.few_step", fromlist=["k_sampling"]).k_sampling()
+    lo, hi = level_range(pb.schedule, level_min=0.0, level_max=math.inf)
+    grids = [("karras (table range)", ks.get_sigmas_karras(steps, lo, hi, 7.0).double()),
+             ("exponential (table range)", ks.get_sigmas_exponential(steps, lo, hi).double())]
+    if pb.setting == "vp":
+        grids.append(("karras [0.01, 80]", ks.get_sigmas_karras(steps, lo, 80.0, 7.0).double()))
+        grids.append(("vp", ks.get_sigmas_vp(steps).double()))
+    for spacing in ("karras", "log_snr", "polynomial"):
+        grids.append((f"ours: {spacing}", noise_levels(pb.schedule, steps, spacing)))
+    return grids
+
+
+def describe(opts: dict) -> str:
+    return ", ".join(f"{k}={'inf' if v == math.inf else v}" for k, v in opts.items())
+
+
+def candidates(pb: Problem, nfe: int) -> list[tuple[str, str, object]]:
+    """Every (library, label, run) of the sweep at one NFE."""
+    out = []
+    for name, opts in our_configs(pb.setting):
+        out.append(("diffplat", f"{name}: {describe(opts)}",
+                    lambda pb, name=name, opts=opts: run_ours(pb, name, nfe, **opts)))
+    for cls, opts in diffusers_configs(pb.setting):
+        out.append(("diffusers", f"{cls}: {describe(opts)}",
+                    lambda pb, cls=cls, opts=opts: run_diffusers(pb, cls, nfe, **opts)))
+    for name, opts in K_SAMPLERS:
+        steps = k_steps(name, nfe)
+        for glabel, grid in k_grids(pb, steps):
+            if name == "sample_dpm_fast" and not glabel.startswith("karras (table"):
+                continue  # dpm_fast makes its own grid from the two end levels
+            lib = "k-diffusion on our grids" if glabel.startswith("ours") else "k-diffusion"
+            out.append((lib, f"{name}: {describe(opts)}, sigmas {glabel}",
+                        lambda pb, name=name, opts=opts, grid=grid:
+                        run_kdiff(pb, name, nfe, grid, **opts)))
+    return out
+
+
+def _evaluate(pb: Problem, run_fn) -> dict:
+    try:
+        return pb.evaluate(run_fn(pb))
+    except Exception as err:  # noqa: BLE001 - a configuration a library refuses
+        return {"error": f"{type(err).__name__}: {str(err).splitlines()[0][:120]}"}
+
+
+def sweep(pb: Problem, nfes: list[int], screen: int, top: int, fit_top: int, log) -> list[dict]:
+    """Screen every configuration on the first ``screen`` samples, rerun the ``top`` best
+    per library and metric on all samples, and fit step schedules for our ``fit_top`` best
+    samplers (on separate noise)."""
+    rows = []
+    small = pb.subset(screen)
+    for nfe in nfes:
+        t0 = time.perf_counter()
+        cands = candidates(pb, nfe)
+        screened = []
+        for lib, label, fn in cands:
+            res = _evaluate(small, fn)
+            screened.append((lib, label, fn, res))
+            rows.append({"problem": pb.label, "library": lib, "config": label,
+                         "nfe_budget": nfe, "screen": True,
+                         **{k: res[k] for k in ("nfe", "ode", "sw2", "error") if k in res}})
+        t1 = time.perf_counter()
+        keep: dict[str, tuple] = {}
+        for lib in {c[0] for c in cands}:
+            for metric in ("ode", "sw2"):
+                ok = [c for c in screened if c[0] == lib and c[3].get(metric) is not None
+                      and math.isfinite(c[3][metric]) and c[3]["nfe"] <= nfe]
+                for c in sorted(ok, key=lambda c: c[3][metric])[:top]:
+                    keep[c[1]] = c
+        for lib, label, fn, _ in keep.values():
+            rows.append({"problem": pb.label, "library": lib, "config": label, "nfe_budget": nfe,
+                         **_evaluate(pb, fn)})
+        t2 = time.perf_counter()
+        rows += fitted(pb, nfe, screened, fit_top)
+        log(f"{pb.label} NFE {nfe}: screened {len(cands)} configurations on {screen} samples "
+            f"in {t1 - t0:.0f} s, reran {len(keep)} on {len(pb.noise)} in {t2 - t1:.0f} s, "
+            f"fitted {fit_top} schedules in {time.perf_counter() - t2:.0f} s")
+    return rows
+
+
+def fitted(pb: Problem, nfe: int, screened: list, fit_top: int) -> list[dict]:
+    """Our best deterministic samplers (by screened ODE error, one per sampler and order)
+    with a step schedule fitted by diffplat.samplers.tuning on 1000 other start noises."""
+    from diffplat import samplers
+    from diffplat.samplers.tuning import fit_levels
+    from domains.toy import ExactDenoiser
+
+    ours = sorted((c for c in screened if c[0] == "diffplat" and c[3].get("ode") is not None
+                   and math.isfinite(c[3]["ode"])), key=lambda c: c[3]["ode"])
+    seen, rows = set(), []
+    fit_noise = torch.randn(1000, pb.mix.dim, dtype=torch.float64,
+                            generator=torch.Generator().manual_seed(99 + nfe))
+    for _, label, _, _ in ours:
+        name, opts = parse_label(label)
+        key = (name, opts.get("order"), opts.get("variant"), opts.get("coefficients"),
+               opts.get("variable"))
+        if key in seen:
+            continue
+        seen.add(key)
+        batch = (ExactDenoiser(pb.mix, pb.schedule), fit_noise, None)
+        try:
+            fit = fit_levels(samplers.get(name), [batch], pb.schedule,
+                             samplers.steps_for_nfe(name, nfe), opts)
+        except Exception as err:  # noqa: BLE001 - reported as the row's error
+            rows.append({"problem": pb.label, "library": "diffplat", "nfe_budget": nfe,
+                         "config": f"{label} (fit failed)", "error": str(err)[:200]})
+            continue
+        rest = {k: v for k, v in opts.items() if k not in ("spacing", "level_max")}
+        res = _evaluate(pb, lambda pb, name=name, rest=rest, fit=fit:
+                        run_ours(pb, name, nfe, levels=fit["levels"], **rest))
+        rows.append({"problem": pb.label, "library": "diffplat", "nfe_budget": nfe,
+                     "config": f"{name}: {describe(rest)}, spacing=fitted "
+                               f"(from {label.split(': ')[1]})",
+                     "levels": fit["levels"], **res})
+        if len(seen) >= fit_top:
+            break
+    return rows
+
+
+def parse_label(label: str) -> tuple[str, dict]:
+    name, rest = label.split(": ", 1)
+    opts = {}
+    for part in rest.split(", "):
+        if "=" not in part:
+            continue
+        k, v = part.split("=", 1)
+        if v in ("True", "False"):
+            opts[k] = v == "True"
+        elif v == "inf":
+            opts[k] = math.inf
+        else:
+            try:
+                opts[k] = int(v)
+            except ValueError:
+                try:
+                    opts[k] = float(v)
+                except ValueError:
+                    opts[k] = v
+    return name, opts
+
+
+def best(rows: list[dict], problem: str, library: str, nfe: int, metric: str,
+         screen: bool = False, fixed_grid: bool = False) -> dict | None:
+    """The library's best full run (or, with ``screen``, screening run) by ``metric``;
+    ``fixed_grid`` leaves out fitted step schedules."""
+    cands = [r for r in rows if r["problem"] == problem and r["library"] == library
+             and r["nfe_budget"] == nfe and r.get(metric) is not None
+             and bool(r.get("screen")) == screen and math.isfinite(r[metric])
+             and r["nfe"] <= nfe and not (fixed_grid and "fitted" in r["config"])]
+    return min(cands, key=lambda r: r[metric]) if cands else None
+
+
+def same_grid(pb: Problem, rows: list[dict], nfes: list[int]) -> list[dict]:
+    """The best diffusers solver (by ODE error) rerun on our best configuration's grid."""
+    out = []
+    for nfe in nfes:
+        ours = best(rows, pb.label, "diffplat", nfe, "ode")
+        peer = best(rows, pb.label, "diffusers", nfe, "ode")
+        if ours is None or peer is None or peer["config"].startswith("EDM"):
+            continue
+        cls, kw = parse_label(peer["config"])
+        kw.pop("timestep_spacing", None)
+        kw.pop("use_karras_sigmas", None)
+        _, grid_opts = parse_label(ours["config"])
+        if "levels" in ours:
+            grid = torch.tensor(ours["levels"], dtype=torch.float64)
+        else:
+            grid = noise_levels(pb.schedule, nfe, grid_opts.get("spacing"),
+                                level_max=grid_opts.get("level_max"),
+                                denoise_final=grid_opts.get("denoise_final", True))
+        kw["final_sigmas_type"] = "zero" if float(grid[-1]) == 0 else "sigma_min"
+        if cls == "DEISMultistepScheduler":
+            kw.pop("final_sigmas_type")
+        try:
+            res = pb.evaluate(run_diffusers(pb, cls, nfe, grid=grid, **kw))
+        except Exception as err:  # noqa: BLE001
+            res = {"error": str(err)[:120]}
+        out.append({"problem": pb.label, "nfe_budget": nfe, "peer": peer["config"],
+                    "peer_ode": peer["ode"], "ours": ours["config"], "ours_ode": ours["ode"],
+                    "peer_on_our_grid": res.get("ode")})
+    return out
+
+
+def summary(data: dict) -> list[dict]:
+    rows, out = data["rows"], []
+    for problem in data["problems"]:
+        for nfe in data["nfes"]:
+            entry = {"problem": problem, "nfe": nfe, "floor": data["floors"][problem]}
+            for metric in ("ode", "sw2"):
+                ours = best(rows, problem, "diffplat", nfe, metric)
+                peers = [b for lib in LIBRARIES[1:]
+                         if (b := best(rows, problem, lib, nfe, metric)) is not None]
+                peer = min(peers, key=lambda r: r[metric]) if peers else None
+                entry[metric] = {"ours": ours, "peer": peer,
+                                 "fixed": best(rows, problem, "diffplat", nfe, metric,
+                                               fixed_grid=True),
+                                 "ratio": ours[metric] / peer[metric] if ours and peer else None}
+            auto = [r for r in rows if r["problem"] == problem and r["nfe_budget"] == nfe
+                    and r.get("auto")]
+            entry["auto"] = auto[0] if auto else None
+            out.append(entry)
+    return out
+
+
+def pick_auto(data: dict, family: str) -> dict[int, dict]:
+    """Per NFE, our fixed-grid configuration (no fitted schedule: auto knows no model) with
+    the smallest worst-case ratio to our best over the family's problems ("vp" or "ve")
+    and both metrics, on the screening runs (every configuration ran there); sliced W2
+    counts only above the screening floor (mean + 2 std)."""
+    rows = [r for r in data["rows"] if r.get("screen") and r["library"] == "diffplat"]
+    problems = [p for p in data["problems"] if p.lower().startswith(family)]
+    choice = {}
+    for nfe in data["nfes"]:
+        scores: dict[str, float] = {}
+        seen: dict[str, int] = {}
+        for problem in problems:
+            fl = data["screen_floors"][problem]
+            clamp = fl["mean"] + 2 * fl["std"]
+            for metric in ("ode", "sw2"):
+                top = best(rows, problem, "diffplat", nfe, metric, screen=True)
+                for r in rows:
+                    if r["problem"] != problem or r["nfe_budget"] != nfe or \
+                            r.get(metric) is None or not math.isfinite(r[metric]):
+                        continue
+                    if metric == "sw2":
+                        ratio = max(r["sw2"], clamp) / max(top["sw2"], clamp)
+                    else:
+                        ratio = r["ode"] / top["ode"]
+                    scores[r["config"]] = max(scores.get(r["config"], 0.0), ratio)
+                    seen[r["config"]] = seen.get(r["config"], 0) + 1
+        full = 2 * len(problems)
+        config = min((c for c in scores if seen[c] == full), key=scores.get)
+        choice[nfe] = {"config": config, "worst_ratio": scores[config]}
+    return choice
+
+
+def fmt(r: dict | None, metric: str) -> str:
+    return "-" if r is None else f"{r[metric]:.3g}"
+
+
+def markdown(data: dict, info: dict, args, elapsed: float) -> str:
+    summ = summary(data)
+    cmd = (f"python benchmarks/error_vs_nfe.py --samples {args.samples} --ode-samples "
+           f"{args.ode_samples} --nfe {' '.join(map(str, data['nfes']))}")
     lines = [
-        "### Error against NFE on the Gaussian mixture",
+        "### Few-step accuracy against the peers",
         "",
-        f"`{cmd}` on {info['date']} ({elapsed:.0f} s; CPU {info['cpu']}, {info['threads']} "
-        f"torch threads, torch {info['torch']}, diffusers {info['diffusers']}).",
+        f"`{cmd}` on {info['date']} ({elapsed / 60:.0f} min; CPU {info['cpu']}, "
+        f"{info['threads']} torch thread, torch {info['torch']}, diffusers "
+        f"{info['diffusers']}, k-diffusion {data.get('k_diffusion', '?')}).",
         "",
-        f"2-D default mixture, exact denoiser, DDPM linear schedule, {args.samples} samples in "
-        "float64. ODE error: RMS distance to the exact probability-flow ODE endpoint from each "
-        "run's own start (scipy DOP853, rtol = atol = 1e-10). Ours on our default grid (Karras, "
-        "rho = 7, noise levels 80 to 0.01) and on diffusers' trailing grid; diffusers "
-        "0.42 schedulers with `timestep_spacing=\"trailing\"`, DDPM betas, `clip_sample=False` "
-        "for DDIM, DPM-Solver++ 2M. Heun spends 2K - 1 evaluations on K steps, so it runs at "
-        f"the largest such NFE not above the column's ({heun_nfes}), on both sides. **Bold**: "
-        "the smaller error of ours (default grid) and diffusers.",
+        f"Exact denoisers, float64, {args.samples} samples from one seed; ODE error over the "
+        f"first {args.ode_samples}. Each library at its best configuration per NFE "
+        f"({data['counts']}); ratio = ours / the best peer. Sliced-W2 floor: two exact "
+        "samples of the same size (mean +- std over 8 seeds); a ratio whose peer value lies "
+        "within the floor's mean + 2 std is marked (floor): there the comparison is noise.",
         "",
-        "ODE error (lower is better):",
-        "",
-        "| sampler | grid | " + " | ".join(f"NFE {n}" for n in nfes) + " |",
-        "|---|---|" + "---:|" * len(nfes),
+        "| problem | NFE | ODE error ours | best peer | ratio | sliced W2 ours | best peer | "
+        "ratio | W2 floor | auto / best peer (ODE, W2) | auto / ours | auto / ours on fixed "
+        "grids |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
-    for name in PEERS:
-        for label, _ in VARIANTS:
-            cells = []
-            for nfe in nfes:
-                err = fixed[name, label, nfe]["ode_err"]
-                cell = f"{err:.3g}"
-                other = {"ours, default grid": "diffusers",
-                         "diffusers": "ours, default grid"}.get(label)
-                if other is not None and err < fixed[name, other, nfe]["ode_err"]:
-                    cell = f"**{cell}**"
-                cells.append(cell)
-            who = name if label != "diffusers" else PEERS[name]
-            grid = label.split(", ")[1] if label != "diffusers" else "trailing"
-            lines.append(f"| {who} | {grid} | " + " | ".join(cells) + " |")
-    lines += [
-        "",
-        f"MMD^2 to the exact mixture (unbiased, bandwidth 1; exact samples of the same size: "
-        f"{floor['mean']:+.1e} +- {floor['std']:.1e}):",
-        "",
-        "| sampler | grid | " + " | ".join(f"NFE {n}" for n in nfes) + " |",
-        "|---|---|" + "---:|" * len(nfes),
-    ]
-    for name in PEERS:
-        for label, _ in VARIANTS:
-            who = name if label != "diffusers" else PEERS[name]
-            grid = label.split(", ")[1] if label != "diffusers" else "trailing"
-            cells = [f"{fixed[name, label, nfe]['mmd2']:+.1e}" for nfe in nfes]
-            lines.append(f"| {who} | {grid} | " + " | ".join(cells) + " |")
-    lines += [
-        "",
-        "Our adaptive Dormand-Prince 5(4) solver (rtol = atol = tolerance; from noise level 80):",
-        "",
-        "| tolerance | NFE | ODE error | MMD^2 |",
-        "|---:|---:|---:|---:|",
-    ]
-    for row in res["adaptive"]:
-        lines.append(f"| {row['tol']:g} | {row['nfe']} | {row['ode_err']:.3g} | "
-                     f"{row['mmd2']:+.1e} |")
+    for e in summ:
+        fl = e["floor"]
+        r_sw = e["sw2"]["ratio"]
+        peer_sw = e["sw2"]["peer"]
+        at_floor = peer_sw is not None and peer_sw["sw2"] <= fl["mean"] + 2 * fl["std"]
+        auto = e["auto"]
+        a_peer = a_all = a_fix = "-"
+        if auto:
+            def pair(key, auto=auto, e=e):
+                return (f"{auto['ode'] / e['ode'][key]['ode']:.2f}, "
+                        f"{auto['sw2'] / e['sw2'][key]['sw2']:.2f}")
+
+            a_peer, a_all, a_fix = pair("peer"), pair("ours"), pair("fixed")
+        lines.append(
+            f"| {e['problem']} | {e['nfe']} | {fmt(e['ode']['ours'], 'ode')} | "
+            f"{fmt(e['ode']['peer'], 'ode')} | **{e['ode']['ratio']:.3f}** | "
+            f"{fmt(e['sw2']['ours'], 'sw2')} | {fmt(peer_sw, 'sw2')} | "
+            f"**{r_sw:.3f}**{' (floor)' if at_floor else ''} | {fl['mean']:.3g} +- "
+            f"{fl['std']:.1g} | {a_peer} | {a_all} | {a_fix} |")
+    lines += ["", "The winning configurations:", "",
+              "| problem | NFE | metric | ours | best peer |", "|---|---:|---|---|---|"]
+    for e in summ:
+        for metric in ("ode", "sw2"):
+            o, p = e[metric]["ours"], e[metric]["peer"]
+            lines.append(f"| {e['problem']} | {e['nfe']} | {metric} | `{o['config']}` | "
+                         f"{p['library']}: `{p['config']}` |")
+    if data.get("same_grid"):
+        lines += ["", "Solver against grid: the best diffusers solver (by ODE error) rerun on "
+                  "the grid of our best configuration:", "",
+                  "| problem | NFE | ours | diffusers, own grid | diffusers, our grid |",
+                  "|---|---:|---:|---:|---:|"]
+        for s in data["same_grid"]:
+            pg = s["peer_on_our_grid"]
+            lines.append(f"| {s['problem']} | {s['nfe_budget']} | {s['ours_ode']:.3g} | "
+                         f"{s['peer_ode']:.3g} | {'-' if pg is None else f'{pg:.3g}'} |")
     if args.plot:
-        lines += ["", f"![error against NFE]({_relative(args.plot, args.markdown)})"]
+        rel = _relative(args.plot, args.markdown)
+        lines += ["", f"![best error against NFE per library]({rel})"]
     return "\n".join(lines)
 
 
@@ -150,76 +441,144 @@ def _relative(target: str, markdown_file: str | None) -> str:
     return os.path.relpath(Path(target).resolve(), Path(markdown_file).resolve().parent)
 
 
-def plot(res: dict, nfes: list[int], path: str) -> None:
+def plot(data: dict, path: str) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
     import matplotlib.ticker
 
-    fixed, floor = res["fixed"], res["floor"]
-    colors = dict(zip(PEERS, ["tab:blue", "tab:orange", "tab:green", "tab:red"]))
-    styles = {"ours, default grid": dict(ls="-", marker="o"),
-              "ours, trailing grid": dict(ls=":", marker="s", mfc="none"),
-              "diffusers": dict(ls="--", marker="x")}
-    fig, axes = plt.subplots(1, 2, figsize=(12, 6.2))
-    for name in PEERS:
-        for label, _ in VARIANTS:
-            xs = [fixed[name, label, n]["nfe"] for n in nfes]
-            who = name if label != "diffusers" else PEERS[name]
-            kw = dict(color=colors[name], label=f"{who} ({label.split(', ')[-1]})",
-                      **styles[label])
-            axes[0].loglog(xs, [fixed[name, label, n]["ode_err"] for n in nfes], **kw)
-            axes[1].plot(xs, [fixed[name, label, n]["mmd2"] for n in nfes], **kw)
-    ad = res["adaptive"]
-    kw = dict(color="black", ls="none", marker="*", ms=10, label="adaptive (ours, tolerances "
-              + ", ".join(f"{r['tol']:g}" for r in ad) + ")")
-    axes[0].loglog([r["nfe"] for r in ad], [r["ode_err"] for r in ad], **kw)
-    axes[1].plot([r["nfe"] for r in ad], [r["mmd2"] for r in ad], **kw)
-    axes[0].set(xlabel="NFE", ylabel="RMS distance to exact ODE endpoint",
-                title="ODE error (DDPM linear schedule, 2-D mixture)")
-    axes[1].axhspan(floor["mean"] - 2 * floor["std"], floor["mean"] + 2 * floor["std"],
-                    color="gray", alpha=0.25, label="MMD^2 of exact samples (+-2 std)")
-    axes[1].set_xscale("log")
-    axes[1].set_yscale("symlog", linthresh=max(floor["std"], 1e-6))
-    axes[1].set(xlabel="NFE", ylabel="unbiased MMD^2 to the mixture", title="MMD^2")
-    for ax in axes:
-        ax.grid(True, which="both", alpha=0.3)
-        ax.set_xticks(nfes, [str(n) for n in nfes])
-        ax.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
-    handles, labels = axes[1].get_legend_handles_labels()
-    fig.legend(handles, labels, loc="lower center", bbox_to_anchor=(0.5, 0.035), ncol=4,
-               fontsize=7.5, frameon=False)
-    fig.text(0.5, 0.005, "ddim and euler coincide (DDIM is Euler in the noise-level frame), "
-             "and so do ours on the trailing grid and diffusers", ha="center", fontsize=7.5)
-    fig.tight_layout(rect=(0, 0.2, 1, 1))
+    problems, nfes = data["problems"], data["nfes"]
+    fig, axes = plt.subplots(2, len(problems), figsize=(4 * len(problems), 7), squeeze=False)
+    colors = {"diffplat": "tab:red", "diffusers": "tab:blue", "k-diffusion": "tab:green"}
+    for j, problem in enumerate(problems):
+        for i, metric in enumerate(("ode", "sw2")):
+            ax = axes[i][j]
+            for lib in LIBRARIES:
+                ys = [best(data["rows"], problem, lib, n, metric) for n in nfes]
+                ax.loglog(nfes, [y[metric] if y else math.nan for y in ys], marker="o",
+                          color=colors[lib], label=lib)
+            autos = [next((r for r in data["rows"] if r.get("auto") and r["problem"] == problem
+                           and r["nfe_budget"] == n), None) for n in nfes]
+            ax.loglog(nfes, [a[metric] if a else math.nan for a in autos], marker="s",
+                      ls="--", color=colors["diffplat"], mfc="none", label="diffplat auto")
+            if metric == "sw2":
+                fl = data["floors"][problem]
+                ax.axhline(fl["mean"], color="gray", ls="--", label="exact-sample floor")
+            ax.set_title(f"{problem}: {'ODE-endpoint error' if metric == 'ode' else 'sliced W2'}",
+                         fontsize=9)
+            ax.set_xticks(nfes, [str(n) for n in nfes])
+            ax.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
+            ax.set_xlabel("NFE")
+            ax.grid(True, which="both", alpha=0.3)
+    axes[0][0].legend(fontsize=8)
+    fig.tight_layout()
     Path(path).parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=120)
+    fig.savefig(path, dpi=110)
     plt.close(fig)
+
+
+def add_auto_runs(data: dict, problems: dict[str, Problem]) -> None:
+    """Run ``--sampler auto`` itself on every problem and NFE (as a user would call it)."""
+    for pb in problems.values():
+        for nfe in data["nfes"]:
+            res = pb.evaluate(run_ours(pb, "auto", nfe))
+            data["rows"].append({"problem": pb.label, "library": "diffplat-auto",
+                                 "config": "auto", "nfe_budget": nfe, "auto": True, **res})
+
+
+def _save(path: str, data: dict) -> None:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(data, separators=(",", ":"), default=str))
+    tmp.replace(path)
 
 
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--nfe", type=int, nargs="+", default=[5, 10, 20, 50, 100])
-    parser.add_argument("--tolerances", type=float, nargs="+", default=[1e-2, 1e-3, 1e-4, 1e-5])
-    parser.add_argument("--samples", type=int, default=2000)
+    parser.add_argument("--nfe", type=int, nargs="+", default=[5, 10, 20])
+    parser.add_argument("--samples", type=int, default=20000)
+    parser.add_argument("--ode-samples", type=int, default=2000)
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--markdown", help="write the tables between the error-vs-nfe markers")
+    parser.add_argument("--screen", type=int, default=2000,
+                        help="samples of the screening pass over every configuration")
+    parser.add_argument("--top", type=int, default=6,
+                        help="configurations per library and metric rerun on all samples")
+    parser.add_argument("--fit-top", type=int, default=3,
+                        help="our best samplers that also get a fitted step schedule")
+    parser.add_argument("--settings", nargs="+", default=list(SETTINGS), choices=SETTINGS)
+    parser.add_argument("--mixtures", nargs="+", default=list(MIXTURES), choices=list(MIXTURES))
+    parser.add_argument("--json", default="benchmarks/results/error_vs_nfe.json",
+                        help="raw results: written after a sweep, read with --report-only")
+    parser.add_argument("--resume", action="store_true",
+                        help="keep the (problem, NFE) sweeps already in --json, run the rest")
+    parser.add_argument("--report-only", action="store_true",
+                        help="redraw tables and plot from --json; rerun only auto")
+    parser.add_argument("--auto", action="store_true",
+                        help="print the configuration --sampler auto should use per NFE")
+    parser.add_argument("--markdown", help="write the tables between the few-step markers")
     parser.add_argument("--plot", default="docs/img/error_vs_nfe.png",
                         help="PNG path ('' for none)")
     args = parser.parse_args(argv)
+    torch.set_num_threads(1)
     info = machine_info()
-    print(f"{info['date']}  torch {info['torch']}  diffusers {info['diffusers']}  "
-          f"CPU {info['cpu']}  threads {info['threads']}", flush=True)
+    info["threads"] = "1"
+    log = lambda msg: print(msg, flush=True)  # noqa: E731
+    log(f"{info['date']}  torch {info['torch']}  diffusers {info['diffusers']}  CPU {info['cpu']}")
     start = time.perf_counter()
-    res = measure(args.nfe, args.tolerances, args.samples, args.seed)
-    elapsed = time.perf_counter() - start
+    problems = {f"{s.upper()}, {m}": Problem(s, m, args.samples, args.ode_samples, args.seed)
+                for s in args.settings for m in args.mixtures}
+    if args.report_only:
+        data = json.loads(Path(args.json).read_text())
+        data["rows"] = [r for r in data["rows"] if not r.get("auto")]
+        elapsed = data.get("seconds", 0.0)
+    else:
+        from importlib.metadata import version
+
+        data = {"nfes": args.nfe, "problems": list(problems), "rows": [], "floors": {},
+                "k_diffusion": version("k-diffusion"), "samples": args.samples}
+        done: set = set()
+        if args.resume and Path(args.json).is_file():  # (problem, NFE) pairs already swept
+            old = json.loads(Path(args.json).read_text())
+            data["rows"] = [r for r in old["rows"] if not r.get("auto")]
+            done = {(r["problem"], r["nfe_budget"]) for r in data["rows"]}
+            start -= old.get("seconds", 0.0)
+        data["screen_floors"] = {}
+        for label, pb in problems.items():
+            data["floors"][label] = pb.floor()
+            data["screen_floors"][label] = pb.subset(args.screen).floor()
+            for nfe in args.nfe:
+                if (label, nfe) in done:
+                    continue
+                data["rows"] += sweep(pb, [nfe], args.screen, args.top, args.fit_top, log)
+                data["seconds"] = time.perf_counter() - start
+                _save(args.json, data)
+        data["same_grid"] = [s for pb in problems.values()
+                             for s in same_grid(pb, data["rows"], args.nfe)]
+        counts = {lib: len({r["config"] for r in data["rows"] if r["library"] == lib})
+                  for lib in LIBRARIES}
+        data["counts"] = ", ".join(f"{lib} {n} configurations" for lib, n in counts.items())
+        elapsed = time.perf_counter() - start
+        data["seconds"] = elapsed
+    if args.auto:
+        for fam in ("vp", "ve"):
+            for nfe, c in pick_auto(data, fam).items():
+                log(f"auto {fam} NFE {nfe}: {c['config']}  (worst ratio to our best on the "
+                    f"screening runs {c['worst_ratio']:.3f})")
+    add_auto_runs(data, problems)
+    _save(args.json, data)
+    for e in summary(data):
+        log(f"{e['problem']:14s} NFE {e['nfe']:3d}  ODE ours {fmt(e['ode']['ours'], 'ode')} "
+            f"peer {fmt(e['ode']['peer'], 'ode')} ratio {e['ode']['ratio']:.2f}   SW2 ours "
+            f"{fmt(e['sw2']['ours'], 'sw2')} peer {fmt(e['sw2']['peer'], 'sw2')} ratio "
+            f"{e['sw2']['ratio']:.2f} (floor {e['floor']['mean']:.3g})")
     if args.plot:
-        plot(res, args.nfe, args.plot)
-        print(f"wrote {args.plot}")
+        plot(data, args.plot)
+        log(f"wrote {args.plot}")
     if args.markdown:
-        write_marked(args.markdown, "error-vs-nfe", markdown(res, args.nfe, info, args, elapsed))
-        print(f"wrote {args.markdown}")
+        write_marked(args.markdown, "few-step", markdown(data, info, args, elapsed))
+        log(f"wrote {args.markdown}")
 
 
 if __name__ == "__main__":

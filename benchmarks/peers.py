@@ -1,10 +1,11 @@
 """Side-by-side runs of our samplers and diffusers' schedulers on the Gaussian-mixture toy.
 
-Shared by ``tests/test_peer_parity.py``, ``benchmarks/error_vs_nfe.py`` and
-``benchmarks/sampler_overhead.py``. Everything is measured in the variance-exploding frame of
-Karras et al. (2022): y = x / alpha at noise level sigma / alpha, where the exact denoiser
-of the mixture is ``E[x0 | y] = mixture.posterior_mean(y, 1, level)`` whatever the schedule,
-and the probability-flow ODE is dy/dlevel = (y - D(y, level)) / level.
+Shared by ``tests/test_peer_parity.py`` and ``benchmarks/sampler_overhead.py``
+(``benchmarks/error_vs_nfe.py`` has its own, broader set-up in ``benchmarks/few_step.py``).
+Everything is measured in the variance-exploding frame of Karras et al. (2022): y = x / alpha
+at noise level sigma / alpha, where the exact denoiser of the mixture is
+``E[x0 | y] = mixture.posterior_mean(y, 1, level)`` whatever the schedule, and the
+probability-flow ODE is dy/dlevel = (y - D(y, level)) / level.
 
 Accuracy is the RMS distance of each sample to the *exact* ODE endpoint started from that
 method's own start state and noise level (diffusers' DDIM and DPM-Solver start from x_T =

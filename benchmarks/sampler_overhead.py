@@ -31,7 +31,13 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from benchmarks.peers import PEERS, machine_info, make_peer, write_marked  # noqa: E402
+from benchmarks.peers import (  # noqa: E402
+    COMMON_OPTIONS,
+    PEERS,
+    machine_info,
+    make_peer,
+    write_marked,
+)
 from diffplat import samplers, schedules  # noqa: E402
 
 
@@ -53,6 +59,26 @@ def _threads() -> int:
         return len(os.sched_getaffinity(0))
     except AttributeError:
         return os.cpu_count() or 1
+
+
+#: the multistep samplers against their diffusers schedulers at the same order:
+#: our name -> (diffusers class, its options, our options)
+MULTISTEP_PEERS = {
+    "unipc": ("UniPCMultistepScheduler", {"solver_order": 3, "solver_type": "bh2"},
+              {"order": 3}),
+    "dpmpp_3m": ("DPMSolverMultistepScheduler", {"solver_order": 3}, {}),
+    "deis": ("DEISMultistepScheduler", {"solver_order": 3}, {"order": 3}),
+}
+
+
+def pairs():
+    """(our name, diffusers class, scheduler object, our options) of every timed pair."""
+    import diffusers
+
+    for name, peer_name in PEERS.items():
+        yield name, peer_name, make_peer(name), {}
+    for name, (peer_name, peer_opts, ours) in MULTISTEP_PEERS.items():
+        yield name, peer_name, getattr(diffusers, peer_name)(**COMMON_OPTIONS, **peer_opts), ours
 
 
 def time_ours(name: str, noise: torch.Tensor, schedule, steps: int, **options) -> float:
@@ -88,18 +114,17 @@ def measure(steps: int, runs: int, shape: tuple[int, ...]) -> list[dict]:
     schedule = schedules.get("linear")
     noise = torch.randn(shape, generator=torch.Generator().manual_seed(0))
     rows = []
-    for name, peer_name in PEERS.items():
-        sched = make_peer(name)
+    for name, peer_name, sched, ours_opts in pairs():
         ab = sched.alphas_cumprod.double()
         factor = {i: float((1 - 0.5 * ab[i].sqrt()) / (1 - ab[i]).sqrt()) for i in range(len(ab))}
         nfe = samplers.nfe_for_steps(name, steps)
-        time_ours(name, noise, schedule, steps)  # warm-up
+        time_ours(name, noise, schedule, steps, **ours_opts)  # warm-up
         time_peer(sched, noise, steps, factor)
         ours, peer, unchecked, ratios = [], [], [], []
         for _ in range(runs):
-            a = time_ours(name, noise, schedule, steps)
+            a = time_ours(name, noise, schedule, steps, **ours_opts)
             b = time_peer(sched, noise, steps, factor)
-            c = time_ours(name, noise, schedule, steps, check_finite=False)
+            c = time_ours(name, noise, schedule, steps, check_finite=False, **ours_opts)
             ours.append(a)
             peer.append(b)
             unchecked.append(c)

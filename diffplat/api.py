@@ -57,14 +57,19 @@ class Pipeline:
                 f"source={self.source!r})")
 
     def sample(self, num: int, *, sampler: str | None = None, steps: int | None = None,
-               seed: int = 0, batch_size: int | None = None, guidance: float | None = None,
+               nfe: int | None = None, spacing: str | None = None, seed: int = 0,
+               batch_size: int | None = None, guidance: float | None = None,
                inpaint: tuple[str | Path, str] | None = None, resample: int = 1,
                options: dict[str, Any] | None = None, progress: bool = False,
                **prior: Any) -> Any:
         """``num`` samples, decoded by the domain (molecules, clips, clouds, points).
 
         Args:
-            sampler, steps: a core sampler and its step count (default: the model's).
+            sampler, steps: a core sampler and its step count (default: the model's own);
+                ``"auto"`` is the configuration measured best for the evaluation budget.
+            nfe: the evaluation budget instead of ``steps``.
+            spacing: a step spacing, or ``"fitted"`` for the levels ``diffplat tune-steps``
+                stored with the model.
             seed: reproducible for a fixed ``batch_size``.
             guidance: classifier-free guidance weight for a conditional model.
             inpaint: ``(path, mask)``: keep what ``mask`` names of the data in ``path``.
@@ -73,18 +78,23 @@ class Pipeline:
             progress: show a progress bar.
             prior: what to sample, for the domain (``num_atoms=19``, ``label="seven"``).
         """
-        samples, self.last_stats = self._generate(num, sampler, steps, seed, batch_size,
+        from diffplat.sampling import check_sampler_options, resolve_sampler
+
+        hp = self.module.hparams
+        name, steps, options = resolve_sampler(
+            sampler, steps, nfe, spacing, options, schedule=self.module.schedule,
+            default_sampler=hp.sampler, default_steps=hp.sample_steps,
+            fitted_source=self.source)
+        check_sampler_options(name, options)
+        samples, self.last_stats = self._generate(num, name, steps, seed, batch_size,
                                                   guidance, inpaint, resample, options,
                                                   progress, prior)
         return samples
 
-    def _generate(self, num, sampler, steps, seed, batch_size, guidance, inpaint, resample,
+    def _generate(self, num, name, steps, seed, batch_size, guidance, inpaint, resample,
                   options, progress, prior):
         from diffplat.sampling import chunk_plan, generate
 
-        hp = self.module.hparams
-        name = sampler or hp.sampler
-        steps = hp.sample_steps if steps is None else steps
         bar = None
         if progress:
             from tqdm.auto import tqdm

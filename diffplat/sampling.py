@@ -52,6 +52,85 @@ class SamplingStats:
                 "calls": self.calls, "chunks": self.chunks}
 
 
+def resolve_sampler(sampler: str | None, steps: int | None = None, nfe: int | None = None,
+                    spacing: str | None = None, options: dict[str, Any] | None = None, *,
+                    schedule=None, default_sampler: str = "auto", default_steps: int = 18,
+                    fitted_source: str | Path | None = None
+                    ) -> tuple[str, int, dict[str, Any]]:
+    """The concrete (sampler, steps, options) that a request means.
+
+    ``auto`` (the default, whatever sampler the model was validated with) becomes the
+    configuration measured best for the evaluation budget (``nfe``, else ``steps``, else
+    what the model's ``default_sampler`` spends at ``default_steps``;
+    ``diffplat.samplers.auto``); ``nfe`` alone sets the steps of a named
+    sampler; ``spacing="fitted"`` takes the levels that ``diffplat tune-steps`` stored with
+    ``fitted_source`` (a checkpoint or export).
+    """
+    from diffplat.samplers.auto import choose
+    from diffplat.samplers.grids import spacings
+    from diffplat.samplers.tuning import GRID_OPTIONS
+
+    for flag, value in (("steps", steps), ("nfe", nfe)):
+        if value is not None and (isinstance(value, bool) or not isinstance(value, int)
+                                  or value < 1):
+            raise ValueError(f"{flag} must be an integer >= 1, got {value!r}")
+    if steps is not None and nfe is not None:
+        raise ValueError("give steps or nfe, not both")
+    options = dict(options or {})
+    name = (sampler or "auto").lower().replace("-", "_")
+    if name != "auto":
+        samplers_mod.get(name)  # unknown names list the valid ones
+    if name == "auto":
+        if nfe is None:
+            base = (default_sampler or "auto").lower()
+            nfe = steps or (default_steps if base in ("adaptive", "auto") else
+                            samplers_mod.nfe_for_steps(base, default_steps))
+        name, table = choose(nfe, schedule)
+        options = {**table, **options}
+        steps = samplers_mod.steps_for_nfe(name, nfe, **options)
+    elif steps is None:
+        steps = samplers_mod.steps_for_nfe(name, nfe, **options) if nfe else default_steps
+    if spacing is not None and spacing.lower() == "fitted":
+        from diffplat.training.checkpoint import fitted_schedule
+
+        if fitted_source is None:
+            raise ValueError("spacing 'fitted' needs the checkpoint or export the schedule "
+                             "was fitted for")
+        entry = fitted_schedule(fitted_source, name, steps)
+        options = {k: v for k, v in {**entry["options"], **options}.items()
+                   if k not in GRID_OPTIONS}
+        options["levels"] = entry["levels"]
+    elif spacing is not None:
+        spacings.get(spacing)
+        options = {k: v for k, v in options.items() if k != "levels"}
+        options["spacing"] = spacing
+    return name, steps, options
+
+
+def sampler_options(name: str) -> list[str]:
+    """The keyword options a sampler accepts (its own, the grid's and the bookkeeping's)."""
+    import inspect
+
+    from diffplat.samplers.base import VEModel, setup
+
+    skip = {"self", "denoise", "noise", "schedule", "steps"}
+    names = set()
+    for fn in (samplers_mod.get(name), setup, VEModel.__init__):
+        for p in inspect.signature(fn).parameters.values():
+            if p.kind not in (p.VAR_KEYWORD, p.VAR_POSITIONAL) and p.name not in skip:
+                names.add(p.name)
+    return sorted(names - {"callback", "stats", "generator", "noise_space"})
+
+
+def check_sampler_options(name: str, options: dict[str, Any]) -> None:
+    """ValueError listing the valid options when ``options`` holds one ``name`` lacks."""
+    valid = sampler_options(name)
+    unknown = sorted(set(options) - set(valid))
+    if unknown:
+        raise ValueError(f"unknown option(s) {', '.join(unknown)} for sampler {name!r}; "
+                         f"valid: {', '.join(valid)}")
+
+
 def as_draw(result: Any) -> Draw:
     """A domain's ``prior`` result as a Draw (a plain (noise, cond, space) tuple too)."""
     if isinstance(result, Draw):
@@ -147,6 +226,11 @@ def generate(denoiser, domain: Domain, num: int | None = None, *, sampler: str,
                                      resample=resample)
             x0 = fn(denoise, draw.noise, schedule, steps, generator=gen,
                     noise_space=draw.space, callback=callback, **stats.options)
+            if inpaint is not None:
+                # the kept part is the data itself, also for samplers that stop at the
+                # smallest level without a final denoise (denoise_final=False)
+                m = mask.to(x0)
+                x0 = m * known.to(x0) + (1 - m) * x0
             stats.nfe = counter.calls
             stats.calls += counter.calls
             stats.chunks += 1

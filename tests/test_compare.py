@@ -30,13 +30,14 @@ GRID = """grid:
   schedule: [cosine]
   target: [v]
   weighting: [uniform]
-  sampler: [ddim, dpmpp_2m]
+  sampler: [ddim, dpmpp_2m, unipc@fitted]
   nfe: [3, 6]
 """
 
 
 @pytest.mark.parametrize("bad, needle", [
-    ("sampler: [dpmpp_3m]", "unknown sampler 'dpmpp_3m'; valid names: ddim, ddpm"),
+    ("sampler: [dpmpp_4m]", "unknown sampler 'dpmpp_4m'; valid names: auto, ddim, ddpm"),
+    ("sampler: [ddpm@fitted]", "only a deterministic sampler's steps can be fitted"),
     ("sampler: [adaptive]", "unknown sampler 'adaptive'"),
     ("schedule: [cosin]", "unknown schedule 'cosin'; valid names: cosine, edm"),
     ("weighting: [snr]", "unknown weighting 'snr'; valid names: edm, min_snr"),
@@ -70,10 +71,10 @@ def test_compare_scores_every_cell_records_failures_and_resumes(tmp_path, capsys
     out = tmp_path / "out"
     with open(out / "results.csv") as f:
         rows = list(csv.DictReader(f))
-    assert len(rows) == 2 * 2 * 2  # domains x samplers x NFE
+    assert len(rows) == 2 * 3 * 2  # domains x samplers x NFE
     ok = [r for r in rows if r["status"] == "ok"]
     failed = [r for r in rows if r["status"] == "failed"]
-    assert {r["domain"] for r in ok} == {"toy"} and len(ok) == 4
+    assert {r["domain"] for r in ok} == {"toy"} and len(ok) == 6
     assert {r["domain"] for r in failed} == {"broken"}
     assert all(r["reason"].startswith("training: ") and "nan" in r["reason"].lower()
                for r in failed)
@@ -92,6 +93,16 @@ def test_compare_scores_every_cell_records_failures_and_resumes(tmp_path, capsys
     module.domain.setup("test")
     samples, _ = module.generate(200, sampler="dpmpp_2m", steps=6, seed=3)
     assert module.domain.metrics(samples)["w2"] == pytest.approx(row["value"], rel=1e-6)
+    # the @fitted cells sample on the schedule tune-steps fitted and stored beside the model
+    from diffplat.training.checkpoint import load_step_schedules
+
+    fitted = load_step_schedules(ckpt)["schedules"]
+    assert set(fitted) == {"unipc/3", "unipc/6"}
+    row = next(r for r in result["rows"]
+               if r["domain"] == "toy" and r["sampler"] == "unipc@fitted" and r["nfe"] == 6)
+    samples, _ = module.generate(200, sampler="unipc", steps=6, seed=3,
+                                 sampler_options={"levels": fitted["unipc/6"]["levels"]})
+    assert module.domain.metrics(samples)["w2"] == pytest.approx(row["value"], rel=1e-6)
 
     # the loss curve is the EMA model's error: near 1 at low SNR, far below at high SNR
     curve = result["loss_curves"][0]
@@ -106,3 +117,13 @@ def test_compare_scores_every_cell_records_failures_and_resumes(tmp_path, capsys
     assert "2 models already done, 0 to run" in printed
     assert ckpt.stat().st_mtime_ns == mtime
     assert (out / "results.md").read_text() == table
+
+
+def test_the_quick_preset_has_the_few_step_samplers():
+    grid = load_grid(ROOT / "configs/compare/quick.yaml", root=ROOT)
+    samplers_used = {c.sampler for c in grid.sample_cells}
+    assert {"unipc", "dpmpp_3m", "deis", "auto", "unipc@fitted"} <= samplers_used
+    assert {c.nfe for c in grid.sample_cells} == {5, 10, 20, 50}
+    assert grid.only(["toy"]).domains.keys() == {"toy"}
+    with pytest.raises(GridError, match="unknown domain 'toyy'"):
+        grid.only(["toyy"])

@@ -1,6 +1,6 @@
 """Peer parity: our ddim, euler, heun and dpmpp_2m against diffusers' schedulers.
 
-Setup (shared with benchmarks/error_vs_nfe.py through benchmarks/peers.py):
+Setup (shared with benchmarks/sampler_overhead.py through benchmarks/peers.py):
 
 * data: the 2-D default Gaussian mixture, whose exact denoiser E[x0 | x_t] is known, so both
   sides run on the true score and any difference is the solver's; 1000 samples, float64,
@@ -25,7 +25,8 @@ Grid: our samplers run with ``spacing="trailing"``, diffusers' grid. With our de
 (Karras rho = 7 on [0.01, 80]) we are *less* accurate than diffusers' trailing grid in 9 of
 the 12 cases on this toy (e.g. ddim/euler at 10 NFE: 0.277 vs 0.164; heun at 9 NFE: 2.07 vs
 0.177; dpmpp_2m at 10 NFE: 0.276 vs 0.106), a property of the grid and not of the solvers:
-see benchmarks/error_vs_nfe.py and the table in docs/core.md. On the same grid the methods
+measured 2026-11-26 with the first version of benchmarks/error_vs_nfe.py; its current
+version compares every library's best configuration (docs/core.md). On the same grid the methods
 agree with diffusers to within 3e-5 relative; ours is then required to be no less accurate up to
 a relative slack of 1e-4, because diffusers keeps alphas_cumprod in float32 (3.6e-7 relative
 off the float64 table) and rounds its sample to float32 in every Euler and DPM step, which

@@ -2,6 +2,7 @@
 
     diffplat fit|validate|test -c CONFIG [--key value ...]   train / evaluate (LightningCLI)
     diffplat sample --ckpt CKPT --num N --out DIR ...         draw samples, write files
+    diffplat tune-steps --ckpt CKPT --sampler S --nfe K        fit a step schedule to a model
     diffplat evaluate (--ckpt CKPT | --samples DIR) ...       score samples or the data
     diffplat export --ckpt CKPT --out DIR                      safetensors + config
     diffplat data prepare|info DOMAIN ...                      build / describe datasets
@@ -52,6 +53,8 @@ def main(argv: list[str] | None = None) -> int:
             return 0
         if cmd == "sample":
             from diffplat.cli.sample import main as sub
+        elif cmd == "tune-steps":
+            from diffplat.cli.tune_steps import main as sub
         elif cmd == "evaluate":
             from diffplat.cli.evaluate import main as sub
         elif cmd == "export":
@@ -63,7 +66,8 @@ def main(argv: list[str] | None = None) -> int:
         elif cmd in plugins.commands():
             sub = plugins.command(plugins.commands()[cmd][1])
         else:
-            known = ["fit", "validate", "test", "sample", "evaluate", "export", "data",
+            known = ["fit", "validate", "test", "sample", "tune-steps", "evaluate", "export",
+                     "data",
                      "compare", *plugins.commands()]
             return _error(cmd, f"unknown command {cmd!r}; commands: {', '.join(known)}", 2)
         return sub(rest)

@@ -22,6 +22,9 @@ def main(argv: list[str]) -> int:
     p.add_argument("--devices", default=None,
                    help="GPU indices for parallel cells, e.g. 0,1,2,3 (one cell per GPU)")
     p.add_argument("--retry-failed", action="store_true", help="rerun cells recorded as failed")
+    p.add_argument("--domains", nargs="+", default=None, metavar="NAME",
+                   help="run (and report) only these domains of the file; the others' cells "
+                        "stay as they are on disk")
     p.add_argument("--dry-run", action="store_true", help="validate and list the cells only")
     p.add_argument("--report-only", action="store_true",
                    help="rewrite the tables and plots from the results on disk")
@@ -34,6 +37,8 @@ def main(argv: list[str]) -> int:
     from diffplat.compare.runner import Runner
 
     grid = load_grid(Path(args.config), out=args.out)
+    if args.domains:
+        grid = grid.only(args.domains)
     if args.dry_run:
         for cell in grid.sample_cells:
             print(f"{cell.key} (steps {cell.steps})")

@@ -54,16 +54,14 @@ def main(argv: list[str]) -> int:
         return plugins.command(modes[argv[0]][1])(argv[1:])
     p = argparse.ArgumentParser(
         prog="diffplat evaluate",
-        description="Score samples with the domain's metrics. Either sample from --ckpt "
-                    "(--num, --sampler, --steps, --seed as in `diffplat sample`), or read a "
-                    "folder written by `diffplat sample` (--samples), or, with --reference, "
-                    "score the reference data itself (the ceiling row). Prints the metrics "
-                    "and writes them as JSON with --json.")
+        description="Score samples with the domain's metrics. Either sample from a model "
+                    "(--ckpt, --model or -c CONFIG, with --num, --sampler, --steps, --seed as "
+                    "in `diffplat sample`), or read a folder written by `diffplat sample` "
+                    "(--samples), or, with --reference, score the reference data itself (the "
+                    "ceiling row; -c CONFIG then needs no checkpoint). Prints the metrics and "
+                    "writes them as JSON with --json.")
     add_sampling_args(p, required=False)
     p.add_argument("--samples", help="a folder written by `diffplat sample`")
-    p.add_argument("--config", "-c",
-                   help="with --reference: take the domain from this training config "
-                        "(its model.domain section), no checkpoint needed")
     p.add_argument("--reference", action="store_true",
                    help="score the domain's reference data instead of generated samples")
     p.add_argument("--split", default="test", help="reference split (default test)")
@@ -72,11 +70,9 @@ def main(argv: list[str]) -> int:
                         "the model was trained (the domain's data_path)")
     p.add_argument("--json", help="write the metrics to this JSON file")
     args = p.parse_args(argv)
-    sources = [x for x in (args.ckpt, args.samples, args.config) if x]
+    sources = [x for x in (args.ckpt, args.model, args.samples, args.config) if x]
     if len(sources) != 1:
-        p.error("give exactly one of --ckpt, --samples or --config")
-    if args.config and not args.reference:
-        p.error("--config is only used with --reference")
+        p.error("give exactly one of --ckpt, --model, -c/--config or --samples")
     info: dict[str, Any] = {}
     if args.samples:
         domain = _domain_from_meta(Path(args.samples), args.data)  # metrics set it up
@@ -86,15 +82,17 @@ def main(argv: list[str]) -> int:
         if args.config:
             domain = _domain_from_config(Path(args.config))
         else:
+            from diffplat.cli.sample import model_source
             from diffplat.training.checkpoint import load_module
 
-            domain = load_module(args.ckpt).domain
+            domain = load_module(model_source(args)).domain
         domain.setup("test")
         samples = None
     else:
         module, samples, stats = generate(args)
         domain = module.domain
-        info.update(ckpt=args.ckpt, **{k: v for k, v in stats.items() if k != "options"})
+        info.update(ckpt=stats["source"], **{k: v for k, v in stats.items()
+                                             if k not in ("options", "source")})
     if args.reference:
         num = len(samples) if samples is not None else args.num
         samples = domain.reference(num, args.split)

@@ -6,27 +6,48 @@ import argparse
 import json
 import time
 from pathlib import Path
-from typing import Any
 
-import torch
-import yaml
-
-from diffplat import samplers
-from diffplat.samplers.grids import spacings
+from diffplat.cli.options import parse_options
 
 META_FILE = "meta.json"
 
+__all__ = ["META_FILE", "add_sampling_args", "generate", "main", "parse_options",
+           "prepare_out_dir", "model_source"]
+
+
+def _mask_help() -> str:
+    from diffplat import plugins
+
+    forms = [p.mask_help for p in plugins.plugins().values() if p.mask_help]
+    return ("with --inpaint: the kept part, in the domain's terms (" + "; ".join(forms) + ")"
+            if forms else "with --inpaint: the kept part, in the domain's terms")
+
 
 def add_sampling_args(p: argparse.ArgumentParser, required: bool = True) -> None:
-    p.add_argument("--ckpt", required=required,
-                   help="a Lightning checkpoint (.ckpt) or a folder written by `diffplat export`")
+    from diffplat import samplers
+    from diffplat.samplers.grids import spacings
+
+    src = p.add_argument_group("the model (one of)")
+    src.add_argument("--ckpt", help="a Lightning checkpoint (.ckpt) or a folder written by "
+                                    "`diffplat export`")
+    src.add_argument("--model", help="the name of a model shipped with diffplat "
+                                     "(diffplat.models)")
+    src.add_argument("--config", "-c", help="a training config: its run's last checkpoint "
+                                            "(<trainer.default_root_dir>/checkpoints)")
+    p.set_defaults(_model_required=required)
     p.add_argument("--num", type=int, default=1000, help="number of samples (default 1000)")
     p.add_argument("--sampler", default=None,
-                   help=f"sampler: {', '.join(samplers.names())} (default: the model's)")
-    p.add_argument("--steps", type=int, default=None, help="sampler steps (default: the model's)")
+                   help=f"sampler: auto, {', '.join(samplers.names())} (default: auto, the "
+                        "configuration measured best for the number of evaluations)")
+    p.add_argument("--steps", type=int, default=None,
+                   help="sampler steps (default: the model's sample_steps)")
+    p.add_argument("--nfe", type=int, default=None,
+                   help="denoiser evaluations instead of --steps (default for auto: what the "
+                        "model's own sampler and sample_steps spend)")
     p.add_argument("--spacing", default=None,
-                   help=f"step spacing: {', '.join(spacings.names())} (default: karras; "
-                        "uniform_t for flow schedules)")
+                   help=f"step spacing: {', '.join(spacings.names())}, or fitted (the levels "
+                        "`diffplat tune-steps` stored with the checkpoint); default: karras, "
+                        "uniform_t for flow schedules")
     p.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
     p.add_argument("--batch-size", type=int, default=None,
                    help="samples per sampler call (default: all at once); the output for a "
@@ -43,48 +64,39 @@ def add_sampling_args(p: argparse.ArgumentParser, required: bool = True) -> None
     p.add_argument("--inpaint", default=None, metavar="PATH",
                    help="inpaint, continue or complete the data in PATH (a file in the "
                         "domain's format); --mask says which part is kept")
-    p.add_argument("--mask", default=None, metavar="SPEC",
-                   help="with --inpaint: the kept part, in the domain's terms (audio: time "
-                        "ranges in seconds such as 0:0.5 or 0:0.25,0.75:; shapes: view:+x "
-                        "or first; toy: known dimensions such as 0)")
+    p.add_argument("--mask", default=None, metavar="SPEC", help=_mask_help())
     p.add_argument("--resample", type=int, default=1, metavar="R",
                    help="with --inpaint: denoiser calls per step (RePaint-style, default 1)")
-    p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu",
+    p.add_argument("--device", default=None,
                    help="cpu or cuda (default: cuda when available)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
 
 
-def parse_options(pairs: list[str]) -> dict[str, Any]:
-    out = {}
-    for pair in pairs:
-        if "=" not in pair:
-            raise ValueError(f"option {pair!r} is not KEY=VALUE")
-        key, value = pair.split("=", 1)
-        out[key.strip()] = yaml.safe_load(value)
-    return out
+def model_source(args: argparse.Namespace) -> str | Path | None:
+    """What --ckpt, --model or -c name (exactly one of them), as a path."""
+    given = [x for x in (args.ckpt, args.model, args.config) if x]
+    if len(given) > 1:
+        raise ValueError("give one of --ckpt, --model and --config")
+    if args.ckpt:
+        return args.ckpt
+    if args.model:
+        from diffplat.models import find_model
 
+        return find_model(args.model)
+    if args.config:
+        from diffplat.configs import load_yaml
 
-def sampler_options(name: str) -> list[str]:
-    """The keyword options a sampler accepts (its own, the grid's and the bookkeeping's)."""
-    import inspect
-
-    from diffplat.samplers.base import VEModel, setup
-
-    skip = {"self", "denoise", "noise", "schedule", "steps", "levels"}
-    names = set()
-    for fn in (samplers.get(name), setup, VEModel.__init__):
-        for p in inspect.signature(fn).parameters.values():
-            if p.kind not in (p.VAR_KEYWORD, p.VAR_POSITIONAL) and p.name not in skip:
-                names.add(p.name)
-    return sorted(names - {"callback", "stats", "generator", "noise_space"})
-
-
-def check_sampler_options(name: str, options: dict[str, Any]) -> None:
-    valid = sampler_options(name)
-    unknown = sorted(set(options) - set(valid))
-    if unknown:
-        raise ValueError(f"unknown option(s) {', '.join(unknown)} for sampler {name!r}; "
-                         f"valid: {', '.join(valid)}")
+        cfg = load_yaml(Path(args.config))
+        root = Path((cfg.get("trainer") or {}).get("default_root_dir") or "runs/default")
+        last = root / "checkpoints" / "last.ckpt"
+        if not last.is_file():
+            raise FileNotFoundError(f"{args.config} trains into {root}, which holds no "
+                                    f"checkpoint yet ({last}); run `diffplat fit -c "
+                                    f"{args.config}` first")
+        return last
+    if getattr(args, "_model_required", True):
+        raise ValueError("give the model: --ckpt CKPT, --model NAME or -c CONFIG")
+    return None
 
 
 def prepare_out_dir(path: str | Path) -> Path:
@@ -100,21 +112,34 @@ def prepare_out_dir(path: str | Path) -> Path:
 
 
 def generate(args: argparse.Namespace):
-    """Load the model named by --ckpt and draw samples as the arguments say."""
-    from tqdm.auto import tqdm
-
+    """Load the model that the arguments name and draw samples as they say.
+    Returns (module, samples, stats)."""
+    from diffplat.progress import bar as progress_bar
+    from diffplat.sampling import check_sampler_options, resolve_sampler
     from diffplat.training.checkpoint import load_module
 
     if args.num < 1:
         raise ValueError(f"--num must be >= 1, got {args.num}")
-    if args.steps is not None and args.steps < 1:
-        raise ValueError(f"--steps must be >= 1, got {args.steps}")
-    if args.batch_size is not None and args.batch_size < 1:
-        raise ValueError(f"--batch-size must be >= 1, got {args.batch_size}")
-    module = load_module(args.ckpt, map_location=args.device).to(args.device)
-    name = args.sampler or module.hparams.sampler
-    steps = module.hparams.sample_steps if args.steps is None else args.steps
-    options = parse_options(args.option)
+    for flag, value in (("--steps", args.steps), ("--nfe", args.nfe),
+                        ("--batch-size", args.batch_size)):
+        if value is not None and value < 1:
+            raise ValueError(f"{flag} must be >= 1, got {value}")
+    if args.steps is not None and args.nfe is not None:
+        raise ValueError("give --steps or --nfe, not both")
+    if args.sampler is not None and args.sampler.lower() != "auto":
+        from diffplat import samplers
+
+        samplers.get(args.sampler)
+    source = model_source(args)
+    import torch
+
+    device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
+    module = load_module(source, map_location=device).to(device)
+    hp = module.hparams
+    name, steps, options = resolve_sampler(
+        args.sampler, args.steps, args.nfe, args.spacing, parse_options(args.option),
+        schedule=module.schedule, default_sampler=hp.sampler, default_steps=hp.sample_steps,
+        fitted_source=source)
     check_sampler_options(name, options)
     inpaint = args.inpaint
     if inpaint is not None:
@@ -123,23 +148,25 @@ def generate(args: argparse.Namespace):
         if args.mask is None:
             raise ValueError("--inpaint needs --mask (which part of the input is kept)")
         inpaint = (inpaint, args.mask)
-    if args.spacing:
-        options["spacing"] = args.spacing
     bar = None
-    if not args.no_progress and name != "adaptive":
+    if not args.no_progress:
         chunks = -(-args.num // (args.batch_size or args.num))
-        bar = tqdm(total=steps * chunks, desc=f"sampling ({name}, {steps} steps)", unit="step")
+        total = None if name == "adaptive" else steps * chunks  # adaptive: steps unknown
+        bar = progress_bar(total=total, desc=f"sampling ({name}, {steps} steps)", unit="step")
     t0 = time.perf_counter()
-    samples, stats = module.generate(
-        args.num, sampler=name, steps=steps, seed=args.seed, batch_size=args.batch_size,
-        callback=(lambda info: bar.update(1)) if bar else None, sampler_options=options,
-        guidance=args.guidance, inpaint=inpaint, resample=args.resample,
-        **parse_options(args.prior))
-    if bar:
-        bar.close()
+    try:
+        samples, stats = module.generate(
+            args.num, sampler=name, steps=steps, seed=args.seed, batch_size=args.batch_size,
+            callback=(lambda info: bar.update(1)) if bar else None, sampler_options=options,
+            guidance=args.guidance, inpaint=inpaint, resample=args.resample,
+            **parse_options(args.prior))
+    finally:
+        if bar:
+            bar.close()
     stats.update(seconds=round(time.perf_counter() - t0, 3), options=options,
+                 requested_sampler=args.sampler or "auto", spacing=args.spacing,
                  prior=parse_options(args.prior), guidance=args.guidance,
-                 inpaint=list(inpaint) if inpaint else None)
+                 inpaint=list(inpaint) if inpaint else None, source=str(source))
     return module, samples, stats
 
 
@@ -155,7 +182,7 @@ def main(argv: list[str]) -> int:
     module, samples, stats = generate(args)
     paths = module.domain.write(samples, out)
     preview = module.domain.preview(samples, out / "preview.png")
-    meta = {"ckpt": str(args.ckpt), "domain": module.hparams["domain"], "num": args.num,
+    meta = {"ckpt": stats["source"], "domain": module.hparams["domain"], "num": args.num,
             "seed": args.seed, "batch_size": args.batch_size, **stats,
             "created": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
     (out / META_FILE).write_text(json.dumps(meta, indent=2, default=str))

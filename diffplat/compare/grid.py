@@ -12,7 +12,7 @@ The file::
       schedule: [cosine, edm]
       target: [v]
       weighting: [uniform]
-      sampler: [heun, dpmpp_2m]
+      sampler: [heun, unipc, unipc@fitted]   # @fitted: the steps fitted to each model
       nfe: [10, 20]
     domains:
       toy:
@@ -23,6 +23,7 @@ The file::
         goal: min                        # min or max
         grid: {nfe: [5, 10, 20]}         # per-domain changes to the grid
         sampling: {batch_size: 500}      # passed to generate(), e.g. prior options
+        tune: {batches: 1, batch_size: 256}   # diffplat tune-steps settings of @fitted cells
         prepare:                         # diffplat commands run before any cell, each
           - {path: data/toy, run: data prepare toy --out data/toy}   # when path is missing
 """
@@ -42,10 +43,14 @@ import yaml
 AXES_TRAIN = ("schedule", "target", "weighting")
 AXES_SAMPLE = ("sampler", "nfe")
 DOMAIN_KEYS = {"config", "overrides", "num_samples", "metric", "goal", "grid", "sampling",
-               "checkpoints", "loss_curve_batches", "prepare"}
+               "checkpoints", "loss_curve_batches", "prepare", "tune"}
 
 
 PREPARE_COMMANDS = ("data", "fit")
+#: a sampler axis entry ending in this samples on the step schedule fitted to each model
+#: (``diffplat tune-steps``; the worker fits it once per model and stores it beside the
+#: checkpoint)
+FITTED = "@fitted"
 
 
 class GridError(ValueError):
@@ -102,6 +107,7 @@ class DomainSpec:
     sampling: dict[str, Any] = field(default_factory=dict)
     loss_curve_batches: int = 2
     prepare: list[dict[str, str]] = field(default_factory=list)
+    tune: dict[str, Any] = field(default_factory=dict)  # tune-steps settings of @fitted
 
 
 @dataclass
@@ -111,6 +117,17 @@ class Grid:
     domains: dict[str, DomainSpec]
     train_cells: list[TrainCell]
     sample_cells: list[SampleCell]
+
+    def only(self, names: list[str]) -> Grid:
+        """The same grid restricted to the domains ``names`` (unknown ones list the valid)."""
+        bad = [n for n in names if n not in self.domains]
+        if bad:
+            raise GridError(f"unknown domain {bad[0]!r} in --domains; this file has: "
+                            f"{', '.join(self.domains)}")
+        keep = set(names)
+        return Grid(self.out, self.seed, {k: v for k, v in self.domains.items() if k in keep},
+                    [c for c in self.train_cells if c.domain in keep],
+                    [c for c in self.sample_cells if c.train.domain in keep])
 
     def to_json(self) -> dict[str, Any]:
         return {"out": str(self.out), "seed": self.seed,
@@ -168,10 +185,26 @@ def _check_axis(axis: str, values: Any, where: str) -> list:
         return values
     valid = _names(axis)
     for v in values:
-        if not isinstance(v, str) or v.lower().replace("-", "_") not in valid:
+        base = v.split(FITTED)[0] if axis == "sampler" and isinstance(v, str) and \
+            v.endswith(FITTED) else v
+        if not isinstance(base, str) or base.lower().replace("-", "_") not in valid:
             raise GridError(f"{where}.{axis}: unknown {axis} {v!r}; valid names: "
-                            f"{', '.join(valid)}")
+                            f"{', '.join(valid)} (a sampler may end in {FITTED})")
+        if base != v and base.lower().replace("-", "_") in _unfittable():
+            raise GridError(f"{where}.{axis}: {v!r}: only a deterministic sampler's steps "
+                            "can be fitted")
     return [v.lower().replace("-", "_") for v in values]
+
+
+def _unfittable() -> frozenset:
+    from diffplat import samplers
+
+    return samplers.STOCHASTIC | {"auto"}
+
+
+def base_sampler(name: str) -> tuple[str, bool]:
+    """(registry name, fitted?) of a grid sampler such as ``unipc@fitted``."""
+    return (name[:-len(FITTED)], True) if name.endswith(FITTED) else (name, False)
 
 
 def load_grid(path: str | Path, root: Path | None = None, out: str | None = None) -> Grid:
@@ -241,7 +274,8 @@ def load_grid(path: str | Path, root: Path | None = None, out: str | None = None
                                 f"command; valid: {', '.join(PREPARE_COMMANDS)}")
         domains[name] = DomainSpec(name, str(d["config"]), int(d.get("num_samples", 1000)),
                                    str(d["metric"]), goal, dict(d.get("sampling") or {}),
-                                   int(d.get("loss_curve_batches", 2)), prepare)
+                                   int(d.get("loss_curve_batches", 2)), prepare,
+                                   dict(d.get("tune") or {}))
         overrides = d.get("overrides") or {}
         reuse = d.get("checkpoints") or {}
         for schedule, target, weighting in itertools.product(
@@ -253,7 +287,7 @@ def load_grid(path: str | Path, root: Path | None = None, out: str | None = None
             cell.checkpoint = reuse.get(f"{schedule}/{target}/{weighting}")
             train_cells.append(cell)
             for sampler, nfe in itertools.product(axes["sampler"], axes["nfe"]):
-                steps = samplers.steps_for_nfe(sampler, nfe)
+                steps = samplers.steps_for_nfe(base_sampler(sampler)[0], nfe)
                 sample_cells.append(SampleCell(cell, sampler, nfe, steps))
     out_dir = Path(out or spec.get("out") or f"runs/compare/{path.stem}")
     return Grid(out_dir, seed, domains, train_cells, sample_cells)

@@ -135,32 +135,47 @@ def plots(grid: Grid, rows: list[dict[str, Any]], curves: list[dict[str, Any]]) 
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    import matplotlib.ticker
 
     paths = []
     for name, spec in grid.domains.items():
-        fig, ax = plt.subplots(figsize=(7, 4.5))
-        groups = defaultdict(list)
+        # one panel per trained model, one line per sampler (same colour in every panel)
+        models = defaultdict(lambda: defaultdict(list))
         for r in rows:
             if r["domain"] == name and r["status"] == "ok":
-                groups[(r["schedule"], r["target"], r["weighting"], r["sampler"])].append(r)
-        values, nfes = [], []
-        for style, (key, rs) in zip(_styles(len(groups)), sorted(groups.items())):
-            rs.sort(key=lambda r: r["nfe"])
-            ax.plot([r["nfe"] for r in rs], [r["value"] for r in rs], label="/".join(key),
-                    **style)
-            values += [r["value"] for r in rs]
-            nfes += [r["nfe"] for r in rs]
-        ax.set_xscale("log")
-        if nfes:
-            _nfe_ticks(ax, nfes)
-        _y_scale(ax, values)
-        ax.set_xlabel("NFE (denoiser evaluations)")
-        ax.set_ylabel(f"{spec.metric} ({'lower' if spec.goal == 'min' else 'higher'} is better)")
-        ax.set_title(f"{name}: quality against NFE")
-        ax.grid(alpha=0.3)
-        if groups:
-            ax.legend(fontsize=6, ncol=2 if len(groups) > 8 else 1)
-        fig.tight_layout()
+                models[(r["schedule"], r["target"], r["weighting"])][r["sampler"]].append(r)
+        keys = sorted(models) or [("", "", "")]
+        names = sorted({s for m in models.values() for s in m})
+        styles = dict(zip(names, _styles(len(names))))  # the same style in every panel
+        cols = min(3, len(keys))
+        nrows = -(-len(keys) // cols)
+        fig, axes = plt.subplots(nrows, cols, figsize=(4.2 * cols, 3.2 * nrows + 0.6),
+                                 squeeze=False)
+        for ax, key in zip(axes.flat, keys):
+            values = []
+            for sampler, rs in sorted(models.get(key, {}).items()):
+                rs.sort(key=lambda r: r["nfe"])
+                ax.plot([r["nfe"] for r in rs], [r["value"] for r in rs], label=sampler,
+                        **styles[sampler])
+                values += [r["value"] for r in rs]
+            ax.set_xscale("log")
+            nfes = sorted({r["nfe"] for rs in models.get(key, {}).values() for r in rs})
+            if nfes:
+                _nfe_ticks(ax, nfes)
+            _y_scale(ax, values)
+            ax.set_title("/".join(key), fontsize=9)
+            ax.set_xlabel("NFE")
+            ax.grid(True, which="both", alpha=0.3)
+        for ax in list(axes.flat)[len(keys):]:
+            ax.axis("off")
+        axes[0][0].set_ylabel(f"{spec.metric} ({'lower' if spec.goal == 'min' else 'higher'}"
+                              " is better)")
+        if names:
+            handles = [plt.Line2D([], [], **styles[s]) for s in names]
+            fig.legend(handles, names, loc="lower center", ncol=min(len(names), 8),
+                       fontsize=8, frameon=False)
+        fig.suptitle(f"{name}: quality against NFE")
+        fig.tight_layout(rect=(0, 0.06, 1, 1))
         path = grid.out / f"quality_vs_nfe_{name}.png"
         fig.savefig(path, dpi=110)
         plt.close(fig)

@@ -80,7 +80,8 @@ class Runner:
                  for s in self.grid.sample_cells if s.train is cell]
         return {"key": cell.key, "config": cfg, "checkpoint": cell.checkpoint, "cells": cells,
                 "num_samples": d.num_samples, "metric": d.metric, "seed": self.grid.seed,
-                "sampling": d.sampling, "loss_curve_batches": d.loss_curve_batches}
+                "sampling": d.sampling, "loss_curve_batches": d.loss_curve_batches,
+                "tune": d.tune}
 
     def pending(self) -> list[TrainCell]:
         out = []

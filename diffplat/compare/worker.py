@@ -107,13 +107,46 @@ def loss_curve(module, batches: int, seed: int) -> dict[str, Any]:
             "x0_power": scale, "examples": count}
 
 
-def score(module, cell: dict[str, Any], spec: dict[str, Any]) -> dict[str, Any]:
+def fitted_options(module, ckpt: Path, sampler: str, nfe: int, steps: int,
+                   spec: dict[str, Any]) -> dict[str, Any]:
+    """The sampler options of a ``NAME@fitted`` cell: the step schedule fitted to this model
+    (fitted now and stored beside the checkpoint if it is not there yet)."""
+    from diffplat.cli.tune_steps import tune_module
+    from diffplat.training.checkpoint import load_step_schedules
+
+    entry = load_step_schedules(ckpt)["schedules"].get(f"{sampler}/{steps}")
+    if entry is None:
+        prior = {k: v for k, v in (spec.get("sampling") or {}).items() if k != "batch_size"}
+        tune = dict(spec.get("tune") or {})
+        entry = tune_module(module, ckpt, sampler, nfe, tune.pop("options", None),
+                            batches=tune.get("batches", 1),
+                            batch_size=tune.get("batch_size", min(spec["num_samples"], 256)),
+                            seed=spec["seed"], reference_steps=tune.get("reference_steps", 100),
+                            max_evals=tune.get("max_evals"), prior=prior, log=print)
+    return {**entry["options"], "levels": entry["levels"]}
+
+
+def score(module, cell: dict[str, Any], spec: dict[str, Any],
+          ckpt: Path | None = None) -> dict[str, Any]:
+    from diffplat.compare.grid import base_sampler
+    from diffplat.samplers.tuning import GRID_OPTIONS
+
     t0 = time.perf_counter()
     opts = dict(spec.get("sampling") or {})
     batch_size = opts.pop("batch_size", None)
-    samples, stats = module.generate(spec["num_samples"], sampler=cell["sampler"],
+    sampler, fitted = base_sampler(cell["sampler"])
+    sampler_options, tune_seconds = None, 0.0
+    if fitted:
+        sampler_options = fitted_options(module, ckpt, sampler, cell["nfe"], cell["steps"],
+                                         spec)
+        sampler_options = {k: v for k, v in sampler_options.items()
+                           if k not in GRID_OPTIONS or k == "levels"}
+        tune_seconds = time.perf_counter() - t0
+        t0 = time.perf_counter()
+    samples, stats = module.generate(spec["num_samples"], sampler=sampler,
                                      steps=cell["steps"], seed=spec["seed"],
-                                     batch_size=batch_size, **opts)
+                                     batch_size=batch_size, sampler_options=sampler_options,
+                                     **opts)
     seconds = time.perf_counter() - t0
     metrics = module.domain.metrics(samples, "test")
     value = metrics.get(spec["metric"])
@@ -122,8 +155,11 @@ def score(module, cell: dict[str, Any], spec: dict[str, Any]) -> dict[str, Any]:
                        f"{', '.join(metrics)}")
     if not math.isfinite(float(value)):
         raise FloatingPointError(f"metric {spec['metric']} is {value}")
-    return {"status": "ok", "metrics": {k: float(v) for k, v in metrics.items()},
-            "nfe": stats["nfe"], "sample_seconds": round(seconds, 3)}
+    out = {"status": "ok", "metrics": {k: float(v) for k, v in metrics.items()},
+           "nfe": stats["nfe"], "sample_seconds": round(seconds, 3)}
+    if fitted:
+        out["tune_seconds"] = round(tune_seconds, 3)
+    return out
 
 
 def run(cell_dir: Path) -> int:
@@ -160,7 +196,7 @@ def run(cell_dir: Path) -> int:
         if out.is_file() and json.loads(out.read_text()).get("status") == "ok":
             continue
         try:
-            result = score(module, cell, spec)
+            result = score(module, cell, spec, ckpt)
         except Exception as err:  # noqa: BLE001
             traceback.print_exc()
             result = {"status": "failed", "reason": _reason(err)}

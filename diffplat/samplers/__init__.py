@@ -18,8 +18,15 @@ import torch
 from torch import Tensor
 
 from diffplat.registry import Registry
+from diffplat.samplers.adams import sample_deis, sample_ipndm
 from diffplat.samplers.adaptive import sample_adaptive
-from diffplat.samplers.dpm import sample_dpmpp_2m, sample_dpmpp_2m_sde
+from diffplat.samplers.auto import sample_auto
+from diffplat.samplers.dpm import (
+    sample_dpmpp_2m,
+    sample_dpmpp_2m_sde,
+    sample_dpmpp_3m,
+    sample_dpmpp_3m_sde,
+)
 from diffplat.samplers.grids import noise_levels, spacings
 from diffplat.samplers.karras import (
     sample_ddim,
@@ -28,6 +35,7 @@ from diffplat.samplers.karras import (
     sample_euler_ancestral,
     sample_heun,
 )
+from diffplat.samplers.unipc import sample_unipc
 from diffplat.schedules import Schedule
 
 Sampler = Callable[..., Tensor]
@@ -40,10 +48,16 @@ registry.register("euler_ancestral", sample_euler_ancestral)
 registry.register("heun", sample_heun)
 registry.register("dpmpp_2m", sample_dpmpp_2m)
 registry.register("dpmpp_2m_sde", sample_dpmpp_2m_sde)
+registry.register("dpmpp_3m", sample_dpmpp_3m)
+registry.register("dpmpp_3m_sde", sample_dpmpp_3m_sde)
+registry.register("unipc", sample_unipc)
+registry.register("deis", sample_deis)
+registry.register("ipndm", sample_ipndm)
 registry.register("adaptive", sample_adaptive)
+registry.register("auto", sample_auto)
 
 #: Samplers whose output depends on the generator beyond the starting noise.
-STOCHASTIC = frozenset({"ddpm", "euler_ancestral", "dpmpp_2m_sde"})
+STOCHASTIC = frozenset({"ddpm", "euler_ancestral", "dpmpp_2m_sde", "dpmpp_3m_sde"})
 
 
 def get(name: str) -> Sampler:
@@ -55,18 +69,32 @@ def names() -> list[str]:
     return registry.names()
 
 
-def nfe_for_steps(name: str, steps: int) -> int:
-    """Denoiser evaluations a fixed-step sampler spends on ``steps`` steps."""
-    registry.get(name)
+def nfe_for_steps(name: str, steps: int, denoise_final: bool = True, **options: Any) -> int:
+    """Denoiser evaluations a fixed-step sampler spends on ``steps`` steps.
+
+    Every sampler but heun makes one evaluation per step (UniPC's corrector reuses the next
+    step's evaluation); heun makes two, except on a last step into noise level 0."""
+    name = _canonical(name)
     if name == "adaptive":
         raise ValueError("the adaptive sampler's NFE is only known after it runs")
-    return 2 * steps - 1 if name == "heun" else steps
+    if name == "heun":
+        return 2 * steps - 1 if denoise_final else 2 * steps
+    return steps
 
 
-def steps_for_nfe(name: str, nfe: int) -> int:
-    """The largest step count whose NFE does not exceed ``nfe``."""
+def steps_for_nfe(name: str, nfe: int, denoise_final: bool = True, **options: Any) -> int:
+    """The largest step count whose NFE does not exceed ``nfe`` (at least 1)."""
+    name = _canonical(name)
+    if isinstance(nfe, bool) or not isinstance(nfe, int) or nfe < 1:
+        raise ValueError(f"NFE must be an integer >= 1, got {nfe!r}")
+    if name == "heun":
+        return max(1, (nfe + 1) // 2 if denoise_final else nfe // 2)
+    return nfe
+
+
+def _canonical(name: str) -> str:
     registry.get(name)
-    return max(1, (nfe + 1) // 2) if name == "heun" else max(1, nfe)
+    return name.lower().replace("-", "_")
 
 
 def sample(name: str, denoise: Callable[[Tensor, Tensor], Tensor], shape: tuple[int, ...],

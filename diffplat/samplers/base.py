@@ -16,7 +16,7 @@ from torch import Tensor
 
 from diffplat.errors import NonFiniteError
 from diffplat.noise import GaussianNoise, NoiseSpace
-from diffplat.samplers.grids import noise_levels
+from diffplat.samplers.grids import check_levels, noise_levels
 from diffplat.schedules import Schedule
 
 Denoise = Callable[[Tensor, Tensor], Tensor]
@@ -73,8 +73,10 @@ class VEModel:
             t_b, alpha = self._point(level)
         out = self.denoise(y if alpha == 1.0 else y * alpha, t_b)
         self.nfe += 1
-        # max |D| is NaN when any element is NaN and Inf when any is Inf: one cheap pass
-        if self.check_finite and not torch.isfinite(out.abs().amax()):
+        # the sum is NaN or Inf when any element is: one pass without a temporary; only
+        # then the exact test (max |D|), since huge finite values can overflow the sum
+        if self.check_finite and not torch.isfinite(out.sum()) \
+                and not torch.isfinite(out.abs().amax()):
             where = f"step {i}" if i is not None else f"noise level {level:.4g}"
             raise NonFiniteError(
                 f"denoiser returned NaN or Inf at {where} (t={float(t_b[0]):.4f}, "
@@ -104,10 +106,50 @@ class VEModel:
 
 def setup(denoise: Denoise, noise: Tensor, schedule: Schedule, steps: int,
           spacing: str | None = None, rho: float = 7.0, level_min: float | None = None,
-          level_max: float | None = None, **kw: Any) -> tuple[VEModel, Tensor]:
-    """Build the grid and the model view; returns (model, y at the first level)."""
+          level_max: float | None = None, denoise_final: bool = True,
+          levels: Any = None, **kw: Any) -> tuple[VEModel, Tensor]:
+    """Build the grid and the model view; returns (model, y at the first level).
+
+    ``levels`` (K + 1 noise levels, e.g. a fitted schedule) replaces the spacing options."""
     if not isinstance(schedule, Schedule):
         raise TypeError(f"schedule must be a Schedule, got {type(schedule).__name__}")
-    levels = noise_levels(schedule, steps, spacing, rho, level_min, level_max)
+    if levels is not None:
+        if isinstance(steps, bool) or not isinstance(steps, int) or steps < 1:
+            raise ValueError(f"steps must be an integer >= 1, got {steps!r}")
+        levels = check_levels(levels, steps)
+    else:
+        levels = noise_levels(schedule, steps, spacing, rho, level_min, level_max,
+                              denoise_final)
     model = VEModel(denoise, noise, schedule, levels, **kw)
     return model, noise * levels[0].item()
+
+
+def step_order(i: int, steps: int, order: int, lower_order_final: bool,
+               levels: list[float]) -> int:
+    """The order of a multistep method at step i (0-based) of ``steps``.
+
+    Warm-up: step i has at most i + 1 points of history. ``lower_order_final`` lowers the
+    order towards the end, at most ``steps - i`` (the last step first order, the one before
+    it second; diffusers' UniPC always does this, its DPM-Solver and DEIS below 15 steps). A
+    step into noise level 0 is always first order: it returns the denoiser's estimate, since
+    every higher-order term is multiplied by exp(-h) = 0 or needs lambda = inf.
+    """
+    if levels[i + 1] == 0.0:
+        return 1
+    p = min(order, i + 1)
+    return min(p, steps - i) if lower_order_final else p
+
+
+def check_order(name: str, order: int, highest: int) -> int:
+    if isinstance(order, bool) or not isinstance(order, int) or not 1 <= order <= highest:
+        raise ValueError(f"{name}: order must be an integer from 1 to {highest}, got {order!r}")
+    return order
+
+
+def combine(base: Tensor, scale: float, terms: list[tuple[float, Tensor]]) -> Tensor:
+    """scale * base + sum(w * t): a new tensor, in one pass per term."""
+    out = base * scale
+    for w, t in terms:
+        if w != 0.0:
+            out.add_(t, alpha=w)
+    return out

@@ -1,12 +1,17 @@
 """Step spacings: where a sampler evaluates the denoiser.
 
 A grid is a decreasing float64 tensor of K + 1 noise levels (sigma / alpha, the variance-
-exploding frame of Karras et al. 2022) ending in exactly 0, the clean data.
+exploding frame of Karras et al. 2022). By default it ends in exactly 0, the clean data, so
+the last of the K steps returns the denoiser's estimate at the smallest noise level ("denoise
+to x0 at the last step"); with ``denoise_final=False`` the K steps end *at* the smallest
+level instead, and the sampler returns its state there (diffusers' ``final_sigmas_type=
+"sigma_min"``).
 """
 
 from __future__ import annotations
 
 import math
+from typing import Any
 
 import torch
 from torch import Tensor
@@ -58,6 +63,18 @@ def uniform_t(schedule: Schedule, steps: int, rho: float, smin: float, smax: flo
     if steps == 1:
         return _levels_from_t(schedule, torch.tensor([t_hi]))
     return _levels_from_t(schedule, torch.linspace(t_hi, t_lo, steps, dtype=torch.float64))
+
+
+@spacings.register("polynomial")
+def polynomial(schedule: Schedule, steps: int, rho: float, smin: float, smax: float) -> Tensor:
+    """Uniform in sqrt(t) of the schedule's own time ("time-quadratic": t = u^2 with u
+    uniform; Lu et al. 2022, DPM-Solver sec. 3.4), dense near the data."""
+    ends = torch.tensor([smax, smin], dtype=torch.float64)
+    t_hi, t_lo = schedule.t_from_noise_level(ends).tolist()
+    if steps == 1:
+        return _levels_from_t(schedule, torch.tensor([t_hi]))
+    u = torch.linspace(math.sqrt(t_hi), math.sqrt(t_lo), steps, dtype=torch.float64)
+    return _levels_from_t(schedule, u**2)
 
 
 @spacings.register("log_snr")
@@ -124,23 +141,55 @@ def default_spacing(schedule: Schedule) -> str:
     return "uniform_t" if schedule.family == "flow" else "karras"
 
 
+DISCRETE = frozenset({"leading", "trailing", "linspace"})
+
+
 def noise_levels(schedule: Schedule, steps: int, spacing: str | None = None,
                  rho: float = 7.0, level_min: float | None = None,
-                 level_max: float | None = None) -> Tensor:
-    """K + 1 decreasing noise levels, the last one 0.
+                 level_max: float | None = None, denoise_final: bool = True) -> Tensor:
+    """K + 1 decreasing noise levels: the last one 0, or the smallest level.
 
     Args:
         schedule: the schedule the model was trained with.
         steps: K >= 1 sampler steps.
-        spacing: "karras", "uniform_t", "log_snr", "leading", "trailing" or "linspace";
-            None picks ``default_spacing(schedule)``.
+        spacing: "karras", "uniform_t", "polynomial", "log_snr", "leading", "trailing" or
+            "linspace"; None picks ``default_spacing(schedule)``.
         rho: exponent of the Karras spacing.
         level_min, level_max: end levels of the continuous spacings (default 0.002 and 80,
-            clipped to the schedule); the discrete spacings use the training steps instead.
+            clipped to the schedule; ``level_max=inf`` keeps the schedule's own top level);
+            the discrete spacings use the training steps instead.
+        denoise_final: end in 0 (the last step returns the denoiser's x0 estimate at the
+            K-th level), or, when False, place all K + 1 levels on the spacing from the
+            largest to the smallest level (for the discrete spacings the last one is the
+            level of training step 0, as diffusers' ``final_sigmas_type="sigma_min"``).
     """
     if isinstance(steps, bool) or not isinstance(steps, int) or steps < 1:
         raise ValueError(f"steps must be an integer >= 1, got {steps!r}")
-    fn = spacings.get(spacing or default_spacing(schedule))
+    name = (spacing or default_spacing(schedule)).lower().replace("-", "_")
+    fn = spacings.get(name)
     smin, smax = level_range(schedule, level_min, level_max)
+    if denoise_final:
+        levels = fn(schedule, steps, rho, smin, smax)
+        return torch.cat([levels, levels.new_zeros(1)])
+    if name not in DISCRETE:
+        return fn(schedule, steps + 1, rho, smin, smax)
     levels = fn(schedule, steps, rho, smin, smax)
-    return torch.cat([levels, levels.new_zeros(1)])
+    last = _from_indices(_discrete(schedule, name), torch.zeros(1))
+    if not levels[-1] > last[0]:
+        raise ValueError(f"spacing {name!r} already ends at training step 0; use "
+                         "denoise_final=True")
+    return torch.cat([levels, last])
+
+
+def check_levels(levels: Any, steps: int) -> Tensor:
+    """An explicit grid (e.g. a fitted one) as a float64 tensor, checked: K + 1 strictly
+    decreasing levels, all positive except possibly a last 0."""
+    grid = torch.as_tensor(levels, dtype=torch.float64).flatten()
+    if len(grid) != steps + 1:
+        raise ValueError(f"a grid for {steps} steps needs {steps + 1} noise levels, got "
+                         f"{len(grid)}")
+    if not bool(torch.isfinite(grid).all()) or not bool((grid[:-1] > 0).all()) \
+            or grid[-1] < 0 or not bool((grid[:-1] > grid[1:]).all()):
+        raise ValueError("noise levels must be finite, strictly decreasing and positive "
+                         f"(a last 0 allowed); got {grid.tolist()}")
+    return grid

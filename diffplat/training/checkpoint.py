@@ -230,6 +230,19 @@ def split_state(state: dict[str, Any]) -> tuple[dict[str, torch.Tensor], dict[st
     return tensors, plain
 
 
+def export_step_schedules(ckpt: str | Path, out_dir: str | Path) -> Path | None:
+    """Carry a checkpoint's fitted step schedules into its export folder (same EMA weights,
+    so they apply unchanged; re-fingerprinted for model.safetensors)."""
+    data = load_step_schedules(ckpt)
+    if not data["schedules"]:
+        return None
+    out = Path(out_dir)
+    path = out / STEPS_FILE
+    _atomic_write_text(path, json.dumps({"fingerprint": weights_fingerprint(out),
+                                         "schedules": data["schedules"]}, indent=2))
+    return path
+
+
 def load_export(out_dir: Path, map_location: Any = "cpu",
                 trusted_prefixes: tuple[str, ...] | None = None):
     from safetensors.torch import load_file
@@ -255,3 +268,85 @@ def load_export(out_dir: Path, map_location: Any = "cpu",
     if state:
         module.domain.load_sampling_state(state)
     return module.eval()
+
+
+# -- fitted step schedules (diffplat tune-steps) ----------------------------------------------
+STEPS_FILE = "step_schedules.json"  # inside an export folder
+STEPS_SUFFIX = ".steps.json"        # beside a .ckpt file: last.ckpt -> last.ckpt.steps.json
+
+
+def step_schedules_path(ckpt: str | Path) -> Path:
+    """Where the fitted step schedules of a checkpoint or export folder live."""
+    ckpt = Path(ckpt)
+    return ckpt / STEPS_FILE if ckpt.is_dir() else ckpt.with_name(ckpt.name + STEPS_SUFFIX)
+
+
+def weights_fingerprint(ckpt: str | Path) -> str:
+    """sha256 of the checkpoint file (or of an export's model.safetensors), so that a
+    schedule fitted to other weights is never used silently."""
+    import hashlib
+
+    ckpt = Path(ckpt)
+    target = ckpt / WEIGHTS_FILE if ckpt.is_dir() else ckpt
+    digest = hashlib.sha256()
+    with open(target, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def _atomic_write_text(path: Path, text: str) -> None:
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w") as f:
+            f.write(text)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def load_step_schedules(ckpt: str | Path, check: bool = True) -> dict[str, Any]:
+    """{"fingerprint": ..., "schedules": {"<sampler>/<steps>": entry}} (empty when none).
+    With ``check``, schedules fitted to other weights raise ValueError."""
+    path = step_schedules_path(ckpt)
+    if not path.is_file():
+        return {"fingerprint": None, "schedules": {}}
+    data = json.loads(path.read_text())
+    if check and data.get("fingerprint") != weights_fingerprint(ckpt):
+        raise ValueError(f"the fitted step schedules in {path} belong to other weights than "
+                         f"{ckpt} (it changed after `diffplat tune-steps`); run tune-steps "
+                         "again")
+    return data
+
+
+def save_step_schedule(ckpt: str | Path, entry: dict[str, Any]) -> Path:
+    """Add (or replace) one fitted schedule, keyed by sampler and steps; atomic write."""
+    path = step_schedules_path(ckpt)
+    fingerprint = weights_fingerprint(ckpt)
+    data = load_step_schedules(ckpt, check=False)
+    if data.get("fingerprint") != fingerprint:
+        data = {"fingerprint": fingerprint, "schedules": {}}  # weights changed: start over
+    data["schedules"][f"{entry['sampler']}/{entry['steps']}"] = entry
+    _atomic_write_text(path, json.dumps(data, indent=2))
+    return path
+
+
+def fitted_schedule(ckpt: str | Path, sampler: str, steps: int) -> dict[str, Any]:
+    """The schedule ``tune-steps`` fitted for ``sampler`` with ``steps`` steps; a missing one
+    raises FileNotFoundError naming the command that makes it."""
+    entry = load_step_schedules(ckpt)["schedules"].get(f"{sampler}/{steps}")
+    if entry is None:
+        raise FileNotFoundError(
+            f"no fitted step schedule for {sampler} with {steps} steps in "
+            f"{step_schedules_path(ckpt)}; make one with `diffplat tune-steps --ckpt {ckpt} "
+            f"--sampler {sampler} --nfe {entry_nfe(sampler, steps)}`")
+    return entry
+
+
+def entry_nfe(sampler: str, steps: int) -> int:
+    from diffplat import samplers
+
+    return samplers.nfe_for_steps(sampler, steps)

@@ -83,12 +83,30 @@ class GaussianMixture:
     def posterior_mean(self, x: Tensor, a: Tensor, s: Tensor) -> Tensor:
         """E[x0 | x_t = x] for per-sample coefficients a, s of shape [B] (or scalars)."""
         x = x.double()
+        a_t = torch.as_tensor(a, dtype=torch.float64).flatten()
+        s_t = torch.as_tensor(s, dtype=torch.float64).flatten()
+        if bool((a_t == a_t[0]).all()) and bool((s_t == s_t[0]).all()):
+            return self._posterior_mean_shared(x, float(a_t[0]), float(s_t[0]))
         resp = torch.softmax(self._log_joint(x, a, s), dim=1)   # [B, K]
         a3 = torch.as_tensor(a, dtype=torch.float64).reshape(-1, 1, 1)
         s3 = torch.as_tensor(s, dtype=torch.float64).reshape(-1, 1, 1)
         gain = a3 * self.variances / (a3**2 * self.variances + s3**2)
         cond = self.means + gain * (x[:, None, :] - a3 * self.means)
         return (resp[..., None] * cond).sum(1)
+
+
+    def _posterior_mean_shared(self, x: Tensor, a: float, s: float) -> Tensor:
+        """posterior_mean for one (a, s) shared by the batch, by matrix products: the
+        squared distances expand into x^2 / var - 2 a x mu / var + a^2 mu^2 / var, so no
+        [B, K, d] tensor is formed (an order of magnitude faster in 16 dimensions)."""
+        var = a * a * self.variances + s * s                       # [K, d]
+        inv = 1.0 / var
+        quad = (x * x) @ inv.T - (2 * a) * (x @ (self.means * inv).T) \
+            + (a * a) * (self.means**2 * inv).sum(1)               # [B, K]
+        ll = torch.log(self.weights) - 0.5 * (quad + torch.log(2 * math.pi * var).sum(1))
+        resp = torch.softmax(ll, dim=1)                            # [B, K]
+        gain = a * self.variances * inv                            # [K, d]
+        return resp @ (self.means * (1 - a * gain)) + x * (resp @ gain)
 
 
 class ExactDenoiser(torch.nn.Module):
