@@ -52,3 +52,23 @@ def test_core_names_no_domain_module_by_import_or_by_string():
             if re.search(r"\bdomains\.[a-z_]+", text):
                 found.append(f"{path}: string {text[:60]!r}")
     assert not found, "\n".join(found)
+
+
+def test_no_import_circle_between_cli_compare_and_training():
+    """cli/ sits on top: it may import compare/ and training/; compare/ may import training/
+    but not cli/; training/ imports neither (its library entry point is training.fit)."""
+    root = Path(__file__).resolve().parents[1] / "diffplat"
+    forbidden = {"training": ("diffplat.cli", "diffplat.compare"),
+                 "compare": ("diffplat.cli",)}
+    found = []
+    for package, banned in forbidden.items():
+        for path in sorted((root / package).rglob("*.py")):
+            for node in ast.walk(ast.parse(path.read_text())):
+                names = []
+                if isinstance(node, ast.Import):
+                    names = [a.name for a in node.names]
+                elif isinstance(node, ast.ImportFrom) and node.module:
+                    names = [node.module]
+                found += [f"{path.relative_to(root)}: {n}" for n in names
+                          if n.startswith(banned)]
+    assert not found, "\n".join(found)

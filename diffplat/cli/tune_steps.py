@@ -9,71 +9,12 @@ an export folder) and used by ``diffplat sample --spacing fitted``.
 from __future__ import annotations
 
 import argparse
-import time
-from pathlib import Path
-from typing import Any
 
 import torch
 
 from diffplat import samplers
-
-
-def resolve(name: str, nfe: int, options: dict[str, Any], schedule=None
-            ) -> tuple[str, int, dict[str, Any]]:
-    """(sampler, steps, options) for a sampler name or ``auto`` at ``nfe`` evaluations."""
-    from diffplat.samplers.auto import choose
-
-    if isinstance(nfe, bool) or not isinstance(nfe, int) or nfe < 1:
-        raise ValueError(f"--nfe must be an integer >= 1, got {nfe!r}")
-    samplers.get(name)  # unknown names list the valid ones
-    name = name.lower().replace("-", "_")
-    if name == "auto":
-        name, table = choose(nfe, schedule)
-        options = {**table, **options}
-    return name, samplers.steps_for_nfe(name, nfe, **options), options
-
-
-def tune_module(module, ckpt: str | Path, sampler: str, nfe: int,
-                options: dict[str, Any] | None = None, batches: int = 2,
-                batch_size: int = 256, seed: int = 0, reference_steps: int = 200,
-                max_evals: int | None = None, prior: dict[str, Any] | None = None,
-                log=print) -> dict[str, Any]:
-    """Fit and store a step schedule for ``sampler`` at ``nfe`` evaluations; returns the
-    stored entry."""
-    from diffplat.samplers.tuning import fit_levels
-    from diffplat.training.checkpoint import save_step_schedule
-
-    name, steps, options = resolve(sampler, nfe, dict(options or {}), module.schedule)
-    if name in samplers.STOCHASTIC or name == "adaptive":
-        raise ValueError(f"tune-steps needs a deterministic fixed-step sampler; {name} is "
-                         f"{'adaptive' if name == 'adaptive' else 'stochastic'}")
-    if batches < 1 or batch_size < 1:
-        raise ValueError("--batches and --batch-size must be >= 1")
-    device = module.device
-    module.ema.shadow.eval()
-    fit_batches = []
-    for b in range(batches):
-        gen = torch.Generator(device=device).manual_seed(seed * 100_003 + 50_000 + b)
-        noise, cond, space = module.domain.prior(batch_size, gen, device, **(prior or {}))
-
-        def denoise(x, t, cond=cond, space=space):
-            return module.ema_denoiser.predict(x, t, noise_space=space, **cond)[1]
-
-        fit_batches.append((denoise, noise, space))
-    t0 = time.perf_counter()
-    with torch.no_grad():
-        fit = fit_levels(samplers.get(name), fit_batches, module.schedule, steps, options,
-                         reference_steps=reference_steps, max_evals=max_evals, log=log)
-    entry = {"sampler": name, "steps": steps, "nfe": samplers.nfe_for_steps(name, steps,
-                                                                             **options),
-             "options": {k: v for k, v in options.items() if k != "levels"},
-             "levels": fit["levels"], "objective": fit["objective"],
-             "initial_objective": fit["initial"], "reference_steps": reference_steps,
-             "evals": fit["evals"], "batches": batches, "batch_size": batch_size,
-             "seed": seed, "prior": prior or {}, "seconds": round(time.perf_counter() - t0, 1),
-             "created": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
-    entry["path"] = str(save_step_schedule(ckpt, entry))
-    return entry
+from diffplat.sampling import tune_resolve as resolve
+from diffplat.sampling import tune_steps as tune_module
 
 
 def main(argv: list[str]) -> int:

@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from diffplat.compare.grid import Grid
-from diffplat.compare.runner import _load
+from diffplat.compare.results import read_result
 from diffplat.compare.worker import LOSS_FILE, TRAIN_FILE
 
 BASE_COLUMNS = ["domain", "schedule", "target", "weighting", "sampler", "nfe", "steps",
@@ -23,8 +23,8 @@ def collect(grid: Grid) -> list[dict[str, Any]]:
     rows = []
     for s in grid.sample_cells:
         cell_dir = grid.out / "cells" / s.train.dirname
-        train = _load(cell_dir / TRAIN_FILE) or {}
-        result = _load(cell_dir / s.filename) or {}
+        train = read_result(cell_dir / TRAIN_FILE) or {}
+        result = read_result(cell_dir / s.filename) or {}
         spec = grid.domains[s.train.domain]
         row: dict[str, Any] = {
             "domain": s.train.domain, "schedule": s.train.schedule, "target": s.train.target,
@@ -47,7 +47,7 @@ def collect(grid: Grid) -> list[dict[str, Any]]:
 def loss_curves(grid: Grid) -> list[dict[str, Any]]:
     out = []
     for cell in grid.train_cells:
-        curve = _load(grid.out / "cells" / cell.dirname / LOSS_FILE)
+        curve = read_result(grid.out / "cells" / cell.dirname / LOSS_FILE)
         if curve and "log_snr" in curve:
             out.append({"domain": cell.domain, "schedule": cell.schedule,
                         "target": cell.target, "weighting": cell.weighting, **curve})

@@ -19,21 +19,15 @@ from pathlib import Path
 from typing import TextIO
 
 from diffplat.compare.grid import Grid, TrainCell
+from diffplat.compare.results import read_result
 from diffplat.compare.worker import TRAIN_FILE
-
-
-def _load(path: Path) -> dict | None:
-    try:
-        return json.loads(path.read_text())
-    except (OSError, ValueError):
-        return None
 
 
 def cell_status(cell_dir: Path, files: list[str]) -> tuple[int, int]:
     """(results on disk, failed among them) for a training cell's sampling files."""
     done = failed = 0
     for f in files:
-        result = _load(cell_dir / f)
+        result = read_result(cell_dir / f)
         if result is not None:
             done += 1
             failed += result.get("status") != "ok"
@@ -88,7 +82,7 @@ class Runner:
         for cell in self.grid.train_cells:
             cell_dir = self.cells_dir / cell.dirname
             files = self.files[id(cell)]
-            train = _load(cell_dir / TRAIN_FILE)
+            train = read_result(cell_dir / TRAIN_FILE)
             done, failed = cell_status(cell_dir, files)
             complete = train is not None and (train.get("status") != "ok" or done == len(files))
             if not complete or (self.retry_failed and (failed or train.get("status") != "ok")):
@@ -104,7 +98,7 @@ class Runner:
         spec = self._spec(cell)
         if self.retry_failed:
             for f in [TRAIN_FILE] + [c["file"] for c in spec["cells"]]:
-                result = _load(cell_dir / f)
+                result = read_result(cell_dir / f)
                 if result is not None and result.get("status") != "ok":
                     (cell_dir / f).unlink()
         (cell_dir / "cell.json").write_text(json.dumps(spec, indent=2, default=str))
@@ -122,7 +116,7 @@ class Runner:
 
     def _finish(self, job: _Job, code: int) -> None:
         job.log.close()
-        if code != 0 and _load(job.dir / TRAIN_FILE) is None:
+        if code != 0 and read_result(job.dir / TRAIN_FILE) is None:
             # the worker died before it could write anything (killed, out of memory)
             tail = (job.dir / "worker.log").read_text(errors="replace").strip().splitlines()
             reason = f"worker exited with status {code}" + (f": {tail[-1][:300]}" if tail
@@ -135,15 +129,14 @@ class Runner:
         whose output path is missing."""
         import shlex
 
-        from diffplat.cli import main as cli_main
-
         for spec in self.grid.domains.values():
             for step in spec.prepare:
                 if Path(step["path"]).exists():
                     continue
                 self._say(f"{spec.name}: {step['path']} is missing; running "
                           f"`diffplat {step['run']}`")
-                code = cli_main(shlex.split(step["run"]))
+                code = subprocess.run([sys.executable, "-m", "diffplat.cli",
+                                       *shlex.split(step["run"])]).returncode
                 if code != 0 or not Path(step["path"]).exists():
                     raise RuntimeError(f"`diffplat {step['run']}` (for {spec.name}) failed "
                                        f"with status {code} or did not write {step['path']}")
@@ -186,7 +179,7 @@ class Runner:
                 if path in self._ok:
                     done += 1
                     continue
-                result = _load(path)
+                result = read_result(path)
                 if result is not None:
                     done += 1
                     if result.get("status") == "ok":

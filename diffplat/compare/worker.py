@@ -22,17 +22,13 @@ from typing import Any
 import torch
 import yaml
 
+from diffplat.compare.results import write_result
+
 TRAIN_FILE = "train.json"
 LOSS_FILE = "loss_curve.json"
 #: log-SNR values at which the trained denoiser's error is measured (kept inside each
 #: schedule's own range)
 LOSS_LOG_SNR = [float(x) for x in range(-10, 11)]
-
-
-def _write(path: Path, obj: dict[str, Any]) -> None:
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(json.dumps(obj, indent=2, default=str))
-    tmp.replace(path)
 
 
 def _reason(err: BaseException) -> str:
@@ -41,8 +37,9 @@ def _reason(err: BaseException) -> str:
 
 
 def train(cell_dir: Path, spec: dict[str, Any]) -> Path:
-    """Train the cell's model (resuming an interrupted run); returns the checkpoint path."""
-    from diffplat.cli import main as cli_main
+    """Train the cell's model (resuming an interrupted run); returns the checkpoint path.
+    Failures raise, with the reason the training gave."""
+    from diffplat.training import fit
 
     if spec.get("checkpoint"):
         ckpt = Path(spec["checkpoint"])
@@ -53,20 +50,8 @@ def train(cell_dir: Path, spec: dict[str, Any]) -> Path:
     ckpt = run_dir / "checkpoints" / "last.ckpt"
     config = cell_dir / "config.yaml"
     config.write_text(yaml.safe_dump(spec["config"], sort_keys=False))
-    args = ["fit", "-c", str(config)]
-    if ckpt.is_file():  # an interrupted training: resume exactly
-        args += ["--ckpt_path", str(ckpt)]
-    code = cli_main(args)
-    if code != 0:  # the CLI printed a one-line reason to stderr, which goes to worker.log
-        log = cell_dir / "worker.log"
-        lines = log.read_text(errors="replace").splitlines() if log.is_file() else []
-        said = [ln.split("error:", 1)[1].strip() for ln in lines
-                if ln.startswith("diffplat fit: error:")]
-        raise RuntimeError(said[-1] if said else
-                           f"training exited with status {code} (see {log})")
-    if not ckpt.is_file():
-        raise RuntimeError(f"training finished without writing {ckpt}")
-    return ckpt
+    # an interrupted training resumes exactly
+    return fit(config, ckpt_path=str(ckpt) if ckpt.is_file() else None)
 
 
 @torch.no_grad()
@@ -111,7 +96,7 @@ def fitted_options(module, ckpt: Path, sampler: str, nfe: int, steps: int,
                    spec: dict[str, Any]) -> dict[str, Any]:
     """The sampler options of a ``NAME@fitted`` cell: the step schedule fitted to this model
     (fitted now and stored beside the checkpoint if it is not there yet)."""
-    from diffplat.cli.tune_steps import tune_module
+    from diffplat.sampling import tune_steps as tune_module
     from diffplat.training.checkpoint import load_step_schedules
 
     entry = load_step_schedules(ckpt)["schedules"].get(f"{sampler}/{steps}")
@@ -175,10 +160,10 @@ def run(cell_dir: Path) -> int:
         ckpt = train(cell_dir, spec) if previous.get("status") != "ok" else \
             Path(previous["checkpoint"])
         seconds = previous.get("seconds") or round(time.perf_counter() - t0, 1)
-        _write(train_file, {"status": "ok", "checkpoint": str(ckpt), "seconds": seconds})
+        write_result(train_file, {"status": "ok", "checkpoint": str(ckpt), "seconds": seconds})
     except Exception as err:  # noqa: BLE001 - any failure is the cell's result
         traceback.print_exc()
-        _write(train_file, {"status": "failed", "reason": _reason(err),
+        write_result(train_file, {"status": "failed", "reason": _reason(err),
                             "seconds": round(time.perf_counter() - t0, 1)})
         return 0
     device = "cuda" if torch.cuda.is_available() else "cpu"
@@ -186,11 +171,11 @@ def run(cell_dir: Path) -> int:
     module.domain.setup("validate")
     if not (cell_dir / LOSS_FILE).is_file():
         try:
-            _write(cell_dir / LOSS_FILE, loss_curve(module, spec["loss_curve_batches"],
+            write_result(cell_dir / LOSS_FILE, loss_curve(module, spec["loss_curve_batches"],
                                                      spec["seed"]))
         except Exception as err:  # noqa: BLE001
             traceback.print_exc()
-            _write(cell_dir / LOSS_FILE, {"status": "failed", "reason": _reason(err)})
+            write_result(cell_dir / LOSS_FILE, {"status": "failed", "reason": _reason(err)})
     for cell in spec["cells"]:
         out = cell_dir / cell["file"]
         if out.is_file() and json.loads(out.read_text()).get("status") == "ok":
@@ -200,7 +185,7 @@ def run(cell_dir: Path) -> int:
         except Exception as err:  # noqa: BLE001
             traceback.print_exc()
             result = {"status": "failed", "reason": _reason(err)}
-        _write(out, {**cell, **result})
+        write_result(out, {**cell, **result})
     return 0
 
 
