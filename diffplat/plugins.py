@@ -50,6 +50,8 @@ class DomainPlugin:
         command_help: one line per extra command, for ``diffplat --help``.
         extra: the pip extra that installs the domain's libraries (for the fix that a
             failed import suggests); default: the domain's name.
+        backbones: ``"module:Class"`` of the domain's backbones (``diffplat.backbone.Backbone``
+            subclasses), listed by ``diffplat fit --help``.
     """
 
     name: str
@@ -62,6 +64,7 @@ class DomainPlugin:
     evaluators: Mapping[str, str] = field(default_factory=dict)
     command_help: Mapping[str, str] = field(default_factory=dict)
     extra: str = ""
+    backbones: tuple[str, ...] = ()
 
     @property
     def package(self) -> str:
@@ -140,6 +143,29 @@ def instantiate_domain(cfg: dict[str, Any]):
     parser = ArgumentParser(exit_on_error=False)
     parser.add_subclass_arguments(Domain, "domain")
     return parser.instantiate_classes(parser.parse_object({"domain": cfg})).domain
+
+
+def load_all_classes() -> list[str]:
+    """Import every installed domain's Domain and backbone classes (for ``--help``, which
+    lists the subclasses Python knows); returns the references that failed to import."""
+    failed = []
+    for plugin in plugins().values():
+        for ref in (plugin.domain, *plugin.backbones):
+            try:
+                load_object(ref)
+            except Exception:  # noqa: BLE001 - a domain whose libraries are missing
+                failed.append(ref)
+    return failed
+
+
+def help_name(name: str) -> str:
+    """A domain name or alias as its Domain class path (``--model.domain.help molecules``);
+    other names unchanged."""
+    for plugin in plugins().values():
+        if name == plugin.name or name in plugin.aliases:
+            module, _, cls = plugin.domain.partition(":")
+            return f"{module}.{cls}"
+    return name
 
 
 def trusted_packages() -> tuple[str, ...]:

@@ -72,3 +72,33 @@ def test_no_import_circle_between_cli_compare_and_training():
                 found += [f"{path.relative_to(root)}: {n}" for n in names
                           if n.startswith(banned)]
     assert not found, "\n".join(found)
+
+
+def test_help_of_the_non_training_commands_loads_no_lightning():
+    """`diffplat sample --help` and the other non-training helps start fast: they import
+    neither Lightning nor jsonargparse (and `diffplat --help` not even torch)."""
+    code = (
+        "import sys, contextlib, io\n"
+        "from diffplat.cli import main\n"
+        "cmds = [['sample'], ['evaluate'], ['export'], ['data'], ['compare'],\n"
+        "        ['tune-steps'], ['conformers']]\n"
+        "with contextlib.redirect_stdout(io.StringIO()):\n"
+        "    try:\n"
+        "        main(['--help'])\n"
+        "    except SystemExit:\n"
+        "        pass\n"
+        "print('torch' in sys.modules)\n"
+        "for cmd in cmds:\n"
+        "    with contextlib.redirect_stdout(io.StringIO()):\n"
+        "        try:\n"
+        "            main([*cmd, '--help'])\n"
+        "        except SystemExit:\n"
+        "            pass\n"
+        "print(sorted(m for m in ('pytorch_lightning', 'lightning_fabric', 'jsonargparse')\n"
+        "            if m in sys.modules))\n")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         cwd=Path(__file__).resolve().parents[1], timeout=300)
+    assert out.returncode == 0, out.stderr
+    torch_for_top_help, heavy = out.stdout.strip().splitlines()[-2:]
+    assert torch_for_top_help == "False"
+    assert heavy == "[]"

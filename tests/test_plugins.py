@@ -53,6 +53,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from diffplat.backbone import Backbone
 from diffplat.domain import Domain, Draw
 from diffplat.noise import GaussianNoise
 
@@ -139,7 +140,7 @@ class RingDomain(Domain):
             return {"train": len(f["train"]), "radius": float(f["radius"])}
 
 
-class RingMLP(nn.Module):
+class RingMLP(Backbone):
     def __init__(self, dim: int = 2, hidden: int = 64):
         super().__init__()
         self.net = nn.Sequential(nn.Linear(dim + 1, hidden), nn.SiLU(),

@@ -33,19 +33,19 @@ def main(argv: list[str] | None = None) -> int:
         print(_help())
         return 0
     cmd, rest = argv[0], argv[1:]
-    from diffplat.runtime import flush_subnormals
+    asks_help = any(a in ("-h", "--help") or a.endswith(".help") for a in rest)
+    if not asks_help:  # --help imports neither torch nor Lightning where it can
+        from diffplat.runtime import flush_subnormals
 
-    flush_subnormals()  # subnormal floats make CPU kernels ~50x slower (diffplat.runtime)
-    from jsonargparse import ArgumentError
-
-    from diffplat.errors import NonFiniteError
-    from diffplat.registry import UnknownNameError
-    from diffplat.training.module import NonFiniteLossError
-
+        flush_subnormals()  # subnormal floats make CPU kernels ~50x slower (diffplat.runtime)
     try:
         from diffplat.configs import resolve_args
 
         rest = resolve_args(rest)
+        if cmd in LIGHTNING and asks_help:
+            plugins.load_all_classes()  # so the help lists the real domains and backbones
+            rest = [plugins.help_name(a) if i and rest[i - 1] == "--model.domain.help" else a
+                    for i, a in enumerate(rest)]
         if cmd in LIGHTNING:
             from diffplat.training.lightning import run
 
@@ -67,24 +67,37 @@ def main(argv: list[str] | None = None) -> int:
             sub = plugins.command(plugins.commands()[cmd][1])
         else:
             known = ["fit", "validate", "test", "sample", "tune-steps", "evaluate", "export",
-                     "data",
-                     "compare", *plugins.commands()]
+                     "data", "compare", *plugins.commands()]
             return _error(cmd, f"unknown command {cmd!r}; commands: {', '.join(known)}", 2)
         return sub(rest)
-    except ArgumentError as err:
+    except Exception as err:  # noqa: BLE001 - sorted below; anything else re-raises
+        return _failure(cmd, err)
+
+
+def _failure(cmd: str, err: Exception) -> int:
+    """The exit status and one line for a failure the user can act on; other exceptions
+    (bugs) keep their traceback. The error types are imported only now, so that a command
+    that succeeds never pays for them."""
+    from diffplat.errors import NonFiniteError
+    from diffplat.registry import UnknownNameError
+
+    if type(err).__name__ == "ArgumentError" and type(err).__module__.startswith(
+            "jsonargparse"):
         return _error(cmd, _config_message(err), 2)
-    except (NonFiniteLossError, NonFiniteError) as err:
+    if isinstance(err, NonFiniteError) or type(err).__name__ in (
+            "NonFiniteLossError", "NonFiniteCheckpointError"):
         return _error(cmd, err, 1)
-    except (FileNotFoundError, UnknownNameError, ValueError, KeyError,
-            NotImplementedError) as err:
+    if isinstance(err, (FileNotFoundError, UnknownNameError, ValueError, KeyError,
+                        NotImplementedError)):
         return _error(cmd, err, 2 if cmd in LIGHTNING else 1)
-    except (ImportError, OSError) as err:
+    if isinstance(err, (ImportError, OSError)):
         from diffplat.cli.failures import import_failure
 
         message = import_failure(err)
         if message is None and isinstance(err, ImportError):
-            raise  # a bug in diffplat itself: keep the traceback
+            raise err  # a bug in diffplat itself: keep the traceback
         return _error(cmd, message or _os_message(err), 1)
+    raise err
 
 
 def _help() -> str:

@@ -10,16 +10,10 @@ from __future__ import annotations
 
 import argparse
 
-import torch
-
-from diffplat import samplers
-from diffplat.sampling import tune_resolve as resolve
-from diffplat.sampling import tune_steps as tune_module
-
 
 def main(argv: list[str]) -> int:
+    from diffplat import samplers
     from diffplat.cli.options import parse_options
-    from diffplat.training.checkpoint import load_module
 
     p = argparse.ArgumentParser(
         prog="diffplat tune-steps",
@@ -44,9 +38,15 @@ def main(argv: list[str]) -> int:
                    help="K-step solves the optimiser may spend (default 40 min(K, 20))")
     p.add_argument("--prior", action="append", default=[], metavar="KEY=VALUE",
                    help="what to sample, passed to the domain (as for `diffplat sample`)")
-    p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu",
-                   help="cpu or cuda (default: cuda when available)")
+    p.add_argument("--device", default=None, help="cpu or cuda (default: cuda when available)")
     args = p.parse_args(argv)
+    import torch
+
+    from diffplat.sampling import tune_resolve as resolve
+    from diffplat.sampling import tune_steps as tune_module
+    from diffplat.training.checkpoint import load_module
+
+    args.device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
     resolve(args.sampler, args.nfe, parse_options(args.option))  # bad input fails before loading
     module = load_module(args.ckpt, map_location=args.device).to(args.device)
     entry = tune_module(module, args.ckpt, args.sampler, args.nfe, parse_options(args.option),

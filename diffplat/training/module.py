@@ -9,10 +9,11 @@ from typing import Any
 
 import pytorch_lightning as pl
 import torch
-from torch import Tensor, nn
+from torch import Tensor
 
 from diffplat import samplers as samplers_mod
 from diffplat import schedules as schedules_mod
+from diffplat.backbone import Backbone
 from diffplat.domain import Domain
 from diffplat.losses import DiffusionLoss
 from diffplat.schedules import LOG_SNR_LIMIT
@@ -41,7 +42,8 @@ class DiffusionModule(pl.LightningModule):
 
     Args:
         domain: the Domain plug-in (data, noise space, metrics, writer, preview).
-        backbone: network called as ``backbone(c_in * x_t, c_noise, **cond)``.
+        backbone: network called as ``backbone(c_in * x_t, c_noise, **cond)``
+            (a ``diffplat.backbone.Backbone``).
         schedule: schedule name (linear, cosine, sigmoid, polynomial, edm, flow).
         schedule_options: its options, e.g. ``{"shift": -1.0}``.
         target: prediction target (eps, x0, v, edm, flow).
@@ -69,7 +71,7 @@ class DiffusionModule(pl.LightningModule):
         compile: wrap the backbone in torch.compile when training on a GPU.
     """
 
-    def __init__(self, domain: Domain, backbone: nn.Module, schedule: str = "cosine",
+    def __init__(self, domain: Domain, backbone: Backbone, schedule: str = "cosine",
                  schedule_options: dict[str, Any] | None = None, target: str = "eps",
                  sigma_data: float = 1.0, weighting: str = "uniform",
                  weighting_options: dict[str, Any] | None = None, t_sampler: str = "uniform",

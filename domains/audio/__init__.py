@@ -14,6 +14,7 @@ PLUGIN = DomainPlugin(
     mask_help="audio: the kept time ranges in seconds, e.g. 0:0.5 (continue the first half) "
               "or 0:0.25,0.75: (fill the middle)",
     prepare_help="digits: 4,160 spoken digits (104 espeak-ng voices, split by voice)",
+    backbones=("domains.audio.unet:UNet1D",),
 )
 
 _EXPORTS = {"AudioDomain": "domains.audio.domain", "Clips": "domains.audio.domain",

@@ -23,6 +23,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from diffplat.backbone import Backbone
+
 
 def _groups(channels: int) -> int:
     return math.gcd(channels, 8) or 1
@@ -91,7 +93,7 @@ class Attention(nn.Module):
         return x + self.out(h.transpose(-1, -2).reshape(b, c, t))
 
 
-class UNet1D(nn.Module):
+class UNet1D(Backbone):
     """Waveform U-Net called as ``backbone(c_in * x_t, c_noise, labels=...)``.
 
     Args:

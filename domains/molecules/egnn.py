@@ -20,6 +20,7 @@ import torch
 from torch import Tensor, nn
 from torch.nn import functional as F
 
+from diffplat.backbone import Backbone
 from diffplat.noise import com
 
 
@@ -147,7 +148,7 @@ class _Block(nn.Module):
         return h, self.coord(h, pos, row, col, unit, e)
 
 
-class EGNNBackbone(nn.Module):
+class EGNNBackbone(Backbone):
     """E(n)-equivariant denoiser backbone for molecules (EDM's EGNN dynamics).
 
     Args:

@@ -11,6 +11,7 @@ PLUGIN = DomainPlugin(
     mask_help="shapes: view:+x (keep what a camera on +x sees; also -x, +y, ...) or "
               "first (keep the points of the file as given)",
     prepare_help="shapes: procedural meshes of six classes (per_class each)",
+    backbones=("domains.shapes.backbone:PointTransformer",),
 )
 
 _EXPORTS = {"ShapeDomain": "domains.shapes.domain", "Clouds": "domains.shapes.domain",

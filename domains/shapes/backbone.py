@@ -21,6 +21,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from diffplat.backbone import Backbone
+
 
 def timestep_embedding(c_noise: Tensor, dim: int) -> Tensor:
     """Sinusoidal features of the noise level (Vaswani et al. 2017, sec. 3.5). [B] -> [B, dim]."""
@@ -90,7 +92,7 @@ class PointBlock(nn.Module):
         return x + gate2 * self.mlp(h)
 
 
-class PointTransformer(nn.Module):
+class PointTransformer(Backbone):
     """Denoiser backbone for point clouds, called as ``backbone(c_in * x_t, c_noise,
     labels=...)``.
 

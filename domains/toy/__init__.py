@@ -11,6 +11,7 @@ PLUGIN = DomainPlugin(
     mask_help="toy: the known dimensions, e.g. 0 or 0,2",
     prepare_help="toy: a mixture and its train/val/test draws in one .npz",
     extra="all",
+    backbones=("domains.toy.backbone:MLPBackbone",),
 )
 
 _EXPORTS = {"GaussianMixture": "domains.toy.gmm", "ExactDenoiser": "domains.toy.gmm",

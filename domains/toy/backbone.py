@@ -7,6 +7,8 @@ import math
 import torch
 from torch import Tensor, nn
 
+from diffplat.backbone import Backbone
+
 
 class FourierEmbedding(nn.Module):
     """Random Fourier features of the noise level (Tancik et al. 2020; Song et al. 2021).
@@ -25,7 +27,7 @@ class FourierEmbedding(nn.Module):
         return torch.cat([arg.cos(), arg.sin()], dim=1)
 
 
-class MLPBackbone(nn.Module):
+class MLPBackbone(Backbone):
     """Residual MLP conditioned on the noise level.
 
     Args:

@@ -14,4 +14,5 @@ PLUGIN = DomainPlugin(
     command_help={"conformers": "(--ckpt CKPT | --baseline rdkit) ...  conformers of given "
                                 "molecules"},
     extra="molecules",
+    backbones=("domains.molecules.conformers.backbone:ConformerEGNN",),
 )

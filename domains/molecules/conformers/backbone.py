@@ -18,8 +18,9 @@ every tag reflects the output (tests/test_conformers_backbone.py).
 from __future__ import annotations
 
 import torch
-from torch import Tensor, nn
+from torch import Tensor
 
+from diffplat.backbone import Backbone
 from domains.molecules.egnn import EGNNBackbone
 
 
@@ -34,7 +35,7 @@ def signed_volumes(pos: Tensor, chiral_index: Tensor) -> Tensor:
     return (a * torch.linalg.cross(b, d)).sum(1)
 
 
-class ConformerEGNN(nn.Module):
+class ConformerEGNN(Backbone):
     """E(3)-EGNN over positions only, conditioned on a molecular graph.
 
     Args:
