@@ -81,8 +81,8 @@ def _failure(cmd: str, err: Exception) -> int:
     from diffplat.errors import NonFiniteError
     from diffplat.registry import UnknownNameError
 
-    if type(err).__name__ == "ArgumentError" and type(err).__module__.startswith(
-            "jsonargparse"):
+    jsonargparse = sys.modules.get("jsonargparse")  # loaded by whatever raised it
+    if jsonargparse is not None and isinstance(err, jsonargparse.ArgumentError):
         return _error(cmd, _config_message(err), 2)
     if isinstance(err, NonFiniteError) or type(err).__name__ in (
             "NonFiniteLossError", "NonFiniteCheckpointError"):
