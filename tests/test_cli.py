@@ -211,3 +211,16 @@ def test_library_fit_returns_the_checkpoint_and_raises_on_failure(tmp_path):
 
     with pytest.raises(ArgumentError, match="model.lr"):
         fit(cfg, "--model.lr", "fast")
+
+
+def test_the_readme_python_lines_run(trained, tmp_path, monkeypatch):
+    """The README's first Python block, on the toy model of this module."""
+    text = (ROOT / "README.md").read_text()
+    block = text.split("```python\n", 1)[1].split("```", 1)[0]
+    assert "diffplat.load(" in block and ".sample(" in block
+    monkeypatch.chdir(tmp_path)
+    block = block.replace("runs/demo/checkpoints/last.ckpt",
+                          str(trained / "checkpoints" / "last.ckpt"))
+    exec(compile(block, "README.md", "exec"), {})
+    assert np.load(tmp_path / "samples" / "samples.npy").shape == (100, 2)
+    assert (tmp_path / "samples" / "preview.png").is_file()
