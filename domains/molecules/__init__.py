@@ -10,5 +10,6 @@ PLUGIN = DomainPlugin(
     summary="3D molecules (QM9, your SDF/XYZ) with an E(n)-equivariant GNN; EDM's metrics",
     aliases=("qm9",),
     prepare_help="qm9: the QM9 cache with EDM's split, from the offline qm9pack wheel",
+    evaluators={"property": "domains.molecules.property_cli:main"},
     backbones=("domains.molecules.egnn:EGNNBackbone",),
 )

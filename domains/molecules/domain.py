@@ -48,6 +48,10 @@ class MoleculeDomain(Domain):
             mean and mean absolute deviation, and the backbone needs ``context_dim`` equal
             to their number. Sampling draws (size, properties) pairs from the training set
             unless values are given (``diffplat sample --prior alpha=80``).
+        train_subset: ``"edm_first_half"`` or ``"edm_second_half"``: train on EDM's half
+            of QM9's training split (its property-MAE protocol trains the conditional
+            generator on the second half and the property predictor on the first,
+            domains/molecules/property.py).
     """
 
     name = "molecules"
@@ -57,7 +61,7 @@ class MoleculeDomain(Domain):
     def __init__(self, data_path: str = "data/qm9/qm9.npz", elements: list[str] | None = None,
                  include_charges: bool = True, max_train: int | None = None,
                  max_eval: int | None = None, split_seed: int = 0, skip_bad: bool = False,
-                 context: list[str] | None = None):
+                 context: list[str] | None = None, train_subset: str | None = None):
         self.data_path = data_path
         self.elements = list(elements) if elements else None
         self.include_charges = include_charges
@@ -68,6 +72,10 @@ class MoleculeDomain(Domain):
         self._train_smiles: set[str] | None = None
         self.size_histogram: Tensor | None = None
         self.context = list(context or [])
+        if train_subset not in (None, "edm_first_half", "edm_second_half"):
+            raise ValueError(f"train_subset must be edm_first_half or edm_second_half, not "
+                             f"{train_subset!r}")
+        self.train_subset = train_subset
         self._ctx: dict[str, Tensor] = {}            # per split: raw property values
         self._ctx_stats: tuple[Tensor, Tensor] | None = None
         #: (size, raw properties) of every training molecule, for conditional sampling
@@ -144,6 +152,8 @@ class MoleculeDomain(Domain):
         self._splits = {}
         for split in SPLITS:
             idx = cache.split_indices(split)
+            if split == "train" and self.train_subset:
+                idx = cache.edm_half(0 if self.train_subset == "edm_first_half" else 1)
             if limits[split] is not None:
                 idx = idx[: limits[split]]
             mols = []
@@ -284,12 +294,20 @@ class MoleculeDomain(Domain):
         template = torch.empty(len(batch), 3 + self.featurizer.num_features, device=device)
         noise = space.project(space.sample_like(template, generator))
         cond = self._cond(batch, num)
+        meta = {}
         if context is not None:
             cond["context"] = context
-        return Draw(noise, cond, space)
+            meta["properties"] = {n: raw[:, k].tolist() for k, n in enumerate(self.context)}
+        return Draw(noise, cond, space, meta)
 
     def decode(self, x0: Tensor, cond: dict[str, Any], meta=None) -> list[Molecule]:
-        return self.featurizer.decode(x0, cond["batch"], cond["num_graphs"])
+        """Molecules; a conditional model's carry the property values they were asked for
+        (``Molecule.properties``, written into the SDF as data fields)."""
+        mols = self.featurizer.decode(x0, cond["batch"], cond["num_graphs"])
+        asked = (meta or {}).get("properties") or {}
+        for k, m in enumerate(mols):
+            m.properties = {n: float(v[k]) for n, v in asked.items()}
+        return mols
 
     # -- scoring and output -------------------------------------------------------------------
     def reference(self, num: int, split: str = "test") -> list[Molecule]:
@@ -326,7 +344,12 @@ class MoleculeDomain(Domain):
         write_sdf(sdf, records)
         write_xyz(xyz, records)
         (out_dir / "elements.json").write_text(json.dumps(list(self.featurizer.elements)))
-        return [sdf, xyz]
+        written = [sdf, xyz]
+        if any(m.properties for m in samples):  # what a conditional model was asked for
+            props = out_dir / "properties.json"
+            props.write_text(json.dumps([m.properties for m in samples]))
+            written.append(props)
+        return written
 
     def read(self, path: Path) -> list[Molecule]:
         from domains.molecules.io import read_molecules
@@ -335,7 +358,12 @@ class MoleculeDomain(Domain):
         file = path / "molecules.sdf" if path.is_dir() else path
         result = read_molecules(file)
         mols = result[0] if isinstance(result, tuple) else result
-        return [Molecule(np.asarray(p), list(s), n) for p, s, n in mols]
+        out = [Molecule(np.asarray(p), list(s), n) for p, s, n in mols]
+        props = file.parent / "properties.json"
+        if props.is_file():
+            for m, p in zip(out, json.loads(props.read_text())):
+                m.properties = dict(p)
+        return out
 
     def preview(self, samples: list[Molecule], path: Path) -> Path:
         from domains.molecules.metrics import check_stability, infer_bonds

@@ -8,7 +8,7 @@ row. Decoding takes the argmax of the one-hot block.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 import torch
@@ -26,6 +26,8 @@ class Molecule:
     positions: np.ndarray
     symbols: list[str]
     name: str = ""
+    #: property values a conditional model was asked for (``{"alpha": 80.0}``)
+    properties: dict[str, float] = field(default_factory=dict)
 
     def __len__(self) -> int:
         return len(self.symbols)

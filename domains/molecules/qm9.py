@@ -91,6 +91,24 @@ def edm_split(n_molecules: int, n_train: int = N_TRAIN) -> np.ndarray:
     return split
 
 
+def edm_train_halves(n_molecules: int, n_train: int = 100_000) -> tuple[np.ndarray, np.ndarray]:
+    """Cache rows (GDB9 order) of EDM's first and second halves of the training split.
+
+    EDM's training set is ordered as cormorant's ``np.random.seed(0)`` permutation lists it;
+    ``qm9/data/utils.py`` then permutes it with ``np.random.seed(42)`` and takes the first
+    and second halves."""
+    state = np.random.get_state()
+    try:
+        np.random.seed(0)
+        train = np.random.permutation(n_molecules)[:n_train]
+        np.random.seed(42)
+        fixed = np.random.permutation(len(train))
+    finally:
+        np.random.set_state(state)
+    half = len(train) // 2
+    return train[fixed[:half]], train[fixed[half:]]
+
+
 def _read_csvs(folder: Path) -> dict[str, list]:
     csv.field_size_limit(1 << 30)
     cols = {"Index": [], "N_atoms": [], "Elements": [], "XYZ_Ang": [], "SMILES": [],
@@ -163,6 +181,12 @@ def prepare_qm9(out_dir: Path | str, limit: int | None = None,
             for o, n in zip(offsets.tolist(), n_atoms.tolist())]
     smiles_edm = [s or "" for s in analyse(mols, smiles="whole")["smiles"]]
     split = split[rank]
+    # EDM's halves of the training split (its property-MAE protocol), over the full set
+    half = np.full(len(gdb), -1, dtype=np.int8)
+    half_order = np.full(len(gdb), -1, dtype=np.int32)
+    for code, rows in enumerate(edm_train_halves(len(gdb))):
+        half[rows] = code
+        half_order[rows] = np.arange(len(rows))
     hist = np.bincount(n_atoms[split == 0], minlength=int(n_atoms.max()) + 1)
     gap_au = np.array(cols["HOMO_LUMO_gap_au"], dtype=np.float64)[keep]
     sm, sm_off = _pack_strings([cols["SMILES"][k] for k in keep.tolist()])
@@ -172,7 +196,8 @@ def prepare_qm9(out_dir: Path | str, limit: int | None = None,
                   alpha=np.array(cols["Polarizability_bohr3"], dtype=np.float64)[keep],
                   gap_au=gap_au, gap_ev=gap_au * HARTREE_TO_EV,
                   smiles=sm, smiles_offsets=sm_off, smiles_edm=se, smiles_edm_offsets=se_off,
-                  train_n_atoms_hist=hist.astype(np.int64))
+                  train_n_atoms_hist=hist.astype(np.int64),
+                  edm_half=half[rank], edm_half_order=half_order[rank])
     out_dir.mkdir(parents=True, exist_ok=True)
     target = out_dir / "qm9.npz"
     fd, tmp = tempfile.mkstemp(prefix=".qm9-", suffix=".npz", dir=out_dir)
@@ -200,6 +225,19 @@ class QM9Cache:
 
     def __len__(self) -> int:
         return len(self.arrays["n_atoms"])
+
+    def edm_half(self, which: int) -> np.ndarray:
+        """Cache rows of EDM's first (0) or second (1) half of the training split, in EDM's
+        order (domains/molecules/property.py)."""
+        if which not in (0, 1):
+            raise ValueError(f"which must be 0 or 1, not {which!r}")
+        if "edm_half" in self.arrays:
+            rows = np.nonzero(self.arrays["edm_half"] == which)[0]
+            return rows[np.argsort(self.arrays["edm_half_order"][rows], kind="stable")]
+        if len(self) == N_MOLECULES:  # a cache written before the halves were stored
+            return edm_train_halves(len(self))[which]
+        raise ValueError(f"{self.path} holds a subset of QM9 without EDM's halves; prepare "
+                         "it again with `diffplat data prepare qm9`")
 
     def split_indices(self, split: str) -> np.ndarray:
         """Molecule indices (cache rows, GDB9 order) of a split.

@@ -1,0 +1,128 @@
+"""EDM's property-MAE protocol (domains/molecules/property.py): the halves, the predictor,
+the reference rows and the evaluation command."""
+
+import json
+
+import numpy as np
+import torch
+
+from diffplat.cli import main
+from domains.molecules.qm9 import N_MOLECULES, edm_split, edm_train_halves
+from tests.helpers import CPU_TRAINER
+
+
+def test_halves_split_the_training_split_as_edm_does():
+    first, second = edm_train_halves(N_MOLECULES)
+    assert len(first) == len(second) == 50_000
+    assert not set(first.tolist()) & set(second.tolist())
+    train = np.nonzero(edm_split(N_MOLECULES) == 0)[0]
+    assert set(first.tolist()) | set(second.tolist()) == set(train.tolist())
+    # EDM's order: cormorant's seed-0 permutation, permuted again with seed 42
+    np.random.seed(0)
+    order = np.random.permutation(N_MOLECULES)[:100_000]
+    np.random.seed(42)
+    fixed = np.random.permutation(100_000)
+    np.testing.assert_array_equal(first, order[fixed[:50_000]])
+    np.testing.assert_array_equal(second, order[fixed[50_000:]])
+
+
+def test_a_subset_cache_keeps_the_halves_of_the_full_set(qm9_small):
+    from domains.molecules.qm9 import load_qm9
+
+    cache = load_qm9(qm9_small)
+    first, second = cache.edm_half(0), cache.edm_half(1)
+    train = set(cache.split_indices("train").tolist())
+    assert set(first.tolist()) | set(second.tolist()) == train
+    assert not set(first.tolist()) & set(second.tolist())
+    assert 0.4 < len(first) / len(train) < 0.6  # a random subset keeps about half
+
+
+PREDICTOR = """
+seed_everything: 0
+trainer:
+  max_steps: {steps}
+  max_epochs: -1
+  accelerator: cpu
+  enable_progress_bar: false
+  enable_model_summary: false
+  check_val_every_n_epoch: 1000
+  logger: false
+  default_root_dir: {root}
+model:
+  class_path: domains.molecules.property.PropertyPredictor
+  init_args:
+    data_path: {data}
+    property: alpha
+    hidden: 16
+    layers: 2
+    batch_size: 32
+    lr: 0.003
+    max_eval: 100
+"""
+
+GENERATOR = CPU_TRAINER + """
+model:
+  domain:
+    class_path: domains.molecules.domain.MoleculeDomain
+    init_args:
+      data_path: {data}
+      max_eval: 50
+      context: [alpha]
+      train_subset: edm_second_half
+  backbone:
+    class_path: domains.molecules.egnn.EGNNBackbone
+    init_args: {{hidden: 16, layers: 2}}
+  schedule: polynomial
+  target: eps
+  batch_size: 16
+  sampler: dpmpp_2m
+  sample_steps: 6
+  sample_num: 0
+"""
+
+
+def test_predictor_trains_and_the_evaluation_prints_edms_rows(qm9_small, tmp_path, capsys):
+    from domains.molecules.property import load_predictor, predict, reference_rows
+    from domains.molecules.qm9 import load_qm9
+
+    cfg = tmp_path / "pred.yaml"
+    cfg.write_text(PREDICTOR.format(steps=30, root=tmp_path / "pred", data=qm9_small))
+    assert main(["fit", "-c", str(cfg)]) == 0
+    pred_ckpt = tmp_path / "pred" / "checkpoints" / "last.ckpt"
+    predictor = load_predictor(pred_ckpt)
+    cache = load_qm9(qm9_small)
+    ref = reference_rows(predictor, cache, "alpha", num=400)
+    # #Atoms is the median per atom count: on real QM9 it is far below the naive row
+    assert ref["num_atoms"] < 0.7 * ref["naive_upper_bound"]
+    # the median per count is the L1-best function of the count on the first half
+    first = cache.edm_half(0)
+    values, counts = cache.arrays["alpha"][first], cache.arrays["n_atoms"][first]
+    med = {n: np.median(values[counts == n]) for n in np.unique(counts)}
+    best = np.mean([abs(v - med[n]) for v, n in zip(values, counts)])
+    shifted = np.mean([abs(v - med[n] - 0.5) for v, n in zip(values, counts)])
+    assert best < shifted
+    # predictions are in Bohr^3 and invariant to rotating a molecule
+    from domains.molecules.features import Molecule
+
+    row = int(first[0])
+    pos, _ = cache.molecule(row)
+    q, _ = torch.linalg.qr(torch.randn(3, 3, dtype=torch.float64))
+    mols = [Molecule(pos, cache.symbols(row)), Molecule(pos @ q.numpy().T, cache.symbols(row))]
+    a, b = predict(predictor, mols)
+    assert abs(a - b) < 1e-3 * max(1.0, abs(a))
+
+    gen_cfg = tmp_path / "gen.yaml"
+    gen_cfg.write_text(GENERATOR.format(steps=3, root=tmp_path / "gen", data=qm9_small))
+    assert main(["fit", "-c", str(gen_cfg)]) == 0
+    out = tmp_path / "table.json"
+    capsys.readouterr()
+    assert main(["evaluate", "property", "--ckpt", str(tmp_path / "gen" / "checkpoints" /
+                                                     "last.ckpt"),
+                 "--predictor", str(pred_ckpt), "--num", "12", "--steps", "4",
+                 "--data", str(qm9_small), "--reference-num", "200", "--json", str(out),
+                 "--no-progress"]) == 0
+    table = json.loads(out.read_text())
+    assert set(table["rows"]) == {"Naive (upper bound)", "#Atoms", "this model",
+                                  "QM9 (lower bound)"}
+    assert table["molecules"] == 12 and table["published"]["#Atoms"] == 3.86
+    assert "this model" in capsys.readouterr().out
