@@ -265,14 +265,9 @@ def machine_info() -> dict[str, str]:
         dver = diffusers.__version__
     except ImportError:
         dver = "not installed"
-    cpu = platform.processor() or "unknown"
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
+    from diffplat.api import cpu_name
+
+    cpu = cpu_name()
     try:
         load = " ".join(f"{v:.2f}" for v in os.getloadavg())
     except OSError:

@@ -185,6 +185,17 @@ def card_markdown(card: dict[str, Any]) -> str:
     return "\n".join(lines) + "\n"
 
 
+def cpu_name() -> str:
+    """The processor's model name (/proc/cpuinfo), else what platform knows."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine() or "unknown"
+
+
 def device_name(device: Any) -> str:
     """A readable name of the machine part a model trained on."""
     import torch
@@ -192,15 +203,7 @@ def device_name(device: Any) -> str:
     device = torch.device(device)
     if device.type == "cuda":
         return torch.cuda.get_device_name(device)
-    cpu = platform.processor() or platform.machine()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    return f"CPU {cpu} ({torch.get_num_threads()} threads)"
+    return f"CPU {cpu_name()} ({torch.get_num_threads()} threads)"
 
 
 def load(source: str | Path, device: Any = "cpu") -> Pipeline:

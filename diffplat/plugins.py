@@ -75,6 +75,18 @@ class DomainPlugin:
         return load_object(self.domain)
 
 
+def lazy_exports(package: str, exports: Mapping[str, str]) -> Callable[[str], Any]:
+    """A module ``__getattr__`` that imports ``exports`` (name -> module) on first use, so
+    a domain package's ``__init__`` (which holds its PLUGIN) stays cheap to import."""
+
+    def __getattr__(name: str) -> Any:
+        if name in exports:
+            return getattr(importlib.import_module(exports[name]), name)
+        raise AttributeError(f"module {package!r} has no attribute {name!r}")
+
+    return __getattr__
+
+
 def load_object(ref: str) -> Any:
     """``"package.module:attr"`` -> the object (imported now)."""
     module, _, attr = ref.partition(":")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytorch_lightning as pl
@@ -149,3 +150,14 @@ class NaNGradBackbone(MLPBackbone):
             if self.calls >= self.nan_from:
                 return _NaNGrad.apply(out)
         return out
+
+
+@contextmanager
+def moved_away(path: Path):
+    """``path`` is renamed for the block (a dataset that is gone), then restored."""
+    hidden = path.with_name(path.name + "-away")
+    path.rename(hidden)
+    try:
+        yield
+    finally:
+        hidden.rename(path)

@@ -12,7 +12,7 @@ import torch
 
 from diffplat.cli import main
 from domains.audio.data import read_audio
-from tests.helpers import CPU_TRAINER
+from tests.helpers import CPU_TRAINER, moved_away
 
 CLASSIFIER = """
 seed_everything: 0
@@ -165,9 +165,7 @@ def test_export_samples_from_an_empty_folder_without_the_clips(trained, tmp_path
                                                               monkeypatch):
     tmp, _, ckpt = trained
     assert main(["export", "--ckpt", str(ckpt), "--out", str(tmp_path / "model")]) == 0
-    data, hidden = tmp / "digits", tmp / "digits-away"
-    data.rename(hidden)
-    try:
+    with moved_away(tmp / "digits"):
         empty = tmp_path / "elsewhere"
         empty.mkdir()
         monkeypatch.chdir(empty)
@@ -178,5 +176,3 @@ def test_export_samples_from_an_empty_folder_without_the_clips(trained, tmp_path
             assert len(sorted(out.glob("*.wav"))) == 2
             rows = (out / "labels.csv").read_text().strip().splitlines()[1:]
             assert [r.split(",")[2] for r in rows] == ["seven", "seven"]
-    finally:
-        hidden.rename(data)

@@ -8,6 +8,7 @@ import pytest
 
 from diffplat.cli import main
 from domains.shapes.io import read_cloud, write_ply
+from tests.helpers import moved_away
 
 CONFIG = """
 seed_everything: 0
@@ -138,9 +139,7 @@ def test_completion_keeps_the_known_points(run, tmp_path, capsys):
 def test_export_samples_from_an_empty_folder_without_the_meshes(run, tmp_path, monkeypatch):
     ckpt = run / "run" / "checkpoints" / "last.ckpt"
     assert main(["export", "--ckpt", str(ckpt), "--out", str(tmp_path / "model")]) == 0
-    data, hidden = run / "data", run / "data-away"
-    data.rename(hidden)
-    try:
+    with moved_away(run / "data"):
         empty = tmp_path / "elsewhere"
         empty.mkdir()
         monkeypatch.chdir(empty)
@@ -151,5 +150,3 @@ def test_export_samples_from_an_empty_folder_without_the_meshes(run, tmp_path, m
             info = json.loads((out / "clouds.json").read_text())
             assert info["labels"] == ["mug"] * 3 and len(info["mean"]) == 3
             assert np.load(out / "clouds.npy").shape == (3, 64, 3)
-    finally:
-        hidden.rename(data)

@@ -4,7 +4,7 @@
 ``PLUGIN`` is this domain's declaration to diffplat (entry point ``diffplat.domains``); the
 classes are imported on first use, so ``diffplat --help`` loads no audio library."""
 
-from diffplat.plugins import DomainPlugin
+from diffplat.plugins import DomainPlugin, lazy_exports
 
 PLUGIN = DomainPlugin(
     name="audio",
@@ -20,13 +20,7 @@ PLUGIN = DomainPlugin(
 _EXPORTS = {"AudioDomain": "domains.audio.domain", "Clips": "domains.audio.domain",
             "UNet1D": "domains.audio.unet"}
 
-
-def __getattr__(name: str):
-    if name in _EXPORTS:
-        import importlib
-
-        return getattr(importlib.import_module(_EXPORTS[name]), name)
-    raise AttributeError(f"module 'domains.audio' has no attribute {name!r}")
+__getattr__ = lazy_exports(__name__, _EXPORTS)
 
 
 __all__ = ["PLUGIN", *_EXPORTS]

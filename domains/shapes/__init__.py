@@ -2,7 +2,7 @@
 
 ``PLUGIN`` is this domain's declaration to diffplat (entry point ``diffplat.domains``)."""
 
-from diffplat.plugins import DomainPlugin
+from diffplat.plugins import DomainPlugin, lazy_exports
 
 PLUGIN = DomainPlugin(
     name="shapes",
@@ -17,13 +17,7 @@ PLUGIN = DomainPlugin(
 _EXPORTS = {"ShapeDomain": "domains.shapes.domain", "Clouds": "domains.shapes.domain",
             "PointTransformer": "domains.shapes.backbone"}
 
-
-def __getattr__(name: str):
-    if name in _EXPORTS:
-        import importlib
-
-        return getattr(importlib.import_module(_EXPORTS[name]), name)
-    raise AttributeError(f"module 'domains.shapes' has no attribute {name!r}")
+__getattr__ = lazy_exports(__name__, _EXPORTS)
 
 
 __all__ = ["PLUGIN", *_EXPORTS]
