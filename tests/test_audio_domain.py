@@ -42,8 +42,8 @@ def test_prior_labels_and_null_condition(domain):
     gen = torch.Generator().manual_seed(0)
     noise, cond, _ = domain.prior(5, gen)
     assert noise.shape == (5, 1, 800) and cond["labels"].tolist() == [0, 1, 2, 0, 1]
-    assert domain.prior(2, gen, label="two")[1]["labels"].tolist() == [2, 2]
-    assert domain.prior(2, gen, label=1)[1]["labels"].tolist() == [1, 1]
+    assert domain.prior(2, gen, label="two").cond["labels"].tolist() == [2, 2]
+    assert domain.prior(2, gen, label=1).cond["labels"].tolist() == [1, 1]
     with pytest.raises(ValueError, match="unknown label 'ten'; labels: zero, one, two"):
         domain.prior(2, gen, label="ten")
     with pytest.raises(ValueError, match=r"label 5 outside 0..2"):
