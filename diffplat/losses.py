@@ -127,7 +127,7 @@ class DiffusionLoss:
         t = t.to(x0.dtype)
         eps = space.project(space.sample_like(x0, generator))
         a, s = denoiser.schedule.alpha_sigma(t)
-        x_t = space.expand(a, x0) * x0 + space.expand(s, x0) * eps
+        x_t = space.mix(x0, eps, a, s)
         out, _, a_x, s_x = denoiser.predict(x_t, t, noise_space=space, **cond)
         target = denoiser.target.value(x0, eps, a_x, s_x)
         per_sample = space.mean((out - target) ** 2)
@@ -166,13 +166,13 @@ def vlb(denoiser: Denoiser, x0: Tensor, num_steps: int = 1000,
     def noisy(t: Tensor) -> tuple[Tensor, Tensor, Tensor]:
         a, s = sched.alpha_sigma(t)
         eps = space.project(space.sample_like(x0, generator))
-        return space.expand(a, x0) * x0 + space.expand(s, x0) * eps, a, s
+        return space.mix(x0, eps, a, s), a, s
 
     # diffusion term at one random step per sample
     i = torch.randint(1, num_steps + 1, (n,), generator=generator, device=x0.device)
     t = (i / num_steps).to(torch.float64)
-    snr_t = torch.exp(sched._log_snr64(t))
-    snr_s = torch.exp(sched._log_snr64(t - 1.0 / num_steps))
+    snr_t = torch.exp(sched.log_snr64(t))
+    snr_s = torch.exp(sched.log_snr64(t - 1.0 / num_steps))
     def x0_hat(z: Tensor, tt: Tensor) -> Tensor:
         return denoiser.predict(z, tt.to(x0.dtype), noise_space=space, **cond)[1]
 
@@ -182,13 +182,13 @@ def vlb(denoiser: Denoiser, x0: Tensor, num_steps: int = 1000,
 
     # prior: KL(N(a1 x, s1^2) || N(0, 1)) summed over the free dimensions
     one = torch.ones(n, dtype=torch.float64, device=x0.device)
-    a1, s1 = sched._alpha_sigma64(sched._log_snr64(one))
+    a1, s1 = sched.alpha_sigma64(sched.log_snr64(one))
     sq = space.sum(x0.double() ** 2)
     prior = 0.5 * (a1**2 * sq + dof * (s1**2 - 1 - torch.log(s1**2)))
 
     # reconstruction with a Gaussian decoder of variance sigma_0^2 / alpha_0^2
     zero = torch.zeros(n, dtype=torch.float64, device=x0.device)
-    var0 = torch.exp(-sched._log_snr64(zero))
+    var0 = torch.exp(-sched.log_snr64(zero))
     z_0, _, _ = noisy(zero.to(x0.dtype))
     err0 = space.sum((x0 - x0_hat(z_0, zero)) ** 2).double()
     recon = 0.5 * err0 / var0 + 0.5 * dof * torch.log(2 * math.pi * var0)

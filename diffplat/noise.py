@@ -34,6 +34,11 @@ class NoiseSpace:
         """Per-sample sum over all non-batch elements: [B]."""
         raise NotImplementedError
 
+    def mix(self, x0: Tensor, eps: Tensor, alpha: Tensor, sigma: Tensor) -> Tensor:
+        """The forward process ``x_t = alpha x0 + sigma eps`` with per-sample coefficients
+        [B] broadcast to x's layout (Ho et al. 2020, eq. 4; Kingma et al. 2021, eq. 1)."""
+        return self.expand(alpha, x0) * x0 + self.expand(sigma, x0) * eps
+
     def dof(self, x: Tensor) -> Tensor:
         """Degrees of freedom per sample [B] (numbers of free Gaussian dimensions)."""
         raise NotImplementedError

@@ -86,8 +86,10 @@ class Schedule:
         """Constructor options beyond the base ones (for configs and checkpoints)."""
         return {}
 
-    # -- log-SNR with the shift and terminal rescale ------------------------------------------
-    def _log_snr64(self, t: Tensor) -> Tensor:
+    # -- float64 log-SNR with the shift and terminal rescale (public: losses and NLLs use it)
+    def log_snr64(self, t: Tensor) -> Tensor:
+        """log(alpha^2 / sigma^2) at a float64 t, unclamped and unchecked: the exact value
+        that likelihood terms need (it may be +-inf at the ends of some schedules)."""
         lam = self._lam(t) + self.shift
         if self.zero_terminal_snr:
             a = torch.sigmoid(lam).sqrt()
@@ -103,7 +105,8 @@ class Schedule:
             lam = 2 * torch.log(a) - torch.log1p(-a * a)
         return self._t(lam - self.shift).clamp(0.0, 1.0)
 
-    def _alpha_sigma64(self, lam: Tensor) -> tuple[Tensor, Tensor]:
+    def alpha_sigma64(self, lam: Tensor) -> tuple[Tensor, Tensor]:
+        """(alpha, sigma) at a float64 log-SNR, in this schedule's family (VP, VE, flow)."""
         if self.family == "vp":
             return torch.sigmoid(lam).sqrt(), torch.sigmoid(-lam).sqrt()
         if self.family == "ve":
@@ -117,7 +120,7 @@ class Schedule:
         """Both mixing coefficients at t, in t's dtype."""
         t = _as_t(t)
         _check_t(t)
-        a, s = self._alpha_sigma64(self._log_snr64(t.double()))
+        a, s = self.alpha_sigma64(self.log_snr64(t.double()))
         return a.to(t.dtype), s.to(t.dtype)
 
     def alpha(self, t: Tensor | float) -> Tensor:
@@ -130,7 +133,7 @@ class Schedule:
         """log(alpha^2 / sigma^2), clamped to +-LOG_SNR_LIMIT."""
         t = _as_t(t)
         _check_t(t)
-        lam = self._log_snr64(t.double()).clamp(-LOG_SNR_LIMIT, LOG_SNR_LIMIT)
+        lam = self.log_snr64(t.double()).clamp(-LOG_SNR_LIMIT, LOG_SNR_LIMIT)
         return lam.to(t.dtype)
 
     def t_from_log_snr(self, lam: Tensor | float) -> Tensor:

@@ -209,8 +209,8 @@ def test_vlb_runs_and_counts_the_zero_com_degrees_of_freedom():
     # everything but the dof-proportional constants is the same draw for the same seed;
     # the 3 extra dof per graph add 3 * (prior constant + decoder normaliser)
     one = torch.ones(1, dtype=torch.float64)
-    a1, s1 = sched._alpha_sigma64(sched._log_snr64(one))
-    var0 = torch.exp(-sched._log_snr64(torch.zeros(1, dtype=torch.float64)))
+    a1, s1 = sched.alpha_sigma64(sched.log_snr64(one))
+    var0 = torch.exp(-sched.log_snr64(torch.zeros(1, dtype=torch.float64)))
     per_dof = 0.5 * (s1**2 - 1 - torch.log(s1**2)) + 0.5 * torch.log(2 * math.pi * var0)
     torch.testing.assert_close(full["nll"] - ours["nll"], (3 * per_dof).expand(B))
     torch.testing.assert_close(full["diffusion"], ours["diffusion"])
@@ -233,3 +233,23 @@ def test_gaussian_noise_unchanged():
     assert g.batch_size(x) == 4 and g.dof(x).tolist() == [6] * 4
     assert g.expand(torch.ones(4), x).shape == (4, 1, 1)
     torch.testing.assert_close(g.project(x), x)
+
+
+def test_mix_is_the_forward_process_per_graph_and_per_sample():
+    """NoiseSpace.mix against a loop over graphs (ragged) and over samples (dense)."""
+    gen = torch.Generator().manual_seed(3)
+    batch = torch.repeat_interleave(torch.arange(len(SIZES)), torch.tensor(SIZES))
+    space = ZeroCoMGaussian(batch, len(SIZES))
+    x0 = torch.randn(int(batch.numel()), 5, generator=gen)
+    eps = space.sample_like(x0, gen)
+    a, s = torch.rand(len(SIZES), generator=gen), torch.rand(len(SIZES), generator=gen)
+    got = space.mix(x0, eps, a, s)
+    for g in range(len(SIZES)):
+        rows = batch == g
+        torch.testing.assert_close(got[rows], a[g] * x0[rows] + s[g] * eps[rows])
+    dense = GaussianNoise()
+    x0, eps = torch.randn(3, 2, 4, generator=gen), torch.randn(3, 2, 4, generator=gen)
+    a, s = torch.rand(3, generator=gen), torch.rand(3, generator=gen)
+    got = dense.mix(x0, eps, a, s)
+    for i in range(3):
+        torch.testing.assert_close(got[i], a[i] * x0[i] + s[i] * eps[i])

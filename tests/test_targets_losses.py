@@ -118,9 +118,9 @@ def _analytic_gaussian_vlb(sched, v, d, num_steps):
     """E[bound] for data N(0, v I) and the exact denoiser, whose per-dimension error at
     log-SNR lambda is v / (1 + SNR v)."""
     t = torch.arange(num_steps + 1, dtype=torch.float64) / num_steps
-    snr = torch.exp(sched._log_snr64(t))
+    snr = torch.exp(sched.log_snr64(t))
     diffusion = 0.5 * d * ((snr[:-1] - snr[1:]) * v / (1 + snr[1:] * v)).sum()
-    a1, s1 = sched._alpha_sigma64(sched._log_snr64(torch.ones(1, dtype=torch.float64)))
+    a1, s1 = sched.alpha_sigma64(sched.log_snr64(torch.ones(1, dtype=torch.float64)))
     prior = 0.5 * (a1**2 * d * v + d * (s1**2 - 1 - torch.log(s1**2)))
     var0 = 1 / snr[0]
     recon = 0.5 * d * v / (1 + snr[0] * v) / var0 + 0.5 * d * torch.log(2 * math.pi * var0)

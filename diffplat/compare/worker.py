@@ -81,7 +81,7 @@ def loss_curve(module, batches: int, seed: int) -> dict[str, Any]:
             t = schedule.t_from_log_snr(torch.full((space.batch_size(x0),), lam,
                                                    device=x0.device))
             a, s = schedule.alpha_sigma(t)
-            x_t = space.expand(a, x0) * x0 + space.expand(s, x0) * eps
+            x_t = space.mix(x0, eps, a, s)
             x0_hat = module.ema_denoiser.predict(x_t, t, noise_space=space, **cond)[1]
             err[lam] += float((space.sum((x0_hat - x0).double() ** 2) / dof).sum())
     if count == 0:
