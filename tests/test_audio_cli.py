@@ -176,3 +176,13 @@ def test_export_samples_from_an_empty_folder_without_the_clips(trained, tmp_path
             assert len(sorted(out.glob("*.wav"))) == 2
             rows = (out / "labels.csv").read_text().strip().splitlines()[1:]
             assert [r.split(",")[2] for r in rows] == ["seven", "seven"]
+        # the Python API from the same empty folder
+        import diffplat
+
+        pipe = diffplat.load(tmp_path / "model")
+        clips = pipe.sample(2, steps=3, label="seven", seed=2)
+        written = pipe.write(clips, empty / "api")
+        wavs = sorted((empty / "api").glob("*.wav"))
+        assert len(wavs) == 2 and all(p in written for p in wavs)
+        rows = (empty / "api" / "labels.csv").read_text().strip().splitlines()[1:]
+        assert [r.split(",")[2] for r in rows] == ["seven", "seven"]

@@ -2,6 +2,7 @@
 
 import json
 
+import numpy as np
 import torch
 
 from diffplat.cli import main
@@ -236,3 +237,17 @@ def test_export_samples_from_an_empty_folder_without_the_data(qm9_small, tmp_pat
     assert "novelty not scored" in err and "diffplat data prepare qm9" in err
     metrics = json.loads((empty / "m.json").read_text())["metrics"]
     assert "mol_stability" in metrics and "novelty" not in metrics
+    # the Python API from the same empty folder: sample, write, save, reload
+    import diffplat
+
+    pipe = diffplat.load(tmp_path / "model")
+    mols = pipe.sample(3, steps=4, num_atoms=7, seed=1)
+    assert [len(m.symbols) for m in mols] == [7, 7, 7]
+    assert all(np.isfinite(m.positions).all() and m.positions.shape == (7, 3) for m in mols)
+    pipe.write(mols, empty / "api")
+    assert (empty / "api" / "molecules.sdf").read_text().count("$$$$") == 3
+    pipe.save(empty / "saved", command="test")
+    again = diffplat.load(empty / "saved").sample(3, steps=4, num_atoms=7, seed=1)
+    for a, b in zip(mols, again):
+        assert a.symbols == b.symbols
+        np.testing.assert_allclose(a.positions, b.positions, rtol=0, atol=1e-5)

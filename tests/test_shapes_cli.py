@@ -150,3 +150,12 @@ def test_export_samples_from_an_empty_folder_without_the_meshes(run, tmp_path, m
             info = json.loads((out / "clouds.json").read_text())
             assert info["labels"] == ["mug"] * 3 and len(info["mean"]) == 3
             assert np.load(out / "clouds.npy").shape == (3, 64, 3)
+        # the Python API: a loaded export samples and saves again without the meshes
+        import diffplat
+
+        pipe = diffplat.load(tmp_path / "model")
+        clouds = pipe.sample(2, steps=3, label="mug", seed=4)
+        pipe.save(empty / "saved")
+        again = diffplat.load(empty / "saved").sample(2, steps=3, label="mug", seed=4)
+        np.testing.assert_allclose(np.asarray(again.points), np.asarray(clouds.points),
+                                   rtol=0, atol=1e-5)

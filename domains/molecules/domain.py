@@ -102,7 +102,7 @@ class MoleculeDomain(Domain):
 
     # -- what sampling needs, without the data ------------------------------------------------
     def sampling_state(self) -> dict[str, Any]:
-        self.setup()
+        self._ready_to_sample()  # a loaded export's state needs no data
         f = self.featurizer
         state: dict[str, Any] = {
             "elements": list(f.elements), "include_charges": f.include_charges,

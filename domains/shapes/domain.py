@@ -157,7 +157,7 @@ class ShapeDomain(Domain):
 
     # -- what sampling needs, without the data ------------------------------------------------
     def sampling_state(self) -> dict[str, Any]:
-        self.setup()
+        self._ready_to_sample()  # a loaded export's state needs no data
         return {"classes": list(self.classes), "mean": self.mean.clone(),
                 "std": self.std.reshape(1).clone(), "class_freq": self._class_freq.clone(),
                 "normalize": self.normalize, "num_points": self.num_points}
