@@ -134,12 +134,14 @@ def test_evaluate_conformers_writes_model_and_rdkit_rows(ckpt, tmp_path, capsys)
                "--baseline", "rdkit", "--steps", "4", "--out", str(out)])
     assert rc == 0
     info = json.loads((out / "metrics.json").read_text())
-    assert info["num_mols"] == 3 and info["delta"] == 0.5 and len(info["rows"]) == 2
-    rows = list(info["rows"].values())
-    # both rows are scored on the molecules both methods handled
-    assert info["scored"] == 3 - sum(r["failed"] for r in rows)
+    assert info["num_mols"] == 3 and info["delta"] == 0.5 and len(info["rows"]) == 4
+    assert info["scoring"] == ["td", "legacy"]
+    rows = [r for r in info["rows"].values() if r["scoring"] == "legacy"]
+    # legacy rows are scored on the molecules both methods handled, td rows on all of them
+    assert info["scored"] == {"td": 3, "legacy": 3 - sum(r["failed"] for r in rows)}
+    assert [k.endswith("[legacy]") for k in info["rows"]] == [False, False, True, True]
     for row in rows:
-        assert row["molecules"] == info["scored"]
+        assert row["molecules"] == info["scored"]["legacy"]
         assert 0 <= row["cov_r_mean"] <= 100 and row["mat_r_mean"] >= 0
         assert row["conformers"] == 2 * row["molecules"]  # 2K for K = 1 QM9 reference
     rdkit = next(v for k, v in info["rows"].items() if k.startswith("RDKit"))

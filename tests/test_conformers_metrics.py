@@ -68,9 +68,11 @@ def test_perturbed_copy_gives_the_kabsch_rmsd_of_the_heavy_atoms():
     assert expected > 0.2  # a real perturbation that alignment cannot remove
     got = rmsd_matrix(mol, [ref], [probe])[0, 0]
     assert got == pytest.approx(expected, abs=1e-6)
-    # coverage counts RMSD <= delta (GeoDiff): exactly at the threshold is covered
-    assert coverage_matching([[got]], got)["cov_r"] == 1.0
-    assert coverage_matching([[got]], got - 1e-6)["cov_r"] == 0.0
+    # coverage counts RMSD < delta (TD); the legacy scoring <= delta (GeoDiff)
+    assert coverage_matching([[got]], got)["cov_r"] == 0.0
+    assert coverage_matching([[got]], got + 1e-6)["cov_r"] == 1.0
+    assert coverage_matching([[got]], got, "legacy")["cov_r"] == 1.0
+    assert coverage_matching([[got]], got - 1e-6, "legacy")["cov_r"] == 0.0
 
 
 def test_rmsd_is_symmetry_aware():
@@ -90,7 +92,8 @@ def test_coverage_and_matching_by_hand():
     out = coverage_matching(r, 0.5)
     assert out["cov_r"] == pytest.approx(0.5)            # row minima 0.2, 0.6
     assert out["mat_r"] == pytest.approx(0.4)
-    assert out["cov_p"] == pytest.approx(2 / 3)          # column minima 0.2, 0.7, 0.5
+    assert out["cov_p"] == pytest.approx(1 / 3)          # column minima 0.2, 0.7, 0.5 (< 0.5)
+    assert coverage_matching(r, 0.5, "legacy")["cov_p"] == pytest.approx(2 / 3)  # <= 0.5
     assert out["mat_p"] == pytest.approx(1.4 / 3)
     s = summarise([out, coverage_matching(np.array([[0.1]]), 0.5),
                    coverage_matching(np.array([[2.0]]), 0.5)])
@@ -115,7 +118,7 @@ def test_stereo_agreement_follows_the_3d_geometry():
     assert stereo_matches(z_graph, aconfs) == [False] * 2
     out = ensemble_metrics([mol], [confs[:1]], [confs[:1] + mirrored[:1]], 0.5)
     assert out["stereo_match"] == pytest.approx(50.0) and out["stereo_molecules"] == 1
-    failed = ensemble_metrics([mol], [confs], [[]], 0.5)
+    failed = ensemble_metrics([mol], [confs], [[]], 0.5, "legacy")
     assert failed["failed"] == 1 and failed["molecules"] == 0
 
 
