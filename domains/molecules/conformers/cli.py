@@ -168,10 +168,23 @@ def evaluate_main(argv: list[str]) -> int:
     p.add_argument("--scoring", choices=SCORING_CHOICES, default="both",
                    help="td (Torsional Diffusion's), legacy (diffplat's before issue #16), or "
                         "both rows, td first (default both)")
+    p.add_argument("--refine-from", choices=("etkdg",), default=None,
+                   help="with --ckpt: start the reverse process from each ETKDG conformer "
+                        "(with --mmff if given) noised to --noise-level (SDEdit); ETKDG's "
+                        "time is counted in the model row")
+    p.add_argument("--noise-level", type=float, default=None, metavar="T",
+                   help="with --refine-from: schedule time in (0, 1] of the start (1: from "
+                        "the top, as ordinary sampling)")
     p.add_argument("--out", default="conformer-eval", help="output folder")
     args = p.parse_args(argv)
     if not args.ckpt and not args.baseline:
         p.error("give --ckpt and/or --baseline rdkit")
+    if args.refine_from and not args.ckpt:
+        p.error("--refine-from needs --ckpt (a model to refine with)")
+    if (args.refine_from is None) != (args.noise_level is None):
+        p.error("give --refine-from and --noise-level together")
+    if args.noise_level is not None and not 0 < args.noise_level <= 1:
+        p.error(f"--noise-level must be in (0, 1], got {args.noise_level}")
     if not args.ckpt and not args.config:
         p.error("--baseline without --ckpt needs --config (which data to evaluate on)")
     device = _device(args)
@@ -186,28 +199,40 @@ def evaluate_main(argv: list[str]) -> int:
     mols = [g.mol for g in graphs]
     refs = [g.conformers for g in graphs]
     made: dict[str, tuple[list, float]] = {}  # method -> (conformers per molecule, seconds)
+    etkdg = None  # (conformers per molecule, seconds), shared by the baseline and refinement
+    if args.baseline or args.refine_from:
+        from domains.molecules.conformers.baseline import rdkit_conformers
+
+        t0 = time.perf_counter()
+        etkdg = ([rdkit_conformers(m, 2 * len(r), args.mmff, args.seed)
+                  for m, r in zip(mols, refs)], time.perf_counter() - t0)
     if module is not None:
         from domains.molecules.conformers.sample import model_conformers
 
-        gens: list = [None] * len(graphs)
+        starts = etkdg[0] if args.refine_from else None
+        gens: list = [[] for _ in graphs]  # refinement: no ETKDG start, no conformer
         t0 = time.perf_counter()
         for k in sorted({len(r) for r in refs}):  # 2K conformers for K references
-            idx = [i for i, r in enumerate(refs) if len(r) == k]
+            idx = [i for i, r in enumerate(refs) if len(r) == k and (starts is None or
+                                                                   len(starts[i]))]
+            if not idx:
+                continue
             out = model_conformers(module, [graphs[i] for i in idx], 2 * k, args.sampler,
-                                   args.steps, args.seed, args.max_atoms, device)
+                                   args.steps, args.seed, args.max_atoms, device,
+                                   starts=[starts[i] for i in idx] if starts else None,
+                                   start_t=args.noise_level)
             for i, c in zip(idx, out):
                 gens[i] = c
         steps = args.steps or module.hparams.sample_steps
         name = f"model ({args.sampler or module.hparams.sampler}, {steps} steps)"
-        made[name] = (gens, time.perf_counter() - t0)
+        seconds = time.perf_counter() - t0
+        if args.refine_from:  # ETKDG's own time is part of the refined method's
+            name = name[:-1] + f", from ETKDG{' + MMFF' if args.mmff else ''} at " \
+                               f"t = {args.noise_level})"
+            seconds += etkdg[1]
+        made[name] = (gens, seconds)
     if args.baseline:
-        from domains.molecules.conformers.baseline import rdkit_conformers
-
-        t0 = time.perf_counter()
-        gens = [rdkit_conformers(m, 2 * len(r), args.mmff, args.seed)
-                for m, r in zip(mols, refs)]
-        made["RDKit ETKDGv3" + (" + MMFF" if args.mmff else "")] = (
-            gens, time.perf_counter() - t0)
+        made["RDKit ETKDGv3" + (" + MMFF" if args.mmff else "")] = etkdg
     scorings = ("td", "legacy") if args.scoring == "both" else (args.scoring,)
     # td: every molecule, a method's failures count zero coverage (TD's evaluate_confs.py);
     # legacy: like with like on the molecules every method produced conformers for
@@ -233,6 +258,8 @@ def evaluate_main(argv: list[str]) -> int:
     info = {"rows": rows, "scoring": list(scorings), "split": split,
             "num_mols": len(graphs), "scored": {k: len(scored[k]) for k in scorings},
             "delta": delta,
+            "refine": ({"from": args.refine_from, "t": args.noise_level, "mmff": args.mmff,
+                        "etkdg_seconds": etkdg[1]} if args.refine_from else None),
             "ckpt": args.ckpt, "device": device, "cpu": platform.processor() or
             platform.machine(), "skipped_graphs": domain.skipped,
             "date": time.strftime("%Y-%m-%d")}
