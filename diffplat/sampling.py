@@ -120,7 +120,7 @@ def sampler_options(name: str) -> list[str]:
         for p in inspect.signature(fn).parameters.values():
             if p.kind not in (p.VAR_KEYWORD, p.VAR_POSITIONAL) and p.name not in skip:
                 names.add(p.name)
-    return sorted(names - {"callback", "stats", "generator", "noise_space"})
+    return sorted(names - {"callback", "stats", "generator", "noise_space", "start"})
 
 
 def check_sampler_options(name: str, options: dict[str, Any]) -> None:
@@ -158,6 +158,25 @@ def chunk_plan(num: int, batch_size: int | None) -> list[tuple[int, dict[str, An
     return [(min(size, num - start), {}) for start in range(0, num, size)]
 
 
+def _start_options(start: tuple[Tensor, float], draw: Draw, schedule,
+                   options: dict[str, Any]) -> dict[str, Any]:
+    """The sampler options that begin the reverse process at ``start = (x, t)``: the start
+    projected onto the draw's noise space and ``level_max``, the noise level of t, at most
+    the level ordinary sampling starts from (``level_range``: 80 or the caller's
+    ``level_max``), so that t = 1 keeps the ordinary grid."""
+    from diffplat.samplers.grids import level_range
+
+    x, t = start
+    if not 0.0 < float(t) <= 1.0:
+        raise ValueError(f"the start time must be in (0, 1], got {t}")
+    if tuple(x.shape) != tuple(draw.noise.shape):
+        raise ValueError(f"start state of shape {tuple(x.shape)} for noise of shape "
+                         f"{tuple(draw.noise.shape)}")
+    level = float(schedule.noise_level(torch.tensor(float(t), dtype=torch.float64)))
+    level = min(level, level_range(schedule, None, options.get("level_max"))[1])
+    return {"start": draw.space.project(x.to(draw.noise)), "level_max": level}
+
+
 @torch.no_grad()
 def generate(denoiser, domain: Domain, num: int | None = None, *, sampler: str,
              steps: int, seed: int = 0, batch_size: int | None = None,
@@ -167,6 +186,7 @@ def generate(denoiser, domain: Domain, num: int | None = None, *, sampler: str,
              sampler_options: dict[str, Any] | None = None,
              callback: Callable[[dict], Any] | None = None,
              device: Any = None, chunk_offset: int = 0,
+             start: tuple[Tensor, float] | None = None,
              **prior_options: Any) -> tuple[Any, SamplingStats]:
     """Draw samples and decode them.
 
@@ -187,6 +207,12 @@ def generate(denoiser, domain: Domain, num: int | None = None, *, sampler: str,
         device: where to sample (default: the denoiser's parameters').
         chunk_offset: number the chunks from here (a caller that splits one logical call
             into several, to report progress between them, keeps the seeds of one call).
+        start: ``(x, t)``: refine instead of generate (SDEdit, Meng et al. 2022): the reverse
+            process starts from the clean state ``x`` (shaped like the draw's noise, one
+            chunk only; projected onto the noise space) noised to schedule time t in (0, 1],
+            and ``steps`` span that level (at most ordinary sampling's first level) down to
+            0. t = 1 is then ordinary sampling up to the start's share x / level of the
+            first state (1/80 of it on the default grids).
         prior_options: passed to ``domain.prior`` (``num_atoms``, ``label``, ...).
 
     Returns:
@@ -198,6 +224,8 @@ def generate(denoiser, domain: Domain, num: int | None = None, *, sampler: str,
     if resample < 1:
         raise ValueError(f"resample must be >= 1, got {resample}")
     plan = list(chunks) if chunks is not None else chunk_plan(num or 0, batch_size)
+    if start is not None and len(plan) != 1:
+        raise ValueError(f"a start state is one batch: give one chunk, not {len(plan)}")
     if device is None:
         param = next(denoiser.parameters(), None)
         device = param.device if param is not None else "cpu"
@@ -225,8 +253,10 @@ def generate(denoiser, domain: Domain, num: int | None = None, *, sampler: str,
                 denoise = Inpainting(denoise, known.to(draw.noise), mask.to(draw.noise),
                                      schedule, noise_space=draw.space, generator=gen,
                                      resample=resample)
+            options = stats.options if start is None else \
+                {**stats.options, **_start_options(start, draw, schedule, stats.options)}
             x0 = fn(denoise, draw.noise, schedule, steps, generator=gen,
-                    noise_space=draw.space, callback=callback, **stats.options)
+                    noise_space=draw.space, callback=callback, **options)
             if inpaint is not None:
                 # the kept part is the data itself, also for samplers that stop at the
                 # smallest level without a final denoise (denoise_final=False)

@@ -134,12 +134,14 @@ def test_evaluate_conformers_writes_model_and_rdkit_rows(ckpt, tmp_path, capsys)
                "--baseline", "rdkit", "--steps", "4", "--out", str(out)])
     assert rc == 0
     info = json.loads((out / "metrics.json").read_text())
-    assert info["num_mols"] == 3 and info["delta"] == 0.5 and len(info["rows"]) == 2
-    rows = list(info["rows"].values())
-    # both rows are scored on the molecules both methods handled
-    assert info["scored"] == 3 - sum(r["failed"] for r in rows)
+    assert info["num_mols"] == 3 and info["delta"] == 0.5 and len(info["rows"]) == 4
+    assert info["scoring"] == ["td", "legacy"]
+    rows = [r for r in info["rows"].values() if r["scoring"] == "legacy"]
+    # legacy rows are scored on the molecules both methods handled, td rows on all of them
+    assert info["scored"] == {"td": 3, "legacy": 3 - sum(r["failed"] for r in rows)}
+    assert [k.endswith("[legacy]") for k in info["rows"]] == [False, False, True, True]
     for row in rows:
-        assert row["molecules"] == info["scored"]
+        assert row["molecules"] == info["scored"]["legacy"]
         assert 0 <= row["cov_r_mean"] <= 100 and row["mat_r_mean"] >= 0
         assert row["conformers"] == 2 * row["molecules"]  # 2K for K = 1 QM9 reference
     rdkit = next(v for k, v in info["rows"].items() if k.startswith("RDKit"))
@@ -167,3 +169,45 @@ def test_generic_sample_command_and_validation_metrics(ckpt, tmp_path):
     refs = module.domain.reference(2, "test")
     exact = module.domain.metrics(refs)
     assert exact["mat_r_mean"] < 1e-4 and exact["cov_r_mean"] == 100.0
+
+
+def test_refinement_from_etkdg_at_a_small_level_keeps_the_etkdg_conformers(ckpt, tmp_path):
+    """SDEdit from ETKDG (generate(start=...)): at noise level 0.01 one step returns the start
+    up to one denoise, so the model row matches the ETKDG row; ETKDG's time is counted."""
+    import torch
+
+    from diffplat.training.checkpoint import load_module
+    from domains.molecules.conformers.baseline import rdkit_conformers
+    from domains.molecules.conformers.graph import mol_to_graph
+    from domains.molecules.conformers.sample import model_conformers
+
+    module = load_module(ckpt)
+    t = float(module.schedule.t_from_noise_level(torch.tensor(0.01, dtype=torch.float64)))
+    mols = [Chem.AddHs(Chem.MolFromSmiles(s)) for s in ("CCO", "N[C@@H](C)C=O")]
+    graphs = [mol_to_graph(m, module.domain.vocabulary) for m in mols]
+    starts = [rdkit_conformers(m, 2) for m in mols]
+    out = model_conformers(module, graphs, 3, steps=1, starts=starts, start_t=t)
+    for s, o in zip(starts, out):
+        for c, conf in enumerate(o):  # copy c starts from ETKDG conformer c % 2, centred
+            ref = s[c % 2] - s[c % 2].mean(0)
+            assert np.abs(conf - ref).max() < 0.1
+            assert np.abs(conf - ref).max() > 0  # it went through the network
+    far = model_conformers(module, graphs, 2, steps=4, starts=starts, start_t=1.0)
+    assert np.abs(far[0][0] - (starts[0][0] - starts[0][0].mean(0))).max() > 0.2
+    with pytest.raises(ValueError, match="give both starts and start_t"):
+        model_conformers(module, graphs, 1, starts=starts)
+
+    out_dir = tmp_path / "refine"
+    assert main(["evaluate", "conformers", "--ckpt", ckpt, "--num-mols", "3", "--steps", "1",
+                 "--baseline", "rdkit", "--refine-from", "etkdg", "--noise-level", str(t),
+                 "--scoring", "td", "--out", str(out_dir)]) == 0
+    info = json.loads((out_dir / "metrics.json").read_text())
+    assert info["refine"]["from"] == "etkdg" and info["refine"]["t"] == t
+    (name, model), (_, rdkit) = info["rows"].items()
+    assert f"from ETKDG at t = {t}" in name
+    assert model["failed"] == rdkit["failed"]  # no ETKDG start, no refined conformer
+    assert abs(model["mat_r_mean"] - rdkit["mat_r_mean"]) < 0.05
+    for bad in (["--refine-from", "etkdg"], ["--noise-level", "0.5"],
+                ["--refine-from", "etkdg", "--noise-level", "1.5"]):
+        with pytest.raises(SystemExit):
+            main(["evaluate", "conformers", "--ckpt", ckpt, *bad])

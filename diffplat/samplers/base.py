@@ -107,10 +107,15 @@ class VEModel:
 def setup(denoise: Denoise, noise: Tensor, schedule: Schedule, steps: int,
           spacing: str | None = None, rho: float = 7.0, level_min: float | None = None,
           level_max: float | None = None, denoise_final: bool = True,
-          levels: Any = None, **kw: Any) -> tuple[VEModel, Tensor]:
+          levels: Any = None, start: Tensor | None = None,
+          **kw: Any) -> tuple[VEModel, Tensor]:
     """Build the grid and the model view; returns (model, y at the first level).
 
-    ``levels`` (K + 1 noise levels, e.g. a fitted schedule) replaces the spacing options."""
+    ``levels`` (K + 1 noise levels, e.g. a fitted schedule) replaces the spacing options.
+    ``start`` (a clean state shaped like ``noise``, with ``level_max`` its noise level):
+    SDEdit (Meng et al. 2022), the reverse process starts from y = start + level_max * noise,
+    the start noised to that level (x_t = alpha x0 + sigma eps in the VE frame y = x / alpha),
+    instead of from pure noise; the K steps then span [level_max, 0]."""
     if not isinstance(schedule, Schedule):
         raise TypeError(f"schedule must be a Schedule, got {type(schedule).__name__}")
     if levels is not None:
@@ -121,7 +126,12 @@ def setup(denoise: Denoise, noise: Tensor, schedule: Schedule, steps: int,
         levels = noise_levels(schedule, steps, spacing, rho, level_min, level_max,
                               denoise_final)
     model = VEModel(denoise, noise, schedule, levels, **kw)
-    return model, noise * levels[0].item()
+    if start is None:
+        return model, noise * levels[0].item()
+    if level_max is None or levels[0].item() > level_max * (1 + 1e-9):
+        raise ValueError(f"a start state needs a grid that begins at its level_max "
+                         f"({level_max}); this one begins at {levels[0].item():.4g}")
+    return model, start.to(noise) + noise * levels[0].item()
 
 
 def step_order(i: int, steps: int, order: int, lower_order_final: bool,

@@ -130,7 +130,8 @@ COLUMNS = [("cov_r_mean", "COV-R mean (%)"), ("cov_r_median", "COV-R median (%)"
            ("cov_p_mean", "COV-P mean (%)"), ("cov_p_median", "COV-P median (%)"),
            ("mat_p_mean", "MAT-P mean (A)"), ("mat_p_median", "MAT-P median (A)"),
            ("stereo_match", "stereo match (%)"), ("ms_per_conformer", "ms / conformer"),
-           ("molecules", "molecules scored"), ("failed", "failed")]
+           ("molecules", "molecules scored"), ("failed", "failed"), ("scoring", "scoring")]
+SCORING_CHOICES = ("both", "td", "legacy")
 
 
 def markdown_table(rows: dict[str, dict[str, Any]]) -> str:
@@ -153,18 +154,37 @@ def evaluate_main(argv: list[str]) -> int:
         description="COV-R/MAT-R/COV-P/MAT-P (mean and median, heavy-atom symmetry-aware "
                     "RMSD) and stereo agreement on a split's molecules, 2K conformers for K "
                     "references, for a model (--ckpt) and/or RDKit ETKDG (--baseline rdkit) "
-                    "on the same molecules. Prints the table and writes metrics.json and "
-                    "metrics.md to --out.")
+                    "on the same molecules. Scoring 'td' is Torsional Diffusion's "
+                    "evaluate_confs.py (a molecule without conformers counts 0 coverage, "
+                    "RMSD < delta, stereo-defining H kept); 'legacy' is diffplat's earlier "
+                    "one (<= delta, failures left out). Prints the table and writes "
+                    "metrics.json and metrics.md to --out.")
     _add_generation_args(p)
     p.add_argument("--config", "-c", help="without --ckpt: take the data from this config")
     p.add_argument("--split", default="test", help="split to evaluate (default test)")
     p.add_argument("--num-mols", type=int, default=200, help="molecules (default 200)")
     p.add_argument("--delta", type=float, default=None,
                    help="coverage threshold in A (default: the domain's, 0.5 for QM9)")
+    p.add_argument("--scoring", choices=SCORING_CHOICES, default="both",
+                   help="td (Torsional Diffusion's), legacy (diffplat's before issue #16), or "
+                        "both rows, td first (default both)")
+    p.add_argument("--refine-from", choices=("etkdg",), default=None,
+                   help="with --ckpt: start the reverse process from each ETKDG conformer "
+                        "(with --mmff if given) noised to --noise-level (SDEdit); ETKDG's "
+                        "time is counted in the model row")
+    p.add_argument("--noise-level", type=float, default=None, metavar="T",
+                   help="with --refine-from: schedule time in (0, 1] of the start (1: from "
+                        "the top, as ordinary sampling)")
     p.add_argument("--out", default="conformer-eval", help="output folder")
     args = p.parse_args(argv)
     if not args.ckpt and not args.baseline:
         p.error("give --ckpt and/or --baseline rdkit")
+    if args.refine_from and not args.ckpt:
+        p.error("--refine-from needs --ckpt (a model to refine with)")
+    if (args.refine_from is None) != (args.noise_level is None):
+        p.error("give --refine-from and --noise-level together")
+    if args.noise_level is not None and not 0 < args.noise_level <= 1:
+        p.error(f"--noise-level must be in (0, 1], got {args.noise_level}")
     if not args.ckpt and not args.config:
         p.error("--baseline without --ckpt needs --config (which data to evaluate on)")
     device = _device(args)
@@ -179,46 +199,67 @@ def evaluate_main(argv: list[str]) -> int:
     mols = [g.mol for g in graphs]
     refs = [g.conformers for g in graphs]
     made: dict[str, tuple[list, float]] = {}  # method -> (conformers per molecule, seconds)
+    etkdg = None  # (conformers per molecule, seconds), shared by the baseline and refinement
+    if args.baseline or args.refine_from:
+        from domains.molecules.conformers.baseline import rdkit_conformers
+
+        t0 = time.perf_counter()
+        etkdg = ([rdkit_conformers(m, 2 * len(r), args.mmff, args.seed)
+                  for m, r in zip(mols, refs)], time.perf_counter() - t0)
     if module is not None:
         from domains.molecules.conformers.sample import model_conformers
 
-        gens: list = [None] * len(graphs)
+        starts = etkdg[0] if args.refine_from else None
+        gens: list = [[] for _ in graphs]  # refinement: no ETKDG start, no conformer
         t0 = time.perf_counter()
         for k in sorted({len(r) for r in refs}):  # 2K conformers for K references
-            idx = [i for i, r in enumerate(refs) if len(r) == k]
+            idx = [i for i, r in enumerate(refs) if len(r) == k and (starts is None or
+                                                                   len(starts[i]))]
+            if not idx:
+                continue
             out = model_conformers(module, [graphs[i] for i in idx], 2 * k, args.sampler,
-                                   args.steps, args.seed, args.max_atoms, device)
+                                   args.steps, args.seed, args.max_atoms, device,
+                                   starts=[starts[i] for i in idx] if starts else None,
+                                   start_t=args.noise_level)
             for i, c in zip(idx, out):
                 gens[i] = c
         steps = args.steps or module.hparams.sample_steps
         name = f"model ({args.sampler or module.hparams.sampler}, {steps} steps)"
-        made[name] = (gens, time.perf_counter() - t0)
+        seconds = time.perf_counter() - t0
+        if args.refine_from:  # ETKDG's own time is part of the refined method's
+            name = name[:-1] + f", from ETKDG{' + MMFF' if args.mmff else ''} at " \
+                               f"t = {args.noise_level})"
+            seconds += etkdg[1]
+        made[name] = (gens, seconds)
     if args.baseline:
-        from domains.molecules.conformers.baseline import rdkit_conformers
-
-        t0 = time.perf_counter()
-        gens = [rdkit_conformers(m, 2 * len(r), args.mmff, args.seed)
-                for m, r in zip(mols, refs)]
-        made["RDKit ETKDGv3" + (" + MMFF" if args.mmff else "")] = (
-            gens, time.perf_counter() - t0)
-    # like with like: every row is scored on the molecules every method produced conformers
-    # for; each method's own failures are counted in its ``failed`` column
+        made["RDKit ETKDGv3" + (" + MMFF" if args.mmff else "")] = etkdg
+    scorings = ("td", "legacy") if args.scoring == "both" else (args.scoring,)
+    # td: every molecule, a method's failures count zero coverage (TD's evaluate_confs.py);
+    # legacy: like with like on the molecules every method produced conformers for
     common = [i for i in range(len(graphs)) if all(len(g[i]) for g, _ in made.values())]
+    scored = {"td": list(range(len(graphs))), "legacy": common}
     rows: dict[str, dict[str, Any]] = {}
-    for name, (gens, seconds) in made.items():
-        row = ensemble_metrics([mols[i] for i in common], [refs[i] for i in common],
-                               [gens[i] for i in common], delta)
-        row["failed"] = sum(1 for g in gens if not len(g))
-        row["ms_per_conformer"] = 1000 * seconds / max(sum(len(g) for g in gens), 1)
-        rows[name] = row
+    for scoring in scorings:
+        for name, (gens, seconds) in made.items():
+            idx = scored[scoring]
+            row = ensemble_metrics([mols[i] for i in idx], [refs[i] for i in idx],
+                                   [gens[i] for i in idx], delta, scoring)
+            row["failed"] = sum(1 for g in gens if not len(g))
+            row["ms_per_conformer"] = 1000 * seconds / max(sum(len(g) for g in gens), 1)
+            rows[name if scoring == "td" else f"{name} [legacy]"] = row
     table = markdown_table(rows)
-    print(f"conformers: {len(graphs)} {split} molecules ({len(common)} handled by every "
-          f"method, scored), delta {delta} A, device {device}")
+    how = {"td": f"td on all {len(graphs)} (no conformer: 0 coverage; RMSD < delta)",
+           "legacy": f"legacy on the {len(common)} every method handled (RMSD <= delta)"}
+    print(f"conformers: {len(graphs)} {split} molecules, delta {delta} A, device {device}; "
+          f"scoring {'; '.join(how[s] for s in scorings)}")
     print(table)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    info = {"rows": rows, "split": split, "num_mols": len(graphs), "scored": len(common),
+    info = {"rows": rows, "scoring": list(scorings), "split": split,
+            "num_mols": len(graphs), "scored": {k: len(scored[k]) for k in scorings},
             "delta": delta,
+            "refine": ({"from": args.refine_from, "t": args.noise_level, "mmff": args.mmff,
+                        "etkdg_seconds": etkdg[1]} if args.refine_from else None),
             "ckpt": args.ckpt, "device": device, "cpu": platform.processor() or
             platform.machine(), "skipped_graphs": domain.skipped,
             "date": time.strftime("%Y-%m-%d")}
