@@ -127,3 +127,10 @@ def test_the_quick_preset_has_the_few_step_samplers():
     assert grid.only(["toy"]).domains.keys() == {"toy"}
     with pytest.raises(GridError, match="unknown domain 'toyy'"):
         grid.only(["toyy"])
+
+
+def test_the_gpu_preset_loads_with_the_few_step_samplers():
+    grid = load_grid(ROOT / "configs/compare/gpu.yaml", root=ROOT)
+    samplers_used = {c.sampler for c in grid.sample_cells}
+    assert {"unipc", "dpmpp_3m", "deis", "ipndm", "auto", "unipc@fitted"} <= samplers_used
+    assert {c.nfe for c in grid.sample_cells} == {5, 10, 20, 50, 100}
