@@ -84,6 +84,34 @@ def test_export_loads_without_pickles_and_samples_identically(trained, tmp_path)
     torch.testing.assert_close(a, b, rtol=0, atol=0)
 
 
+def test_export_with_a_model_card(trained, tmp_path, capsys):
+    """The form of a shipped model: export + card from the checkpoint's record and
+    `diffplat evaluate --json`; diffplat.load reads the card back."""
+    import diffplat
+
+    ckpt = trained / "checkpoints" / "last.ckpt"
+    metrics = tmp_path / "m.json"
+    metrics.write_text(json.dumps({"metrics": {"mmd2": 0.0123, "n": 10}}))
+    out = tmp_path / "toy-model"
+    assert main(["export", "--ckpt", str(ckpt), "--out", str(out), "--name", "toy-model",
+                 "--metrics", str(metrics), "--metrics-command", "diffplat evaluate x",
+                 "--notes", "falls short"]) == 0
+    card = json.loads((out / "card.json").read_text())
+    steps = torch.load(ckpt, weights_only=True)["global_step"]
+    assert card["name"] == "toy-model" and card["steps"] == steps
+    assert card["metrics"] == {"mmd2": 0.0123, "n": 10} and card["domain"] == "toy"
+    text = (out / "MODEL_CARD.md").read_text()
+    assert "| mmd2 | 0.0123 |" in text and "`diffplat evaluate x`" in text
+    assert "falls short" in text
+    assert diffplat.load(out).card == card
+    metrics.write_text("[1, 2]")
+    with pytest.raises(SystemExit):
+        main(["export", "--ckpt", str(ckpt), "--out", str(tmp_path / "b"), "--metrics",
+              str(metrics)])
+    assert "holds no metrics object" in capsys.readouterr().err
+    assert not (tmp_path / "b").exists()  # refused before writing anything
+
+
 def test_resume_is_exact(tmp_path):
     """20 steps + resume to 40 == 40 steps straight: weights, EMA and optimizer state."""
     decay = "  decay_steps: 40\n"  # the default would follow max_steps, which differs here

@@ -1,8 +1,9 @@
-"""``diffplat export``: EMA weights as safetensors plus the configuration as JSON."""
-
-from __future__ import annotations
+"""diffplat export: a checkpoint as a stand-alone folder (safetensors + JSON), optionally
+with a model card (the form of the models shipped under models/)."""
 
 import argparse
+import json
+from pathlib import Path
 
 
 def main(argv: list[str]) -> int:
@@ -11,15 +12,46 @@ def main(argv: list[str]) -> int:
         description="Write a checkpoint's EMA weights as model.safetensors and its model "
                     "configuration as config.json (and the step schedules fitted by "
                     "`diffplat tune-steps` as step_schedules.json). `diffplat sample --ckpt "
-                    "DIR` and diffplat.training.checkpoint.load_module(DIR) load the folder "
-                    "without "
-                    "unpickling anything.")
+                    "DIR` and diffplat.load(DIR) load the folder without unpickling "
+                    "anything. With --name (or any other card option) it also writes a model "
+                    "card, card.json and MODEL_CARD.md, from what the checkpoint recorded "
+                    "(command, steps, wall time, device) plus the options below.")
     p.add_argument("--ckpt", required=True, help="a Lightning checkpoint written by `fit`")
     p.add_argument("--out", required=True, help="output folder")
+    card = p.add_argument_group("model card")
+    card.add_argument("--name", help="the model's name (the folder name under models/)")
+    card.add_argument("--description", help="one line on what the model generates")
+    card.add_argument("--data-license", help="the training data and its licence")
+    card.add_argument("--metrics", metavar="JSON",
+                      help="metrics.json written by `diffplat evaluate --json`")
+    card.add_argument("--metrics-command", help="the command that measured --metrics")
+    card.add_argument("--notes", help="anything else a user should know (shortfalls)")
     args = p.parse_args(argv)
-    from diffplat.training.checkpoint import export, export_step_schedules, load_module
+    from diffplat.training.checkpoint import export_step_schedules, load_module
 
-    paths = export(load_module(args.ckpt), args.out)
+    extra = {k: v for k, v in (("name", args.name), ("description", args.description),
+                               ("data_license", args.data_license),
+                               ("metrics_command", args.metrics_command),
+                               ("notes", args.notes)) if v}
+    metrics = None
+    if args.metrics:
+        try:
+            data = json.loads(Path(args.metrics).read_text())
+        except (OSError, ValueError) as err:
+            p.error(f"--metrics {args.metrics}: {err}")
+        metrics = data.get("metrics", data) if isinstance(data, dict) else None
+        if not isinstance(metrics, dict):
+            p.error(f"--metrics {args.metrics} holds no metrics object (write it with "
+                    "`diffplat evaluate --json`)")
+    module = load_module(args.ckpt)
+    if extra or metrics:
+        from diffplat.api import Pipeline
+
+        paths = Pipeline(module, args.ckpt).save(args.out, metrics=metrics, **extra)
+    else:
+        from diffplat.training.checkpoint import export
+
+        paths = export(module, args.out)
     steps = export_step_schedules(args.ckpt, args.out)
     if steps is not None:
         paths.append(steps)
