@@ -92,7 +92,8 @@ def import_edm(edm_dir: Path | str) -> types.SimpleNamespace:
                                 "e3_diffusion_for_molecules and pass --edm-dir")
     for name in EDM_PACKAGES:    # an earlier import from elsewhere would shadow EDM's
         mod = sys.modules.get(name)
-        where = getattr(mod, "__file__", None) or ""
+        where = getattr(mod, "__file__", None) or next(iter(getattr(mod, "__path__", [])),
+                                                       "")   # a namespace package: no file
         if mod is not None and not Path(where).resolve().is_relative_to(edm_dir):
             raise RuntimeError(f"module {name!r} is already imported from {where}, not "
                                f"from {edm_dir}")
@@ -103,6 +104,7 @@ def import_edm(edm_dir: Path | str) -> types.SimpleNamespace:
         try:
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore", SyntaxWarning)  # EDM's `is` with literals
+                warnings.simplefilter("ignore", DeprecationWarning)  # and its '\\e' escape
                 from egnn.models import EGNN_dynamics_QM9
                 from equivariant_diffusion import utils as diffusion_utils
                 from equivariant_diffusion.en_diffusion import EnVariationalDiffusion
