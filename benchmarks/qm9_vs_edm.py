@@ -303,6 +303,8 @@ def run_edm(args, mols: list[Molecule], domain, log=print) -> dict[str, Any]:
             if time.perf_counter() >= deadline:
                 break
     train_seconds = time.perf_counter() - t0
+    log(f"EDM trained {steps} steps in {train_seconds:.0f} s; sampling {args.num} molecules "
+        f"with its {args.edm_steps}-step sampler")
     # sampling: EDM's qm9.sampling.sample with the EMA model, sizes from DistributionNodes
     model_ema.eval()
     calls = [0]
@@ -339,11 +341,13 @@ def run_edm(args, mols: list[Molecule], domain, log=print) -> dict[str, Any]:
 
 
 # -- ours: a finished run or one trained here --------------------------------------------------
-def _diffplat(*argv: str) -> None:
+def _diffplat(*argv: str, threads: int | None = None) -> None:
     cmd = [sys.executable, "-c", "import sys; from diffplat.cli import main; "
            "sys.exit(main(sys.argv[1:]))", *argv]
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(
         [str(ROOT), *filter(None, [os.environ.get("PYTHONPATH")])])}
+    if threads:                               # the same threads as EDM's side
+        env["OMP_NUM_THREADS"] = str(threads)
     print("$ diffplat " + " ".join(argv), flush=True)
     subprocess.run(cmd, check=True, cwd=ROOT, env=env)
 
@@ -352,13 +356,14 @@ def train_ours(args) -> Path:
     run = Path(args.work_dir).resolve()
     t0 = time.perf_counter()
     _diffplat("fit", "-c", args.config, "--trainer.default_root_dir", str(run),
-              *args.ours_arg)
+              *args.ours_arg, threads=args.threads)
     fit_seconds = time.perf_counter() - t0
     _diffplat("sample", "--ckpt", str(run / "checkpoints" / "last.ckpt"), "--num",
               str(args.num), "--sampler", args.sampler, "--steps", str(args.sampler_steps),
-              "--seed", str(args.seed), "--out", str(run / "samples"), "--no-progress")
+              "--seed", str(args.seed), "--out", str(run / "samples"), "--no-progress",
+              threads=args.threads)
     _diffplat("evaluate", "--samples", str(run / "samples"), "--json",
-              str(run / "metrics.json"))
+              str(run / "metrics.json"), threads=args.threads)
     (run / "fit_wall.json").write_text(json.dumps({"fit_process_seconds": fit_seconds}))
     return run
 
