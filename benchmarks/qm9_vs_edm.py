@@ -490,6 +490,11 @@ def main(argv: list[str] | None = None) -> int:
     print(f"\nQM9, {args.num} molecules per side, scored by diffplat's metric (no filtering); "
           f"torch {torch.__version__}, {torch.get_num_threads()} threads, {args.device}")
     print(table(ours, edm))
+    if ours and ours.get("fit_process_minutes"):
+        print(f"our `diffplat fit` process: {ours['fit_process_minutes']:.2f} minutes of wall "
+              "time (start-up and data loading included; train min is the fit's own clock)")
+    print(f"sampling: ours {ours['sample_seconds'] if ours else 'n/a'} s, EDM "
+          f"{edm['sample_seconds']:.1f} s")
     if args.json:
         out = {"ours": ours, "edm": edm, "ratio": ratios(ours, edm) if ours else None,
                "threads": torch.get_num_threads(), "device": args.device,
