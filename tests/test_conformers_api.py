@@ -150,3 +150,13 @@ def test_conformers_command_refines_etkdg_at_a_small_noise_level(export, tmp_pat
     with pytest.raises(SystemExit):
         main(["conformers", "--baseline", "rdkit", "--smiles", "CCO", "--refine-from",
               "etkdg", "--noise-level", "0.5", "--out", str(tmp_path / "x.sdf")])
+
+
+def test_sample_command_takes_smiles_as_a_prior_option(export, tmp_path):
+    out = tmp_path / "s"
+    assert main(["sample", "--ckpt", str(export), "--num", "4", "--steps", "2",
+                 "--no-progress", "--prior", "smiles=[CCO, CO]", "--out", str(out)]) == 0
+    recs = _records(out / "conformers.sdf")
+    assert [(r.GetProp("_Name"), r.GetIntProp("molecule"), r.GetIntProp("conformer"))
+            for r in recs] == [("CCO", 0, 0), ("CCO", 0, 1), ("CO", 1, 0), ("CO", 1, 1)]
+    assert [a.GetSymbol() for a in recs[2].GetAtoms()] == _atoms("CO")
