@@ -76,7 +76,8 @@ class Pipeline:
             resample: network calls per evaluation when inpainting.
             options: sampler options (``{"eta": 0.5}``).
             progress: show a progress bar.
-            prior: what to sample, for the domain (``num_atoms=19``, ``label="seven"``).
+            prior: what to sample, for the domain (``num_atoms=19``, ``label="seven"``;
+                conformers of given molecules: ``smiles=["CCO", "CO"], copies=5``).
         """
         from diffplat.sampling import check_sampler_options, resolve_sampler
 

@@ -94,6 +94,15 @@ class Domain:
         (``diffplat sample --prior KEY=VALUE``)."""
         raise NotImplementedError(f"domain {self.name!r} does not implement prior()")
 
+    def sample_chunks(self, num: int, batch_size: int | None,
+                      options: dict[str, Any]) -> list[tuple[int, dict[str, Any]]] | None:
+        """Optional: how ``generate`` splits ``num`` samples with the prior ``options`` into
+        sampler calls, as (size, options that replace the user's for that call); None (the
+        default) is calls of ``batch_size`` with the user's options each (all at once for
+        None). For priors whose options name the samples one by one (conformers of given
+        SMILES), so that each call draws its own part."""
+        return None
+
     def null_condition(self, cond: dict[str, Any]) -> dict[str, Any]:
         """For classifier-free guidance: ``cond`` with its class or context replaced by the
         null condition the model was trained with (``--guidance`` in ``diffplat sample``)."""

@@ -223,6 +223,8 @@ def generate(denoiser, domain: Domain, num: int | None = None, *, sampler: str,
         raise ValueError(f"steps must be an integer >= 1, got {steps!r}")
     if resample < 1:
         raise ValueError(f"resample must be >= 1, got {resample}")
+    if chunks is None:
+        chunks = domain.sample_chunks(num or 0, batch_size, prior_options)
     plan = list(chunks) if chunks is not None else chunk_plan(num or 0, batch_size)
     if start is not None and len(plan) != 1:
         raise ValueError(f"a start state is one batch: give one chunk, not {len(plan)}")

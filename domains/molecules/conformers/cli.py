@@ -18,8 +18,9 @@ def _add_generation_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--ckpt", help="a conformer model checkpoint (.ckpt or export folder)")
     p.add_argument("--baseline", choices=BASELINES,
                    help="use RDKit's ETKDGv3 instead of (or, for evaluate, beside) a model")
-    p.add_argument("--mmff", action="store_true", help="with --baseline rdkit: relax each "
-                                                       "conformer with MMFF94")
+    p.add_argument("--mmff", action="store_true",
+                   help="with --baseline rdkit or --refine-from etkdg: relax each ETKDG "
+                        "conformer with MMFF94")
     p.add_argument("--sampler", default=None, help="core sampler (default: the model's)")
     p.add_argument("--steps", type=int, default=None, help="sampler steps (default: the "
                                                            "model's)")
@@ -27,6 +28,22 @@ def _add_generation_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--max-atoms", type=int, default=20000,
                    help="atoms per sampler batch (default 20000)")
     p.add_argument("--device", default=None, help="cpu or cuda (default: cuda if available)")
+    p.add_argument("--refine-from", choices=("etkdg",), default=None,
+                   help="with --ckpt: start the reverse process from each ETKDG conformer "
+                        "(with --mmff if given) noised to --noise-level (SDEdit); ETKDG's "
+                        "time is counted in the model's")
+    p.add_argument("--noise-level", type=float, default=None, metavar="T",
+                   help="with --refine-from: schedule time in (0, 1] of the start (1: from "
+                        "the top, as ordinary sampling)")
+
+
+def _check_refine(p: argparse.ArgumentParser, args) -> None:
+    if args.refine_from and not args.ckpt:
+        p.error("--refine-from needs --ckpt (a model to refine with)")
+    if (args.refine_from is None) != (args.noise_level is None):
+        p.error("give --refine-from and --noise-level together")
+    if args.noise_level is not None and not 0 < args.noise_level <= 1:
+        p.error(f"--noise-level must be in (0, 1], got {args.noise_level}")
 
 
 def _device(args) -> str:
@@ -66,42 +83,52 @@ def conformers_main(argv: list[str]) -> int:
         p.error("give exactly one of --ckpt or --baseline rdkit")
     if args.num < 1:
         p.error(f"-n must be >= 1, got {args.num}")
-    from domains.molecules.conformers.graph import GraphError, mol_to_graph
-    from domains.molecules.conformers.io import read_inputs, write_conformers
+    _check_refine(p, args)
+    from domains.molecules.conformers.baseline import rdkit_conformers
+    from domains.molecules.conformers.io import input_graphs, read_inputs, write_conformers
 
     inputs = read_inputs(args.smiles, args.sdf)
-    failures = [(k, m.name, m.error) for k, m in enumerate(inputs) if m.error]
-    ok = [k for k, m in enumerate(inputs) if not m.error]
     results: dict[int, list] = {}
-    t0 = time.perf_counter()
+    etkdg_seconds = 0.0  # refinement: the ETKDG starts' embedding time, counted in seconds
     if args.ckpt:
         device = _device(args)
         module = _load(args.ckpt, device)
-        graphs = {}
-        for k in ok:
-            try:
-                graphs[k] = mol_to_graph(inputs[k].mol, module.domain.vocabulary,
-                                         inputs[k].name)
-            except GraphError as err:
-                failures.append((k, inputs[k].name, str(err)))
+        graphs, failures = input_graphs(inputs, module.domain.vocabulary)
+        starts = None
+        if args.refine_from:
+            t0 = time.perf_counter()
+            starts = {k: rdkit_conformers(inputs[k].mol, args.num, args.mmff, args.seed)
+                      for k in graphs}
+            etkdg_seconds = time.perf_counter() - t0
+            for k in [k for k in graphs if not starts[k]]:
+                failures.append((k, inputs[k].name, "RDKit could not embed this molecule "
+                                                    "(no ETKDG start to refine)"))
+                del graphs[k]
         from domains.molecules.conformers.sample import model_conformers
 
         t0 = time.perf_counter()
         confs = model_conformers(module, list(graphs.values()), args.num, args.sampler,
-                                 args.steps, args.seed, args.max_atoms, device)
+                                 args.steps, args.seed, args.max_atoms, device,
+                                 starts=None if starts is None else [starts[k] for k in graphs],
+                                 start_t=args.noise_level)
         results = dict(zip(graphs, confs))
         how = f"model {args.ckpt} on {device}"
+        if args.refine_from:
+            how += (f", refined from ETKDG{' + MMFF' if args.mmff else ''} at "
+                    f"t = {args.noise_level}, ETKDG's {etkdg_seconds:.2f} s included")
     else:
-        from domains.molecules.conformers.baseline import rdkit_conformers
-
-        for k in ok:
-            confs = rdkit_conformers(inputs[k].mol, args.num, args.mmff, args.seed)
+        failures = [(k, m.name, m.error) for k, m in enumerate(inputs) if m.error]
+        t0 = time.perf_counter()
+        for k, m in enumerate(inputs):
+            if m.error:
+                continue
+            confs = rdkit_conformers(m.mol, args.num, args.mmff, args.seed)
             if confs:
                 results[k] = confs
             else:
-                failures.append((k, inputs[k].name, "RDKit could not embed this molecule"))
+                failures.append((k, m.name, "RDKit could not embed this molecule"))
         how = "RDKit ETKDGv3" + (" + MMFF94" if args.mmff else "")
-    seconds = time.perf_counter() - t0
+    seconds = time.perf_counter() - t0 + etkdg_seconds
     written = sorted(results)
     n_confs = sum(len(results[k]) for k in written)
     if written:
@@ -168,23 +195,11 @@ def evaluate_main(argv: list[str]) -> int:
     p.add_argument("--scoring", choices=SCORING_CHOICES, default="both",
                    help="td (Torsional Diffusion's), legacy (diffplat's before issue #16), or "
                         "both rows, td first (default both)")
-    p.add_argument("--refine-from", choices=("etkdg",), default=None,
-                   help="with --ckpt: start the reverse process from each ETKDG conformer "
-                        "(with --mmff if given) noised to --noise-level (SDEdit); ETKDG's "
-                        "time is counted in the model row")
-    p.add_argument("--noise-level", type=float, default=None, metavar="T",
-                   help="with --refine-from: schedule time in (0, 1] of the start (1: from "
-                        "the top, as ordinary sampling)")
     p.add_argument("--out", default="conformer-eval", help="output folder")
     args = p.parse_args(argv)
     if not args.ckpt and not args.baseline:
         p.error("give --ckpt and/or --baseline rdkit")
-    if args.refine_from and not args.ckpt:
-        p.error("--refine-from needs --ckpt (a model to refine with)")
-    if (args.refine_from is None) != (args.noise_level is None):
-        p.error("give --refine-from and --noise-level together")
-    if args.noise_level is not None and not 0 < args.noise_level <= 1:
-        p.error(f"--noise-level must be in (0, 1], got {args.noise_level}")
+    _check_refine(p, args)
     if not args.ckpt and not args.config:
         p.error("--baseline without --ckpt needs --config (which data to evaluate on)")
     device = _device(args)

@@ -213,14 +213,31 @@ class ConformerDomain(Domain):
         return torch.randperm(n, generator=torch.Generator().manual_seed(0)).tolist()
 
     def prior(self, num: int, generator: torch.Generator, device: Any = "cpu",
-              split: str | None = None, copies: int = 1, graphs: list | None = None) -> Draw:
-        """One conformer for each of ``num / copies`` molecules of ``split`` (default
-        ``sample_split``), taken in the order of ``order(split)``, ``copies`` each; or one
-        for each of ``graphs`` (MolGraphs in this domain's vocabulary)."""
+              split: str | None = None, copies: int | None = None,
+              graphs: list | None = None, smiles: str | list[str] | None = None) -> Draw:
+        """What to draw conformers of, in one of three ways:
+
+        * ``smiles``: a SMILES or a list of them (no data needed), built as ``diffplat
+          conformers --smiles`` builds them (hydrogens added after the heavy atoms);
+          ``copies`` conformers of each molecule in turn, ``copies = num / len(smiles)``
+          when not given. A SMILES that does not parse or has an element outside the
+          vocabulary (or a formal charge outside -1..+1) raises a ValueError naming it.
+        * ``graphs``: one conformer of each MolGraph (this domain's vocabulary).
+        * otherwise ``num / copies`` molecules of ``split`` (default ``sample_split``) in
+          the order of ``order(split)``, ``copies`` (default 1) each.
+        """
+        if sum(x is not None for x in (split, graphs, smiles)) > 1:
+            raise ValueError("give at most one of split, graphs or smiles")
+        if copies is not None and (isinstance(copies, bool) or not isinstance(copies, int)
+                                   or copies < 1):
+            raise ValueError(f"copies must be an integer >= 1, got {copies!r}")
         if graphs is not None:
             if len(graphs) != num:
                 raise ValueError(f"num={num} but {len(graphs)} graphs were given")
             return self.batch_for(graphs, generator, device)
+        if smiles is not None:
+            return self.batch_for(self._smiles_graphs(num, smiles, copies), generator, device)
+        copies = copies or 1
         split = split or self.sample_split
         order = self.order(split)
         if num % copies or num // copies > len(order):
@@ -228,6 +245,34 @@ class ConformerDomain(Domain):
                              f"{len(order) * copies} for the {split} split")
         graphs = [self.graphs(split)[i] for i in order[: num // copies] for _ in range(copies)]
         return self.batch_for(graphs, generator, device)
+
+    def _smiles_graphs(self, num: int, smiles: str | list[str], copies: int | None) -> list:
+        """The graph of every sample of ``prior(num, smiles=..., copies=...)``."""
+        from domains.molecules.conformers.io import smiles_graphs
+
+        if self.vocabulary is None:
+            self.setup()
+        mols = smiles_graphs(smiles, self.vocabulary)
+        if copies is None and num % len(mols) == 0:
+            copies = num // len(mols)
+        if copies is None or num != len(mols) * copies:
+            raise ValueError(f"num={num} must be len(smiles) * copies = {len(mols)} * "
+                             f"{copies if copies is not None else 'copies'}")
+        return [g for g in mols for _ in range(copies)]
+
+    def sample_chunks(self, num: int, batch_size: int | None,
+                      options: dict[str, Any]) -> list[tuple[int, dict[str, Any]]] | None:
+        """With ``smiles``: the graphs are built once and each sampler call of ``batch_size``
+        gets its own consecutive part of them (so chunking does not change what is drawn)."""
+        if options.get("smiles") is None:
+            return None
+        if batch_size is not None and batch_size < 1:
+            raise ValueError(f"batch size must be >= 1, got {batch_size}")
+        graphs = self._smiles_graphs(num, options["smiles"], options.get("copies"))
+        size = batch_size or len(graphs)
+        return [(len(graphs[i:i + size]), {"graphs": graphs[i:i + size], "smiles": None,
+                                            "copies": None})
+                for i in range(0, len(graphs), size)]
 
     def decode(self, x0: Tensor, cond: dict[str, Any], meta=None) -> list[Conformer]:
         graphs = (meta or {}).get("graphs")
@@ -257,11 +302,18 @@ class ConformerDomain(Domain):
                                 self.delta)
 
     def write(self, samples: list[Conformer], out_dir: Path) -> list[Path]:
+        """``conformers.sdf``, as ``diffplat conformers`` writes it: the conformers of each
+        molecule together (properties ``molecule`` and ``conformer``), molecules in the
+        order they first appear in ``samples``."""
         from domains.molecules.conformers.io import write_conformers
 
         out_dir.mkdir(parents=True, exist_ok=True)
         path = out_dir / "conformers.sdf"
-        write_conformers(path, [(s.graph.mol, s.graph.name, [s.positions]) for s in samples])
+        # one multi-conformer entry per molecule (samples sharing a graph), in first-seen order
+        groups: dict[int, tuple[Any, list[np.ndarray]]] = {}
+        for s in samples:
+            groups.setdefault(id(s.graph), (s.graph, []))[1].append(s.positions)
+        write_conformers(path, [(g.mol, g.name, confs) for g, confs in groups.values()])
         return [path]
 
     def read(self, path: Path):

@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 from rdkit import Chem, rdBase
 
-from domains.molecules.conformers.graph import conformer
+from domains.molecules.conformers.graph import GraphError, MolGraph, conformer, mol_to_graph
 
 
 @dataclass
@@ -76,6 +76,41 @@ def read_inputs(smiles: Sequence[str] = (), sdf: str | None = None) -> list[Inpu
     if not items:
         raise ValueError("no input molecules: give --smiles and/or --sdf")
     return items
+
+
+def input_graphs(inputs: Sequence[InputMolecule], vocabulary: dict[str, int]
+                 ) -> tuple[dict[int, MolGraph], list[tuple[int, str, str]]]:
+    """The model's graphs of the inputs that parsed and fit its vocabulary.
+
+    Returns:
+        ({input index: MolGraph named as the input}, [(input index, name, reason)] of the
+        inputs that failed, parsing or ``mol_to_graph``), both in input order.
+    """
+    graphs: dict[int, MolGraph] = {}
+    failures: list[tuple[int, str, str]] = []
+    for k, item in enumerate(inputs):
+        if item.error:
+            failures.append((k, item.name, item.error))
+            continue
+        try:
+            graphs[k] = mol_to_graph(item.mol, vocabulary, item.name)
+        except GraphError as err:
+            failures.append((k, item.name, str(err)))
+    return graphs, failures
+
+
+def smiles_graphs(smiles: Sequence[str], vocabulary: dict[str, int]) -> list[MolGraph]:
+    """MolGraphs of SMILES as ``diffplat conformers --smiles`` builds them (hydrogens added
+    after the heavy atoms); raises one ValueError naming every SMILES that fails and why."""
+    if isinstance(smiles, str):
+        smiles = [smiles]
+    if not smiles:
+        raise ValueError("smiles: give at least one SMILES")
+    graphs, failures = input_graphs([from_smiles(s) for s in smiles], vocabulary)
+    if failures:
+        raise ValueError("; ".join(reason if repr(name) in reason else
+                                   f"SMILES {name!r}: {reason}" for _, name, reason in failures))
+    return [graphs[k] for k in range(len(smiles))]
 
 
 def write_conformers(path: Path | str,
