@@ -18,6 +18,7 @@ CONFIGS = {
     "edm": {},
     "plain": {"attention": False, "tanh": False, "normalization_factor": 4.0},
     "context_edges": {"context_dim": 2, "edge_dim": 3, "inv_sublayers": 2},
+    "rbf": {"rbf": 8, "rbf_cutoff": 6.0},
 }
 
 
