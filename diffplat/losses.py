@@ -102,13 +102,20 @@ class DiffusionLoss:
         weighting: "uniform", "min_snr", "edm" or "sigmoid".
         t_sampler: "uniform", "low_discrepancy", "lognormal" or "logit_normal".
         weighting_options / t_options: keyword options of those (gamma, bias, p_mean, ...).
+        self_condition: self-conditioning (Chen et al. 2022, "Analog Bits", sec. 3.2): for
+            half the batches (a coin drawn from ``generator``) x0_hat is first computed
+            without gradient from the same x_t with ``x_self_cond = 0`` and then fed to the
+            backbone as ``x_self_cond``; the other half get ``x_self_cond = 0``. The
+            backbone must accept ``x_self_cond``.
 
     Shapes:
         x0: [B, ...] (or the noise space's ragged layout); returns losses [B] and t [B].
     """
 
     def __init__(self, weighting: str = "uniform", t_sampler: str = "uniform",
-                 weighting_options: dict | None = None, t_options: dict | None = None):
+                 weighting_options: dict | None = None, t_options: dict | None = None,
+                 self_condition: bool = False):
+        self.self_condition = bool(self_condition)
         self.weighting_name = weighting
         self.weighting = weightings.get(weighting)
         self.t_sampler = t_sampler
@@ -128,6 +135,9 @@ class DiffusionLoss:
         eps = space.project(space.sample_like(x0, generator))
         a, s = denoiser.schedule.alpha_sigma(t)
         x_t = space.mix(x0, eps, a, s)
+        if self.self_condition:
+            cond = {**cond, "x_self_cond": self_condition_input(denoiser, x_t, t, space,
+                                                                generator, cond)}
         out, _, a_x, s_x = denoiser.predict(x_t, t, noise_space=space, **cond)
         target = denoiser.target.value(x0, eps, a_x, s_x)
         per_sample = space.mean((out - target) ** 2)
@@ -137,6 +147,19 @@ class DiffusionLoss:
             return per_sample, t
         jac = denoiser.target.jacobian(a, s)
         return per_sample * self.weighting(lam, jac, **opts) / jac, t
+
+
+def self_condition_input(denoiser: Denoiser, x_t: Tensor, t: Tensor, space,
+                         generator: torch.Generator | None, cond: dict[str, Any]) -> Tensor:
+    """The training-time ``x_self_cond``: with probability 1/2 (one coin per batch, as in
+    Chen et al. 2022, Listing 1) the no-gradient x0_hat of x_t given zeros, else zeros."""
+    zeros = torch.zeros_like(x_t)
+    coin = torch.rand(1, generator=generator, device=x_t.device)
+    if float(coin) >= 0.5:
+        return zeros
+    with torch.no_grad():
+        return denoiser.predict(x_t, t, noise_space=space, x_self_cond=zeros,
+                                **cond)[1].detach()
 
 
 def vlb(denoiser: Denoiser, x0: Tensor, num_steps: int = 1000,

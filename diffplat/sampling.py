@@ -140,9 +140,38 @@ def as_draw(result: Any) -> Draw:
     return Draw(noise, cond, space)
 
 
-def _network(denoiser, cond: dict[str, Any], space: NoiseSpace, counter: Counter):
+class SelfConditioning:
+    """Self-conditioned sampling (Chen et al. 2022, "Analog Bits", sec. 3.2): every network
+    call gets the previous call's x0_hat as ``x_self_cond`` (zeros at the first call).
+
+    One instance lives for one chunk of one ``generate`` call, so the sampler and the
+    denoiser stay stateless: ``input`` is what the network functions read, and ``wrap``
+    records the estimate the sampler receives (the guided or inpainted one when those
+    wrappers are on).
+    """
+
+    def __init__(self) -> None:
+        self.previous: Tensor | None = None
+
+    def input(self, x: Tensor) -> Tensor:
+        return torch.zeros_like(x) if self.previous is None else self.previous
+
+    def wrap(self, denoise: Callable[[Tensor, Tensor], Tensor]):
+        def record(x: Tensor, t: Tensor) -> Tensor:
+            out = denoise(x, t)
+            self.previous = out
+            return out
+
+        return record
+
+
+def _network(denoiser, cond: dict[str, Any], space: NoiseSpace, counter: Counter,
+             self_cond: SelfConditioning | None = None):
     def denoise(x: Tensor, t: Tensor) -> Tensor:
         counter.calls += 1
+        if self_cond is not None:
+            return denoiser.predict(x, t, noise_space=space, x_self_cond=self_cond.input(x),
+                                    **cond)[1]
         return denoiser.predict(x, t, noise_space=space, **cond)[1]
 
     return denoise
@@ -242,11 +271,15 @@ def generate(denoiser, domain: Domain, num: int | None = None, *, sampler: str,
                 seed * CHUNK_STRIDE + chunk_offset + k)
             draw = as_draw(domain.prior(size, gen, device, **{**prior_options, **extra}))
             counter = Counter()
-            denoise = _network(denoiser, draw.cond, draw.space, counter)
+            # a fresh previous estimate per chunk (None: the denoiser is not self-conditioned)
+            self_cond = SelfConditioning() if getattr(denoiser, "self_condition", False) \
+                else None
+            denoise = _network(denoiser, draw.cond, draw.space, counter, self_cond)
             if guidance is not None:
                 null = domain.null_condition(draw.cond)
                 denoise = ClassifierFreeGuidance(
-                    denoise, _network(denoiser, null, draw.space, counter), guidance)
+                    denoise, _network(denoiser, null, draw.space, counter, self_cond),
+                    guidance)
             if inpaint is not None:
                 known, mask = domain.inpaint_source(Path(inpaint[0]), inpaint[1], draw.noise,
                                                     draw.cond)
@@ -255,6 +288,8 @@ def generate(denoiser, domain: Domain, num: int | None = None, *, sampler: str,
                 denoise = Inpainting(denoise, known.to(draw.noise), mask.to(draw.noise),
                                      schedule, noise_space=draw.space, generator=gen,
                                      resample=resample)
+            if self_cond is not None:
+                denoise = self_cond.wrap(denoise)
             options = stats.options if start is None else \
                 {**stats.options, **_start_options(start, draw, schedule, stats.options)}
             x0 = fn(denoise, draw.noise, schedule, steps, generator=gen,

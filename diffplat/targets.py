@@ -155,6 +155,9 @@ class Denoiser(nn.Module):
         target: a Target or its name ("eps", "x0", "v", "edm", "flow").
         noise_space: how per-sample scalars broadcast against x (dense Gaussian by default).
         sigma_data: standard deviation of the data, used by c_in and the edm target.
+        self_condition: the backbone was trained with self-conditioning (it takes an earlier
+            x0_hat as ``x_self_cond``); ``diffplat.sampling.generate`` then feeds every call
+            the previous call's estimate.
 
     Shapes:
         x_t: data shape with batch size B (or a ragged batch the noise space understands);
@@ -162,9 +165,11 @@ class Denoiser(nn.Module):
     """
 
     def __init__(self, backbone: nn.Module, schedule: Any = "cosine", target: Any = "eps",
-                 noise_space: NoiseSpace | None = None, sigma_data: float = 1.0):
+                 noise_space: NoiseSpace | None = None, sigma_data: float = 1.0,
+                 self_condition: bool = False):
         super().__init__()
         self.backbone = backbone
+        self.self_condition = bool(self_condition)
         self.schedule = schedules_mod.get(schedule) if isinstance(schedule, str) else schedule
         self.sigma_data = float(sigma_data)
         self.target = get(target, sigma_data=sigma_data) if isinstance(target, str) else target

@@ -75,3 +75,166 @@ def test_rbf_changes_the_network_input():
     assert not torch.allclose(model(x, c, batch, 3), out)
     with pytest.raises(ValueError, match="rbf"):
         EGNNBackbone(rbf=1)
+
+
+# -- self-conditioning ------------------------------------------------------------------
+def _orthogonal(det, seed=0):
+    q, r = torch.linalg.qr(torch.randn(3, 3, generator=torch.Generator().manual_seed(seed),
+                                       dtype=DT))
+    q = q * torch.sign(torch.diagonal(r))
+    if torch.det(q) * det < 0:
+        q[:, 0] = -q[:, 0]
+    return q
+
+
+def _sc_model(**kw):
+    torch.manual_seed(0)
+    return EGNNBackbone(hidden=16, layers=2, coord_init_gain=1.0, self_condition=True,
+                        **kw).to(DT)
+
+
+@pytest.mark.parametrize("rbf", [0, 6])
+@pytest.mark.parametrize("det", [1, -1])
+def test_self_conditioned_egnn_is_equivariant(rbf, det):
+    model = _sc_model(rbf=rbf)
+    x, c, batch = _batch()
+    sc, _, _ = _batch(seed=3)  # an unrelated estimate: positions and features
+    q = _orthogonal(det, seed=det + 2)
+    shift = torch.randn(3, 3, generator=torch.Generator().manual_seed(9), dtype=DT)[batch]
+    shift_sc = torch.randn(3, 3, generator=torch.Generator().manual_seed(8), dtype=DT)[batch]
+
+    def move(z, s):
+        return torch.cat([z[:, :3] @ q.T + s, z[:, 3:]], 1)
+
+    with torch.no_grad():
+        out = model(x, c, batch, 3, x_self_cond=sc)
+        out_g = model(move(x, shift), c, batch, 3, x_self_cond=move(sc, shift_sc))
+        plain = model(x, c, batch, 3)
+    assert float((out - plain).abs().max()) > 1e-3  # the estimate is really used
+    torch.testing.assert_close(out_g[:, :3], out[:, :3] @ q.T, rtol=1e-9, atol=1e-9)
+    torch.testing.assert_close(out_g[:, 3:], out[:, 3:], rtol=1e-9, atol=1e-9)
+    # no estimate is a zero estimate
+    torch.testing.assert_close(plain, model(x, c, batch, 3, x_self_cond=torch.zeros_like(x)),
+                               rtol=0, atol=0)
+    with pytest.raises(ValueError, match="x_self_cond"):
+        EGNNBackbone(hidden=16, layers=1).to(DT)(x, c, batch, 3, x_self_cond=sc)
+
+
+class _Recorder(torch.nn.Module):
+    """A backbone that records its x_self_cond inputs: out = 0.5 x + 0.25 x_self_cond."""
+
+    supports_self_condition = True
+
+    def __init__(self):
+        super().__init__()
+        self.w = torch.nn.Parameter(torch.ones(()))
+        self.seen: list = []
+
+    def forward(self, x, c_noise, x_self_cond=None):
+        self.seen.append(None if x_self_cond is None else x_self_cond.clone())
+        return self.w * (0.5 * x + (0 if x_self_cond is None else 0.25 * x_self_cond))
+
+
+class _RecordingDenoiser:
+    """Wraps a Denoiser and records every x0_hat it returns."""
+
+    def __init__(self, den):
+        self.den, self.outs = den, []
+
+    def __getattr__(self, name):
+        return getattr(self.den, name)
+
+    def predict(self, *a, **kw):
+        res = self.den.predict(*a, **kw)
+        self.outs.append(res[1].clone())
+        return res
+
+
+def test_loss_off_is_bit_identical_to_the_loss_before_self_conditioning():
+    from diffplat.losses import DiffusionLoss
+    from diffplat.targets import Denoiser
+    from domains.toy import MLPBackbone
+
+    old = baseline("diffplat/losses.py", "_losses_base")
+    torch.manual_seed(0)
+    den = Denoiser(MLPBackbone(hidden=16, depth=2), "cosine", "v")
+    x0 = torch.randn(32, 2, generator=torch.Generator().manual_seed(1))
+    for weighting in ("uniform", "min_snr"):
+        want = old.DiffusionLoss(weighting)(den, x0, generator=torch.Generator().manual_seed(2))
+        got = DiffusionLoss(weighting)(den, x0, generator=torch.Generator().manual_seed(2))
+        assert torch.equal(got[0], want[0]) and torch.equal(got[1], want[1])
+
+
+def test_self_conditioned_loss_feeds_the_no_grad_estimate_half_the_time():
+    from diffplat.losses import DiffusionLoss
+    from diffplat.targets import Denoiser
+
+    x0 = torch.randn(16, 2, generator=torch.Generator().manual_seed(1))
+    loss = DiffusionLoss(self_condition=True)
+    kinds = set()
+    for seed in range(12):
+        net = _Recorder()
+        den = _RecordingDenoiser(Denoiser(net, "cosine", "eps", self_condition=True))
+        losses, _ = loss(den, x0, generator=torch.Generator().manual_seed(seed))
+        losses.mean().backward()  # gradients flow through the last call only
+        assert all(s is not None for s in net.seen)
+        if len(net.seen) == 1:  # tails: a zero estimate
+            assert torch.equal(net.seen[0], torch.zeros_like(x0))
+        else:  # heads: first zeros, then the first call's x0_hat, detached
+            assert len(net.seen) == 2 and torch.equal(net.seen[0], torch.zeros_like(x0))
+            assert torch.equal(net.seen[1], den.outs[0]) and not den.outs[0].requires_grad
+            assert float(net.seen[1].abs().max()) > 0
+        kinds.add(len(net.seen))
+    assert kinds == {1, 2}
+
+
+def test_generate_feeds_each_call_the_previous_estimate_and_resets_per_chunk():
+    from diffplat.sampling import generate
+    from diffplat.targets import Denoiser
+    from domains.toy.domain import ToyDomain
+
+    net = _Recorder()
+    den = _RecordingDenoiser(Denoiser(net, "cosine", "eps", self_condition=True))
+    den.parameters = den.den.parameters
+    _, stats = generate(den, ToyDomain(), 8, sampler="dpmpp_2m", steps=5, batch_size=4)
+    per_chunk = stats.nfe
+    assert stats.chunks == 2 and len(net.seen) == 2 * per_chunk > 2
+    for k, seen in enumerate(net.seen):
+        if k % per_chunk == 0:  # the first call of a chunk: no estimate yet
+            assert torch.equal(seen, torch.zeros_like(seen))
+        else:
+            assert torch.equal(seen, den.outs[k - 1])
+    # a denoiser without self-conditioning gets no x_self_cond at all
+    net2 = _Recorder()
+    generate(Denoiser(net2, "cosine", "eps"), ToyDomain(), 4, sampler="dpmpp_2m", steps=3)
+    assert net2.seen and all(s is None for s in net2.seen)
+
+
+def test_module_checks_the_backbone_supports_self_conditioning():
+    from diffplat.training.module import DiffusionModule
+    from domains.toy import MLPBackbone
+    from domains.toy.domain import ToyDomain
+
+    with pytest.raises(ValueError, match="self_condition"):
+        DiffusionModule(ToyDomain(), MLPBackbone(hidden=8, depth=1), self_condition=True)
+    with pytest.raises(ValueError, match="self_condition"):
+        DiffusionModule(ToyDomain(), EGNNBackbone(hidden=8, layers=1, self_condition=True))
+
+
+def test_fit_and_sample_with_rbf_and_self_conditioning_from_the_config(qm9_small, tmp_path):
+    from diffplat.cli import main
+    from diffplat.training.checkpoint import load_module
+    from tests.test_molecules_domain import TINY
+
+    text = TINY.format(steps=3, root=tmp_path / "run", data=qm9_small)
+    text = text.replace("      layers: 2\n", "      layers: 2\n      rbf: 8\n"
+                        "      self_condition: true\n") + "  self_condition: true\n"
+    cfg = tmp_path / "cfg.yaml"
+    cfg.write_text(text)
+    assert main(["fit", "-c", str(cfg)]) == 0
+    ckpt = tmp_path / "run" / "checkpoints" / "last.ckpt"
+    module = load_module(ckpt)
+    assert module.ema_denoiser.self_condition and module.backbone.rbf == 8
+    assert main(["sample", "--ckpt", str(ckpt), "--num", "4", "--steps", "4",
+                 "--out", str(tmp_path / "samples"), "--no-progress"]) == 0
+    assert (tmp_path / "samples" / "molecules.sdf").is_file()

@@ -69,6 +69,10 @@ class DiffusionModule(pl.LightningModule):
         on_nonfinite: "stop" (raise, naming the step; the last good checkpoint stays) or
             "skip" (skip the batch and count it in ``train/skipped_batches``).
         compile: wrap the backbone in torch.compile when training on a GPU.
+        self_condition: self-conditioning (Chen et al. 2022, "Analog Bits", sec. 3.2):
+            trained with an earlier no-gradient x0_hat as input for half the batches, and
+            sampled feeding each network call the previous call's x0_hat. Needs a backbone
+            built for it (``supports_self_condition``, e.g. EGNNBackbone(self_condition=True)).
     """
 
     def __init__(self, domain: Domain, backbone: Backbone, schedule: str = "cosine",
@@ -83,13 +87,21 @@ class DiffusionModule(pl.LightningModule):
                  val_batch_size: int | None = None, num_workers: int = 0, seed: int = 0,
                  sampler: str = "heun", sample_steps: int = 18, sample_num: int = 1000,
                  sample_every_n_epochs: int = 1, log_snr_buckets: int = 8,
-                 on_nonfinite: str = "stop", compile: bool = False):
+                 on_nonfinite: str = "stop", compile: bool = False,
+                 self_condition: bool = False):
         super().__init__()
         if clip not in ("none", "norm", "adaptive"):
             raise ValueError(f"clip must be one of none, norm, adaptive; got {clip!r}")
         if on_nonfinite not in ("stop", "skip"):
             raise ValueError(f"on_nonfinite must be 'stop' or 'skip', got {on_nonfinite!r}")
         samplers_mod.get(sampler)  # unknown names fail at construction, listing the valid ones
+        supports = bool(getattr(backbone, "supports_self_condition", False))
+        if self_condition != supports:
+            raise ValueError(
+                f"self_condition={self_condition} but the backbone {type(backbone).__name__} "
+                f"{'takes' if supports else 'does not take'} x_self_cond: set both "
+                "model.self_condition and the backbone's self_condition (a backbone with "
+                "supports_self_condition), or neither")
         self.save_hyperparameters()
         for key in ("domain", "backbone"):
             # inside LightningCLI (and build_module) these are their class_path/init_args
@@ -103,11 +115,13 @@ class DiffusionModule(pl.LightningModule):
         # The two denoisers only wrap modules registered above; object.__setattr__ keeps
         # them out of the module tree so the state dict holds each weight once.
         object.__setattr__(self, "denoiser",
-                           Denoiser(backbone, self.schedule, target, sigma_data=sigma_data))
+                           Denoiser(backbone, self.schedule, target, sigma_data=sigma_data,
+                                    self_condition=self_condition))
         object.__setattr__(self, "ema_denoiser",
                            Denoiser(self.ema.shadow, self.schedule, target,
-                                    sigma_data=sigma_data))
-        self.loss_fn = DiffusionLoss(weighting, t_sampler, weighting_options, t_options)
+                                    sigma_data=sigma_data, self_condition=self_condition))
+        self.loss_fn = DiffusionLoss(weighting, t_sampler, weighting_options, t_options,
+                                     self_condition=self_condition)
         self.clipper = AdaptiveClipper()
         self.register_buffer("grad_norms", torch.zeros(self.clipper.size))
         self.register_buffer("grad_norms_filled", torch.zeros((), dtype=torch.long))

@@ -188,11 +188,16 @@ class EGNNBackbone(Backbone):
             Schuett et al. 2017; PaiNN); 0 (default) for EDM's squared distance only.
         rbf_cutoff: the RBF centres span 0..rbf_cutoff (in the units of the network's
             input positions, c_in * x_t: Angstrom at low noise for QM9).
+        self_condition: accept ``x_self_cond`` [N, pos_dims + F], an earlier x0 estimate
+            (self-conditioning, Chen et al. 2022); its invariant parts enter the network:
+            the feature estimate beside every atom's input features, and the squared
+            distance of every pair under the position estimate (and its RBFs when rbf > 0)
+            as a static edge input, so equivariance holds. None or zeros: no estimate.
 
     Call:
         ``forward(x, c_noise, batch, num_graphs, context=None, edge_index=None,
-        edge_attr=None)``; the core passes (c_in * x_t, c_noise) and the domain's cond
-        kwargs ``batch``, ``num_graphs`` and optionally ``context``, ``edge_index``
+        edge_attr=None, x_self_cond=None)``; the core passes (c_in * x_t, c_noise) and the
+        domain's cond kwargs ``batch``, ``num_graphs`` and optionally ``context``, ``edge_index``
         (precomputed ``fully_connected_edges(batch, num_graphs)`` or any other graph; saves
         rebuilding it at every call) and ``edge_attr`` (ordered like edge_index).
 
@@ -208,8 +213,10 @@ class EGNNBackbone(Backbone):
                  norm_constant: float = 1.0, inv_sublayers: int = 1, context_dim: int = 0,
                  edge_dim: int = 0, normalization_factor: float = 1.0,
                  coord_init_gain: float = 0.001, pos_dims: int = 3, rbf: int = 0,
-                 rbf_cutoff: float = 10.0):
+                 rbf_cutoff: float = 10.0, self_condition: bool = False):
         super().__init__()
+        self.supports_self_condition = bool(self_condition)
+        self.rbf, self.rbf_cutoff = rbf, rbf_cutoff
         if rbf < 0 or rbf == 1:
             raise ValueError(f"rbf must be 0 (off) or >= 2 basis functions, got {rbf}")
         if rbf_cutoff <= 0:
@@ -220,9 +227,12 @@ class EGNNBackbone(Backbone):
         self.pos_dims = pos_dims
         self.norm_constant = norm_constant
         # +1 input column: the noise level c_noise, as EDM appends t
-        self.embed = nn.Linear(num_features + 1 + context_dim, hidden)
-        # current squared distance (and its RBFs), initial squared distance, then edge_attr
-        edge_in = 2 + rbf + edge_dim
+        # (+ F: the self-conditioning feature estimate)
+        sc = num_features if self_condition else 0
+        self.embed = nn.Linear(num_features + 1 + context_dim + sc, hidden)
+        # current squared distance (and its RBFs), initial squared distance, edge_attr, then
+        # the squared distance (and its RBFs) under the self-conditioning estimate
+        edge_in = 2 + rbf + edge_dim + ((1 + rbf) if self_condition else 0)
         self.blocks = nn.ModuleList(
             _Block(hidden, edge_in, inv_sublayers, attention, tanh,
                    coords_range / max(layers, 1), norm_constant, normalization_factor,
@@ -232,7 +242,8 @@ class EGNNBackbone(Backbone):
 
     def forward(self, x: Tensor, c_noise: Tensor, batch: Tensor, num_graphs: int,
                 context: Tensor | None = None, edge_index: Tensor | None = None,
-                edge_attr: Tensor | None = None) -> Tensor:
+                edge_attr: Tensor | None = None,
+                x_self_cond: Tensor | None = None) -> Tensor:
         p = self.pos_dims
         if x.ndim != 2 or x.shape[1] != p + self.num_features:
             raise ValueError(f"x must have shape [N, {p + self.num_features}] "
@@ -262,6 +273,19 @@ class EGNNBackbone(Backbone):
             static.append(edge_attr.to(x.dtype))
         elif edge_attr is not None:
             raise ValueError("edge_attr given but the backbone has edge_dim=0")
+        if self.supports_self_condition:
+            sc = torch.zeros_like(x) if x_self_cond is None else x_self_cond.to(x.dtype)
+            if sc.shape != x.shape:
+                raise ValueError(f"x_self_cond must have x's shape {tuple(x.shape)}, got "
+                                 f"{tuple(sc.shape)}")
+            cols.append(sc[:, p:])
+            radial_sc, _ = _geometry(sc[:, :p], row, col, self.norm_constant)
+            static.append(radial_sc)
+            if self.rbf:
+                static.append(gaussian_rbf(torch.sqrt(radial_sc + 1e-8), self.rbf,
+                                           self.rbf_cutoff))
+        elif x_self_cond is not None:
+            raise ValueError("x_self_cond given but the backbone has self_condition=False")
         static_e = torch.cat(static, 1)
 
         h = self.embed(torch.cat(cols, 1))
