@@ -107,6 +107,11 @@ class DiffusionLoss:
             without gradient from the same x_t with ``x_self_cond = 0`` and then fed to the
             backbone as ``x_self_cond``; the other half get ``x_self_cond = 0``. The
             backbone must accept ``x_self_cond``.
+        coupling: "independent" (default) or "minibatch_ot": the batch's noise draws are
+            re-paired with its data by the assignment of least total squared distance
+            (minibatch optimal transport, Tong et al. 2023; Pooladian et al. 2023), only
+            between samples of the same shape (molecules of the same atom count); meant
+            for the ``flow`` schedule.
 
     Shapes:
         x0: [B, ...] (or the noise space's ragged layout); returns losses [B] and t [B].
@@ -114,7 +119,10 @@ class DiffusionLoss:
 
     def __init__(self, weighting: str = "uniform", t_sampler: str = "uniform",
                  weighting_options: dict | None = None, t_options: dict | None = None,
-                 self_condition: bool = False):
+                 self_condition: bool = False, coupling: str = "independent"):
+        if coupling not in ("independent", "minibatch_ot"):
+            raise ValueError(f"coupling must be independent or minibatch_ot, got {coupling!r}")
+        self.coupling = coupling
         self.self_condition = bool(self_condition)
         self.weighting_name = weighting
         self.weighting = weightings.get(weighting)
@@ -133,6 +141,8 @@ class DiffusionLoss:
                          **self.t_options)
         t = t.to(x0.dtype)
         eps = space.project(space.sample_like(x0, generator))
+        if self.coupling == "minibatch_ot":
+            eps = ot_pair(x0, eps, space)
         a, s = denoiser.schedule.alpha_sigma(t)
         x_t = space.mix(x0, eps, a, s)
         if self.self_condition:
@@ -147,6 +157,36 @@ class DiffusionLoss:
             return per_sample, t
         jac = denoiser.target.jacobian(a, s)
         return per_sample * self.weighting(lam, jac, **opts) / jac, t
+
+
+def ot_assignment(cost: Tensor) -> Tensor:
+    """perm minimising sum_i cost[i, perm[i]] (scipy's linear_sum_assignment)."""
+    from scipy.optimize import linear_sum_assignment
+
+    rows, cols = linear_sum_assignment(cost.detach().double().cpu().numpy())
+    perm = torch.empty(len(rows), dtype=torch.long)
+    perm[torch.as_tensor(rows)] = torch.as_tensor(cols)
+    return perm
+
+
+def ot_pair(x0: Tensor, eps: Tensor, space) -> Tensor:
+    """eps re-paired with x0 by minibatch optimal transport (Tong et al. 2023, sec. 3.2):
+    within every set of same-shaped samples, sample i gets the noise of sample perm[i],
+    perm minimising the total squared distance ||x0_i - eps_perm[i]||^2."""
+    rows = space.sample_rows(x0)
+    groups: dict[int, list[int]] = {}
+    for b, r in enumerate(rows):
+        groups.setdefault(r.numel(), []).append(b)
+    out = eps.clone()
+    for members in groups.values():
+        if len(members) < 2:
+            continue
+        idx = torch.stack([rows[b] for b in members])  # [G, n]
+        xs = x0[idx].reshape(len(members), -1)
+        es = eps[idx].reshape(len(members), -1)
+        perm = ot_assignment(torch.cdist(xs.double(), es.double()) ** 2).to(idx.device)
+        out[idx.reshape(-1)] = eps[idx[perm].reshape(-1)]
+    return out
 
 
 def self_condition_input(denoiser: Denoiser, x_t: Tensor, t: Tensor, space,

@@ -47,6 +47,11 @@ class NoiseSpace:
         """Per-sample mean over the degrees of freedom: [B]."""
         return self.sum(values) / self.dof(values).to(values.dtype)
 
+    def sample_rows(self, x: Tensor) -> list[Tensor]:
+        """The first-axis indices of every sample's elements, in order (samples with the
+        same number of rows have the same shape and can swap their noise)."""
+        return [torch.tensor([b], device=x.device) for b in range(self.batch_size(x))]
+
 
 class GaussianNoise(NoiseSpace):
     """Dense i.i.d. Gaussian noise on tensors of shape [B, ...].
@@ -127,6 +132,10 @@ class ZeroCoMGaussian(NoiseSpace):
 
     def batch_size(self, x: Tensor) -> int:
         return self.num_graphs
+
+    def sample_rows(self, x: Tensor) -> list[Tensor]:
+        order = torch.argsort(self.batch, stable=True)
+        return list(torch.split(order, self.counts.tolist()))
 
     def sample_like(self, x: Tensor, generator: torch.Generator | None = None) -> Tensor:
         self._check(x)

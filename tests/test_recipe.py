@@ -262,3 +262,66 @@ def test_the_qm9_recipe_preset_loads_and_builds_its_four_variants():
         DiffusionModule(ToyDomain(), backbone, self_condition=model.get("self_condition",
                                                                         False))
     assert len({c.dirname for c in cells.values()}) == 4
+
+
+# -- minibatch optimal-transport coupling -------------------------------------------------
+def test_ot_assignment_equals_brute_force_over_permutations():
+    import itertools
+
+    from diffplat.losses import ot_pair
+    from diffplat.noise import GaussianNoise
+
+    for seed in range(5):
+        gen = torch.Generator().manual_seed(seed)
+        x0, eps = torch.randn(4, 3, generator=gen, dtype=DT), torch.randn(4, 3, generator=gen,
+                                                                          dtype=DT)
+        cost = torch.cdist(x0, eps) ** 2
+        best = min(itertools.permutations(range(4)),
+                   key=lambda p: sum(float(cost[i, p[i]]) for i in range(4)))
+        assert torch.equal(ot_pair(x0, eps, GaussianNoise()), eps[list(best)])
+
+
+def test_ot_pairs_molecules_only_with_molecules_of_their_size():
+    from diffplat.losses import ot_pair
+    from diffplat.noise import ZeroCoMGaussian, com
+
+    sizes = [3, 5, 3, 5, 3, 4]
+    batch = torch.cat([torch.full((n,), g) for g, n in enumerate(sizes)])
+    space = ZeroCoMGaussian(batch, len(sizes))
+    gen = torch.Generator().manual_seed(0)
+    x0 = space.project(torch.randn(len(batch), 9, generator=gen, dtype=DT))
+    eps = space.sample_like(x0, gen)
+    out = ot_pair(x0, eps, space)
+    rows = space.sample_rows(x0)
+    total = lambda e: float(space.sum((x0 - e) ** 2).sum())  # noqa: E731
+    assert total(out) <= total(eps)
+    for b, r in enumerate(rows):  # every molecule got a whole noise draw of its own size
+        match = [c for c in range(len(sizes)) if sizes[c] == sizes[b]
+                 and torch.equal(out[r], eps[rows[c]])]
+        assert len(match) == 1
+    assert torch.equal(out[rows[5]], eps[rows[5]])  # the only 4-atom molecule keeps its own
+    assert float(com(out[:, :3], batch, len(sizes)).abs().max()) < 1e-12
+
+
+def test_independent_coupling_is_the_default_and_ot_is_for_flow():
+    from diffplat.losses import DiffusionLoss
+    from diffplat.targets import Denoiser
+    from diffplat.training.module import DiffusionModule
+    from domains.toy import MLPBackbone
+    from domains.toy.domain import ToyDomain
+
+    torch.manual_seed(0)
+    den = Denoiser(MLPBackbone(hidden=16, depth=2), "flow", "flow")
+    x0 = torch.randn(16, 2, generator=torch.Generator().manual_seed(1))
+    a = DiffusionLoss()(den, x0, generator=torch.Generator().manual_seed(2))[0]
+    b = DiffusionLoss(coupling="independent")(den, x0,
+                                               generator=torch.Generator().manual_seed(2))[0]
+    c = DiffusionLoss(coupling="minibatch_ot")(den, x0,
+                                                generator=torch.Generator().manual_seed(2))[0]
+    assert torch.equal(a, b) and not torch.equal(a, c)
+    with pytest.raises(ValueError, match="coupling"):
+        DiffusionLoss(coupling="ot")
+    with pytest.raises(ValueError, match="flow"):
+        DiffusionModule(ToyDomain(), MLPBackbone(hidden=8, depth=1), coupling="minibatch_ot")
+    DiffusionModule(ToyDomain(), MLPBackbone(hidden=8, depth=1), schedule="flow",
+                    target="flow", coupling="minibatch_ot")

@@ -73,6 +73,8 @@ class DiffusionModule(pl.LightningModule):
             trained with an earlier no-gradient x0_hat as input for half the batches, and
             sampled feeding each network call the previous call's x0_hat. Needs a backbone
             built for it (``supports_self_condition``, e.g. EGNNBackbone(self_condition=True)).
+        coupling: "independent" or "minibatch_ot" (noise re-paired with the batch's data by
+            minibatch optimal transport, Tong et al. 2023; the ``flow`` schedule only).
     """
 
     def __init__(self, domain: Domain, backbone: Backbone, schedule: str = "cosine",
@@ -88,8 +90,11 @@ class DiffusionModule(pl.LightningModule):
                  sampler: str = "heun", sample_steps: int = 18, sample_num: int = 1000,
                  sample_every_n_epochs: int = 1, log_snr_buckets: int = 8,
                  on_nonfinite: str = "stop", compile: bool = False,
-                 self_condition: bool = False):
+                 self_condition: bool = False, coupling: str = "independent"):
         super().__init__()
+        if coupling != "independent" and schedule != "flow":
+            raise ValueError(f"coupling={coupling!r} is for the flow schedule, got "
+                             f"schedule={schedule!r}")
         if clip not in ("none", "norm", "adaptive"):
             raise ValueError(f"clip must be one of none, norm, adaptive; got {clip!r}")
         if on_nonfinite not in ("stop", "skip"):
@@ -121,7 +126,7 @@ class DiffusionModule(pl.LightningModule):
                            Denoiser(self.ema.shadow, self.schedule, target,
                                     sigma_data=sigma_data, self_condition=self_condition))
         self.loss_fn = DiffusionLoss(weighting, t_sampler, weighting_options, t_options,
-                                     self_condition=self_condition)
+                                     self_condition=self_condition, coupling=coupling)
         self.clipper = AdaptiveClipper()
         self.register_buffer("grad_norms", torch.zeros(self.clipper.size))
         self.register_buffer("grad_norms_filled", torch.zeros((), dtype=torch.long))
