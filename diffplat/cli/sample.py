@@ -37,7 +37,7 @@ def add_sampling_args(p: argparse.ArgumentParser, required: bool = True) -> None
     p.set_defaults(_model_required=required)
     p.add_argument("--num", type=int, default=1000, help="number of samples (default 1000)")
     p.add_argument("--sampler", default=None,
-                   help=f"sampler: auto, {', '.join(samplers.names())} (default: auto, the "
+                   help=f"sampler: {', '.join(samplers.names())} (default: auto, the "
                         "configuration measured best for the number of evaluations)")
     p.add_argument("--steps", type=int, default=None,
                    help="sampler steps (default: the model's sample_steps)")
