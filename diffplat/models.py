@@ -1,7 +1,7 @@
 """Models shipped with diffplat: ``diffplat.load(NAME)`` and ``diffplat sample --model NAME``.
 
 Each shipped model is an export folder (``diffplat export`` plus a model card) under
-``models/<name>/`` of a source checkout, or ``diffplat/models/<name>/`` inside a wheel.
+``models/<name>/`` of a source checkout, or ``diffplat/shipped/<name>/`` inside a wheel.
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ _PACKAGE = Path(__file__).resolve().parent
 
 
 def model_roots() -> list[Path]:
-    return [p for p in (_PACKAGE / "models", _PACKAGE.parent / "models") if p.is_dir()]
+    return [p for p in (_PACKAGE / "shipped", _PACKAGE.parent / "models") if p.is_dir()]
 
 
 def shipped() -> dict[str, Path]:

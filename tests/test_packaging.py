@@ -16,7 +16,7 @@ def test_every_package_of_the_tree_is_listed():
             for top in ("diffplat", "domains") for p in (ROOT / top).rglob("*.py")
             if "__pycache__" not in p.parts}
     listed = set(PYPROJECT["tool"]["setuptools"]["packages"])
-    assert tree | {"diffplat.configs"} == listed
+    assert tree | {"diffplat.configs", "diffplat.shipped"} == listed
 
 
 def test_license_file_matches_the_license_field():
@@ -48,7 +48,7 @@ def test_dependencies_are_imported_somewhere():
 def test_wheel_carries_the_configs_and_an_installed_copy_finds_them(tmp_path):
     src = tmp_path / "src"  # a copy: setuptools writes build/ beside the sources
     ignore = shutil.ignore_patterns("__pycache__", "*.pyc")
-    for name in ("diffplat", "domains", "configs"):
+    for name in ("diffplat", "domains", "configs", "models"):
         shutil.copytree(ROOT / name, src / name, ignore=ignore)
     for name in ("pyproject.toml", "README.md", "LICENSE"):
         shutil.copy(ROOT / name, src / name)
@@ -60,15 +60,23 @@ def test_wheel_carries_the_configs_and_an_installed_copy_finds_them(tmp_path):
     shipped = sorted(str(p.relative_to(ROOT)) for p in (ROOT / "configs").glob("*/*.yaml"))
     for cfg in shipped:
         assert f"diffplat/{cfg}" in names, cfg
+    models = sorted(p.relative_to(ROOT / "models") for p in (ROOT / "models").glob("*/*")
+                    if p.is_file())
+    assert models, "no shipped model in models/"
+    for path in models:
+        assert f"diffplat/shipped/{path}" in names, path
     assert any(n.endswith(".dist-info/licenses/LICENSE") or n.endswith("/LICENSE")
                for n in names)
     # unpack it as pip would and resolve a config from a folder that is not the checkout
     site = tmp_path / "site"
     zipfile.ZipFile(wheel).extractall(site)
-    code = ("from diffplat.configs import resolve; "
-            "print(resolve('configs/molecules/qm9-tiny.yaml'))")
+    code = ("from diffplat.configs import resolve; from diffplat.models import shipped; "
+            "print(resolve('configs/molecules/qm9-tiny.yaml')); "
+            "print(*shipped().values(), sep='\\n')")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                          cwd=tmp_path, env={"PYTHONPATH": str(site), "PATH": "/usr/bin:/bin"},
                          timeout=120, check=True)
-    found = Path(out.stdout.strip())
+    found, *models_found = [Path(line) for line in out.stdout.strip().splitlines()]
     assert found.is_file() and found.is_relative_to(site), found
+    assert {m.name for m in models_found} == {p.parts[0] for p in models}
+    assert all(m.is_relative_to(site) for m in models_found), models_found

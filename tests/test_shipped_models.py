@@ -1,0 +1,67 @@
+"""Every model shipped under models/ samples from an empty folder and meets its card.
+
+A shipped model's card (card.json) records the metrics measured by the command in its
+``metrics_command``. Here a fresh draw, smaller and with another seed, is scored the same way
+and must agree with the card within sampling noise (three standard errors), so a change that
+breaks a shipped model - its weights, its configuration, the sampler it names or the domain
+code that decodes it - fails this test.
+"""
+
+import math
+
+import pytest
+import torch
+
+import diffplat
+from diffplat.cli import main
+from diffplat.models import card, shipped
+
+MODELS = sorted(shipped())
+
+
+def test_shipped_models_are_small_and_complete():
+    """The issue's budget: all shipped weights together at most 25 MB; every card names its
+    data, command, steps, wall time, device and metrics."""
+    total = 0
+    for name, folder in shipped().items():
+        total += sum(p.stat().st_size for p in folder.glob("*.safetensors"))
+        info = card(name)
+        for key in ("data", "data_license", "command", "steps", "train_seconds", "device",
+                    "metrics", "metrics_command"):
+            assert info.get(key) not in (None, "", {}), f"{name}: card lacks {key}"
+    assert total <= 25 * 2**20
+
+
+def _one_nna_tolerance(value_pct: float, n: int) -> float:
+    """Three standard errors of 1-NNA (%) over 2n leave-one-out classifications."""
+    p = min(max(value_pct / 100, 0.05), 0.95)
+    return 300 * math.sqrt(p * (1 - p) / (2 * n))
+
+
+def _check_shapes(pipe, info, tmp_path, monkeypatch):
+    n = 90
+    monkeypatch.chdir(tmp_path)
+    assert main(["data", "prepare", "shapes"]) == 0  # procedural and seeded: the same set
+    # the sampler and steps the card's metrics were measured with (the model's own)
+    clouds = pipe.sample(n, sampler=info["sampler"], steps=info["sample_steps"], seed=12345)
+    assert clouds.points.shape == (n, pipe.domain.num_points, 3)
+    assert torch.isfinite(clouds.points).all()
+    pipe.domain.emd = "none"  # the card's headline is Chamfer; EMD is slow on a CPU
+    got = pipe.metrics(clouds)["1nna_cd"]
+    want = info["metrics"]["1nna_cd"]
+    tol = _one_nna_tolerance(want, n)
+    assert abs(got - want) <= tol, f"1-NNA-CD {got:.1f}% vs the card's {want:.1f}% (+-{tol:.1f})"
+
+
+CHECKS = {"shapes": _check_shapes}
+
+
+@pytest.mark.parametrize("name", MODELS)
+def test_a_shipped_model_samples_and_meets_its_card(name, tmp_path, monkeypatch):
+    torch.set_num_threads(max(1, min(2, torch.get_num_threads())))
+    pipe = diffplat.load(name)
+    info = pipe.card
+    assert info and info["domain"] == pipe.domain.name
+    check = CHECKS.get(pipe.domain.name)
+    assert check is not None, f"no card check for the {pipe.domain.name} domain"
+    check(pipe, info, tmp_path, monkeypatch)
