@@ -205,3 +205,28 @@ def test_unconditional_domain_refuses_labels_and_guidance(tmp_path):
     assert cond_dom.null_condition(cond)["labels"].tolist() == [-1, -1, -1]
     with pytest.raises(ValueError, match="valid: chair, torus"):
         cond_dom.prior(1, gen, label="sofa")
+
+
+def test_two_writers_of_the_same_point_cache_both_succeed(tmp_path, monkeypatch):
+    """compare's two shape workers built one cache at once and the slower one lost its
+    temporary file; here a second writer finishes between the first's write and rename."""
+    from domains.shapes import meshes
+
+    _small_set(tmp_path / "d", per_class=2)
+    real = meshes.np.savez
+    calls = []
+
+    def savez_then_a_rival(path, *a, **kw):
+        real(path, *a, **kw)
+        calls.append(path)
+        if len(calls) == 1:  # the rival starts and finishes now
+            meshes.load_point_cache(tmp_path / "d", 32, 0, False)
+
+    monkeypatch.setattr(meshes.np, "savez", savez_then_a_rival)
+    first = meshes.load_point_cache(tmp_path / "d", 32, 0, False)
+    assert len(calls) == 2 and calls[0] != calls[1]
+    monkeypatch.setattr(meshes.np, "savez", real)
+    again = meshes.load_point_cache(tmp_path / "d", 32, 0, False)  # read from the cache
+    for split in first["points"]:
+        np.testing.assert_array_equal(first["points"][split], again["points"][split])
+    assert not list((tmp_path / "d" / ".cache").glob("*.tmp.npz"))

@@ -20,6 +20,8 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
+import uuid
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -212,7 +214,9 @@ def load_point_cache(root: Path, num_points: int, seed: int, skip_bad: bool,
         raise ValueError(f"{root}: every mesh is bad ({len(skipped)} skipped)")
     cache_dir.mkdir(parents=True, exist_ok=True)
     meta = {"labels": labels, "files": names, "skipped": skipped}
-    tmp = cache.with_name(cache.name + ".tmp.npz")
+    # a name of its own: two processes (compare's workers) may build the same cache at once,
+    # and each must find its own file to move into place (the contents are identical)
+    tmp = cache.with_name(f"{cache.name}.{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp.npz")
     np.savez(tmp, meta=json.dumps(meta), **{f"points_{s}": points[s] for s in SPLITS})
     tmp.replace(cache)
     return {"points": points, "labels": labels, "files": names, "skipped": skipped,
