@@ -161,3 +161,15 @@ def moved_away(path: Path):
         yield
     finally:
         hidden.rename(path)
+
+
+def random_orthogonal(det: int, seed: int = 0, dtype=torch.float64) -> torch.Tensor:
+    """A random 3 x 3 orthogonal matrix with determinant ``det`` (+1 a rotation, -1 a
+    rotation with a reflection), for equivariance tests: QR of a Gaussian matrix with the
+    signs fixed so that the draw is uniform (Mezzadri 2007)."""
+    q, r = torch.linalg.qr(torch.randn(3, 3, generator=torch.Generator().manual_seed(seed),
+                                       dtype=dtype))
+    q = q * torch.sign(torch.diagonal(r))
+    if torch.det(q) * det < 0:
+        q[:, 0] = -q[:, 0]
+    return q

@@ -11,6 +11,7 @@ from domains.molecules.conformers.backbone import ConformerEGNN
 from domains.molecules.conformers.data import collate, encode
 from domains.molecules.conformers.graph import PAIR_DIM, mol_to_graph, node_dim
 from domains.molecules.conformers.io import from_smiles
+from tests.helpers import random_orthogonal
 
 DT = torch.float64
 VOCAB = {s: i for i, s in enumerate(["H", "C", "N", "O", "F"])}
@@ -33,22 +34,13 @@ def _model(chirality=True):
                          chirality=chirality).to(DT).eval()
 
 
-def _orthogonal(det, seed=0):
-    q, r = torch.linalg.qr(torch.randn(3, 3, generator=torch.Generator().manual_seed(seed),
-                                       dtype=DT))
-    q = q * torch.sign(torch.diagonal(r))
-    if torch.det(q) * det < 0:
-        q[:, 0] = -q[:, 0]
-    return q
-
-
 def test_rotation_and_translation_equivariance():
     x, cond = _batch()
     model = _model()
     c = torch.tensor([0.3, -1.0, 2.0], dtype=DT)
     out = model(x, c, **cond)
     assert torch.allclose(com(out, cond["batch"], 3), torch.zeros(3, 3, dtype=DT), atol=1e-12)
-    q = _orthogonal(+1)
+    q = random_orthogonal(+1)
     shift = torch.randn(3, 3, dtype=DT)[cond["batch"]]  # a different translation per molecule
     moved = model(x @ q.T + shift, c, **cond)
     assert torch.allclose(moved, out @ q.T, rtol=1e-9, atol=1e-10)
@@ -62,7 +54,7 @@ def test_mirror_image_needs_flipped_tags():
     model = _model()
     c = torch.tensor([0.5, 0.5, 0.5], dtype=DT)
     out = model(x, c, **cond)
-    q = _orthogonal(-1, seed=3)
+    q = random_orthogonal(-1, seed=3)
     flipped = {**cond, "chiral_sign": -cond["chiral_sign"]}
     assert torch.allclose(model(x @ q.T, c, **flipped), out @ q.T, rtol=1e-9, atol=1e-10)
     assert not torch.allclose(model(x @ q.T, c, **cond), out @ q.T, atol=1e-4)

@@ -7,6 +7,7 @@ from diffplat import samplers
 from diffplat.noise import ZeroCoMGaussian, com
 from diffplat.targets import Denoiser
 from domains.molecules.egnn import EGNNBackbone, fully_connected_edges
+from tests.helpers import random_orthogonal
 
 F = 6
 SIZES = [3, 9, 5, 4]
@@ -50,15 +51,6 @@ def _extras(model, batch, num_graphs, seed=1):
     return kw
 
 
-def _orthogonal(det, seed=0):
-    q, r = torch.linalg.qr(torch.randn(3, 3, generator=torch.Generator().manual_seed(seed),
-                                       dtype=DT))
-    q = q * torch.sign(torch.diagonal(r))
-    if torch.det(q) * det < 0:
-        q[:, 0] = -q[:, 0]
-    return q
-
-
 def _close(a, b):
     scale = float(b.abs().max())
     torch.testing.assert_close(a, b, rtol=TOL["rtol"], atol=TOL["atol"] * max(scale, 1.0))
@@ -80,7 +72,7 @@ def test_rotation_and_reflection_equivariance(config, det):
     model = _model(**CONFIGS[config])
     x, c_noise, batch = _batch()
     kw = _extras(model, batch, B)
-    q = _orthogonal(det)
+    q = random_orthogonal(det)
     with torch.no_grad():
         out = model(x, c_noise, batch, B, **kw)
         xr = torch.cat([x[:, :3] @ q.T, x[:, 3:]], 1)
@@ -188,7 +180,7 @@ def test_deterministic_sampler_is_equivariant_and_centred():
     space = ZeroCoMGaussian(batch, B)
     noise = space.sample_like(torch.empty(batch.numel(), 3 + F, dtype=DT),
                               torch.Generator().manual_seed(0))
-    q = _orthogonal(-1, seed=3)
+    q = random_orthogonal(-1, seed=3)
     out, coms = _sample("heun", model, noise, batch)
     out_r, coms_r = _sample("heun", model, torch.cat([noise[:, :3] @ q.T, noise[:, 3:]], 1),
                             batch)

@@ -14,6 +14,7 @@ import pytest
 import torch
 
 from domains.molecules.egnn import EGNNBackbone, gaussian_rbf
+from tests.helpers import random_orthogonal
 
 ROOT = Path(__file__).resolve().parents[1]
 BASE = "e81222b"  # main before the recipe options
@@ -78,15 +79,6 @@ def test_rbf_changes_the_network_input():
 
 
 # -- self-conditioning ------------------------------------------------------------------
-def _orthogonal(det, seed=0):
-    q, r = torch.linalg.qr(torch.randn(3, 3, generator=torch.Generator().manual_seed(seed),
-                                       dtype=DT))
-    q = q * torch.sign(torch.diagonal(r))
-    if torch.det(q) * det < 0:
-        q[:, 0] = -q[:, 0]
-    return q
-
-
 def _sc_model(**kw):
     torch.manual_seed(0)
     return EGNNBackbone(hidden=16, layers=2, coord_init_gain=1.0, self_condition=True,
@@ -99,7 +91,7 @@ def test_self_conditioned_egnn_is_equivariant(rbf, det):
     model = _sc_model(rbf=rbf)
     x, c, batch = _batch()
     sc, _, _ = _batch(seed=3)  # an unrelated estimate: positions and features
-    q = _orthogonal(det, seed=det + 2)
+    q = random_orthogonal(det, seed=det + 2)
     shift = torch.randn(3, 3, generator=torch.Generator().manual_seed(9), dtype=DT)[batch]
     shift_sc = torch.randn(3, 3, generator=torch.Generator().manual_seed(8), dtype=DT)[batch]
 

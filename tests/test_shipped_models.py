@@ -58,7 +58,6 @@ CHECKS = {"shapes": _check_shapes}
 
 @pytest.mark.parametrize("name", MODELS)
 def test_a_shipped_model_samples_and_meets_its_card(name, tmp_path, monkeypatch):
-    torch.set_num_threads(max(1, min(2, torch.get_num_threads())))
     pipe = diffplat.load(name)
     info = pipe.card
     assert info and info["domain"] == pipe.domain.name
