@@ -58,16 +58,39 @@ def _uniform01(n: int, generator, device) -> Tensor:
     return torch.rand(n, generator=generator, device=device, dtype=torch.float64)
 
 
+def time_range(t_sampler: str, options: dict[str, Any] | None) -> tuple[float, float]:
+    """The schedule-time interval [low, high] a t-sampler trains on: (0, 1) unless the
+    uniform or low_discrepancy sampler is truncated with ``low`` / ``high`` options (a model
+    trained on t <= high < 1 only refines: it cannot start from pure noise)."""
+    options = dict(options or {})
+    if t_sampler not in ("uniform", "low_discrepancy"):
+        bad = sorted(set(options) & {"low", "high"})
+        if bad:
+            raise ValueError(f"t_options {bad} are for the uniform and low_discrepancy "
+                             f"t-samplers, not {t_sampler!r}")
+        return 0.0, 1.0
+    low, high = float(options.get("low", 0.0)), float(options.get("high", 1.0))
+    if not 0.0 <= low < high <= 1.0:
+        raise ValueError(f"t_options need 0 <= low < high <= 1, got low={low}, high={high}")
+    return low, high
+
+
 @time_samplers.register("uniform")
-def _t_uniform(n: int, schedule: Schedule, generator=None, device=None, **_: Any) -> Tensor:
-    return _uniform01(n, generator, device)
+def _t_uniform(n: int, schedule: Schedule, generator=None, device=None, low: float = 0.0,
+               high: float = 1.0, **_: Any) -> Tensor:
+    """t ~ U[low, high] (default [0, 1]; a truncated range trains a refiner, as in SDEdit's
+    partial reverse process, Meng et al. 2022)."""
+    return low + (high - low) * _uniform01(n, generator, device)
 
 
 @time_samplers.register("low_discrepancy")
-def _t_low_discrepancy(n: int, schedule: Schedule, generator=None, device=None, **_: Any):
-    """Kingma et al. (2021, VDM): one uniform offset, then evenly spaced in [0, 1)."""
+def _t_low_discrepancy(n: int, schedule: Schedule, generator=None, device=None,
+                       low: float = 0.0, high: float = 1.0, **_: Any):
+    """Kingma et al. (2021, VDM): one uniform offset, then evenly spaced in [0, 1), mapped
+    onto [low, high]."""
     u0 = _uniform01(1, generator, device)
-    return (u0 + torch.arange(n, device=device, dtype=torch.float64) / n) % 1.0
+    u = (u0 + torch.arange(n, device=device, dtype=torch.float64) / n) % 1.0
+    return low + (high - low) * u
 
 
 @time_samplers.register("lognormal")
@@ -101,7 +124,9 @@ class DiffusionLoss:
     Args:
         weighting: "uniform", "min_snr", "edm" or "sigmoid".
         t_sampler: "uniform", "low_discrepancy", "lognormal" or "logit_normal".
-        weighting_options / t_options: keyword options of those (gamma, bias, p_mean, ...).
+        weighting_options / t_options: keyword options of those (gamma, bias, p_mean, ...;
+            ``low`` / ``high`` truncate the uniform and low_discrepancy samplers to
+            [low, high]: a model trained on t <= high < 1 is a refiner, see ``time_range``).
         self_condition: self-conditioning (Chen et al. 2022, "Analog Bits", sec. 3.2): for
             half the batches (a coin drawn from ``generator``) x0_hat is first computed
             without gradient from the same x_t with ``x_self_cond = 0`` and then fed to the
@@ -130,6 +155,8 @@ class DiffusionLoss:
         time_samplers.get(t_sampler)  # fail early on an unknown name
         self.weighting_options = dict(weighting_options or {})
         self.t_options = dict(t_options or {})
+        #: the schedule times trained on (``t_options`` low / high; (0, 1) by default)
+        self.time_range = time_range(t_sampler, self.t_options)
 
     def __call__(self, denoiser: Denoiser, x0: Tensor, t: Tensor | None = None,
                  generator: torch.Generator | None = None, noise_space=None,

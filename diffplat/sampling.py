@@ -257,6 +257,13 @@ def generate(denoiser, domain: Domain, num: int | None = None, *, sampler: str,
     plan = list(chunks) if chunks is not None else chunk_plan(num or 0, batch_size)
     if start is not None and len(plan) != 1:
         raise ValueError(f"a start state is one batch: give one chunk, not {len(plan)}")
+    max_t = float(getattr(denoiser, "max_t", 1.0))
+    if max_t < 1.0 and (start is None or float(start[1]) > max_t + 1e-9):
+        raise ValueError(
+            f"this model was trained on schedule times t <= {max_t} only (t_options high): "
+            "it refines a given start and cannot "
+            + ("sample from pure noise; give a start (x, t) with t <= %g" % max_t
+               if start is None else f"start at t = {float(start[1])}; use t <= {max_t}"))
     if device is None:
         param = next(denoiser.parameters(), None)
         device = param.device if param is not None else "cpu"

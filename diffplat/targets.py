@@ -174,6 +174,9 @@ class Denoiser(nn.Module):
         self.sigma_data = float(sigma_data)
         self.target = get(target, sigma_data=sigma_data) if isinstance(target, str) else target
         self.noise_space = noise_space or GaussianNoise()
+        #: the largest schedule time the backbone was trained on (``t_options: {high: ...}``);
+        #: below 1 the denoiser only refines (``generate(start=(x, t))`` with t <= max_t)
+        self.max_t = 1.0
         #: an optional compiled version of the backbone (kept out of the state dict)
         self.compiled: Any = None
 

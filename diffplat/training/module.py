@@ -51,7 +51,8 @@ class DiffusionModule(pl.LightningModule):
         weighting: loss weighting (uniform, min_snr, edm, sigmoid); options in
             ``weighting_options``.
         t_sampler: training-time sampler (uniform, low_discrepancy, lognormal,
-            logit_normal); options in ``t_options``.
+            logit_normal); options in ``t_options`` (``{high: 0.4}``: trained on t <= 0.4
+            only, a refiner that cannot sample from noise; validation sampling is skipped).
         lr, weight_decay, betas: AdamW settings.
         warmup_steps: linear learning-rate warm-up.
         decay_steps: cosine decay length (default: the trainer's max_steps; 0 = constant).
@@ -127,6 +128,8 @@ class DiffusionModule(pl.LightningModule):
                                     sigma_data=sigma_data, self_condition=self_condition))
         self.loss_fn = DiffusionLoss(weighting, t_sampler, weighting_options, t_options,
                                      self_condition=self_condition, coupling=coupling)
+        for d in (self.denoiser, self.ema_denoiser):  # a truncated t-range: a refiner
+            d.max_t = self.loss_fn.time_range[1]
         self.clipper = AdaptiveClipper()
         self.register_buffer("grad_norms", torch.zeros(self.clipper.size))
         self.register_buffer("grad_norms_filled", torch.zeros((), dtype=torch.long))
@@ -299,7 +302,10 @@ class DiffusionModule(pl.LightningModule):
         x0, cond, space = self.domain.unpack(batch)
         n = space.batch_size(x0)
         # stratified t so validation losses are comparable from epoch to epoch
-        t = ((torch.arange(n, device=self.device) + 0.5) / n).clamp(1e-4, 1 - 1e-4)
+        # (over the trained range [low, high]: (0, 1) unless t_options truncate it)
+        low, high = self.loss_fn.time_range
+        t = (low + (high - low) * (torch.arange(n, device=self.device) + 0.5) / n
+             ).clamp(1e-4, 1 - 1e-4)
         losses, _ = self.loss_fn(self.ema_denoiser, x0, t=t,
                                  generator=self._generator(split, batch_idx),
                                  noise_space=space, **cond)
@@ -318,6 +324,8 @@ class DiffusionModule(pl.LightningModule):
     def _score_samples(self, split: str) -> None:
         hp = self.hparams
         if hp.sample_num <= 0 or self.trainer.sanity_checking:
+            return
+        if self.ema_denoiser.max_t < 1.0:  # a refiner has nothing to start from here
             return
         if split == "val" and self.current_epoch % max(1, hp.sample_every_n_epochs) != 0:
             return

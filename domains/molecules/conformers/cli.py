@@ -46,6 +46,20 @@ def _check_refine(p: argparse.ArgumentParser, args) -> None:
         p.error(f"--noise-level must be in (0, 1], got {args.noise_level}")
 
 
+def _check_refiner(p: argparse.ArgumentParser, args, module) -> None:
+    """A model trained on t <= max_t only (``t_options: {high: ...}``) refines and does not
+    generate: say so before any work is done."""
+    max_t = float(getattr(module.ema_denoiser, "max_t", 1.0))
+    if max_t >= 1.0:
+        return
+    if not args.refine_from:
+        p.error(f"{args.ckpt} is a refiner (trained on t <= {max_t} only): give "
+                f"--refine-from etkdg --noise-level T with T <= {max_t}")
+    if args.noise_level > max_t:
+        p.error(f"--noise-level {args.noise_level} is above the t <= {max_t} that "
+                f"{args.ckpt} was trained on")
+
+
 def _device(args) -> str:
     import torch
 
@@ -93,6 +107,7 @@ def conformers_main(argv: list[str]) -> int:
     if args.ckpt:
         device = _device(args)
         module = _load(args.ckpt, device)
+        _check_refiner(p, args, module)
         graphs, failures = input_graphs(inputs, module.domain.vocabulary)
         starts = None
         if args.refine_from:
@@ -204,6 +219,8 @@ def evaluate_main(argv: list[str]) -> int:
         p.error("--baseline without --ckpt needs --config (which data to evaluate on)")
     device = _device(args)
     module = _load(args.ckpt, device) if args.ckpt else None
+    if module is not None:
+        _check_refiner(p, args, module)
     domain = module.domain if module else _domain_from_config(args.config)
     split = "val" if args.split == "valid" else args.split
     order = domain.order(split)[: args.num_mols]

@@ -1,0 +1,105 @@
+"""A truncated training range (``t_options: {low, high}``): the t-samplers stay inside it, and a
+model trained on t <= high < 1 is a refiner that generate() and the CLIs refuse to run from
+pure noise or above its range, naming the range."""
+
+import json
+
+import pytest
+import torch
+
+from diffplat import losses, schedules
+from diffplat.cli import main
+from diffplat.sampling import generate
+from diffplat.training.module import DiffusionModule
+from domains.toy import ExactDenoiser, GaussianMixture, MLPBackbone
+from domains.toy.domain import ToyDomain
+
+SCHED = schedules.get("cosine")
+
+
+def test_truncated_uniform_and_low_discrepancy_stay_in_their_range():
+    g = torch.Generator().manual_seed(0)
+    t = losses.sample_t("uniform", 20000, SCHED, g, high=0.3).double()
+    assert float(t.min()) >= 0 and float(t.max()) <= 0.3
+    assert abs(float(t.mean()) - 0.15) < 0.005          # U[0, 0.3]: mean 0.15
+    assert abs(float(t.std()) - 0.3 / 12 ** 0.5) < 0.005  # and std 0.3 / sqrt(12)
+    t = losses.sample_t("low_discrepancy", 8, SCHED, g, low=0.2, high=0.6).sort().values
+    torch.testing.assert_close(t.diff(), torch.full((7,), 0.05), atol=1e-6, rtol=0)
+    assert 0.2 <= float(t.min()) < 0.25 and float(t.max()) < 0.6
+    # the defaults are the untruncated samplers, draw for draw
+    a = losses.sample_t("uniform", 16, SCHED, torch.Generator().manual_seed(3))
+    b = losses.sample_t("uniform", 16, SCHED, torch.Generator().manual_seed(3), low=0.0,
+                        high=1.0)
+    assert torch.equal(a, b)
+
+
+@pytest.mark.parametrize("sampler,options,match", [
+    ("uniform", {"high": 1.5}, "0 <= low < high <= 1"),
+    ("uniform", {"low": 0.5, "high": 0.5}, "0 <= low < high <= 1"),
+    ("lognormal", {"high": 0.5}, "not 'lognormal'"),
+])
+def test_bad_ranges_are_refused_naming_the_option(sampler, options, match):
+    with pytest.raises(ValueError, match=match):
+        losses.DiffusionLoss(t_sampler=sampler, t_options=options)
+
+
+def test_the_loss_draws_its_times_inside_the_range():
+    loss = losses.DiffusionLoss(t_sampler="uniform", t_options={"high": 0.25})
+    assert loss.time_range == (0.0, 0.25)
+    den = DiffusionModule(ToyDomain(), MLPBackbone(hidden=8, depth=1)).denoiser
+    x0 = torch.randn(512, 2)
+    _, t = loss(den, x0, generator=torch.Generator().manual_seed(0))
+    assert float(t.max()) <= 0.25 and float(t.max()) > 0.2
+
+
+def test_a_refiner_module_refuses_pure_noise_and_starts_above_its_range():
+    module = DiffusionModule(ToyDomain(), MLPBackbone(hidden=8, depth=1),
+                             t_options={"high": 0.3})
+    assert module.denoiser.max_t == module.ema_denoiser.max_t == 0.3
+    assert DiffusionModule(ToyDomain(), MLPBackbone(hidden=8, depth=1)).ema_denoiser.max_t == 1
+    domain = ToyDomain()
+    den = ExactDenoiser(GaussianMixture.default(), SCHED)
+    den.max_t = 0.3
+    with pytest.raises(ValueError, match=r"t <= 0.3 only .* cannot sample from pure noise"):
+        generate(den, domain, 4, sampler="euler", steps=2)
+    x = torch.zeros(4, 2)
+    with pytest.raises(ValueError, match=r"cannot start at t = 0.5; use t <= 0.3"):
+        generate(den, domain, 4, sampler="euler", steps=2, start=(x, 0.5))
+    out, _ = generate(den, domain, 4, sampler="euler", steps=2, start=(x, 0.3))
+    assert out.shape == (4, 2) and torch.isfinite(out).all()
+
+
+def test_conformer_refiner_fits_keeps_its_range_and_the_cli_names_it(qm9_small, tmp_path,
+                                                                     capsys):
+    from diffplat.training.checkpoint import load_module
+    from tests.test_conformers_cli import CONFIG
+
+    text = CONFIG.format(root=tmp_path / "run", data=qm9_small).replace(
+        "  target: eps\n", "  target: eps\n  t_options: {high: 0.3}\n")
+    cfg = tmp_path / "cfg.yaml"
+    cfg.write_text(text)
+    assert main(["fit", "-c", str(cfg)]) == 0
+    ckpt = str(tmp_path / "run" / "checkpoints" / "last.ckpt")
+    assert load_module(ckpt).ema_denoiser.max_t == 0.3  # the range survives the checkpoint
+    out = tmp_path / "eval"
+    for bad, said in ((["--noise-level", "0.5", "--refine-from", "etkdg"],
+                       "--noise-level 0.5 is above the t <= 0.3"),
+                      ([], "is a refiner (trained on t <= 0.3 only)")):
+        with pytest.raises(SystemExit):
+            main(["evaluate", "conformers", "--ckpt", ckpt, "--num-mols", "2", *bad,
+                  "--out", str(out)])
+        assert said in capsys.readouterr().err
+        assert not out.exists()  # refused before any work
+    with pytest.raises(SystemExit):
+        main(["conformers", "--ckpt", ckpt, "--smiles", "CCO", "--out",
+              str(tmp_path / "c.sdf")])
+    assert "is a refiner" in capsys.readouterr().err
+    assert main(["evaluate", "conformers", "--ckpt", ckpt, "--num-mols", "2", "--steps", "2",
+                 "--refine-from", "etkdg", "--noise-level", "0.3", "--scoring", "td",
+                 "--out", str(out)]) == 0
+    info = json.loads((out / "metrics.json").read_text())
+    assert info["refine"]["t"] == 0.3 and len(info["rows"]) == 1
+    # the generic sampler says why too (a one-line error, exit status 2)
+    assert main(["sample", "--ckpt", ckpt, "--num", "2", "--out", str(tmp_path / "s"),
+                 "--no-progress"]) != 0
+    assert "cannot sample from pure noise" in capsys.readouterr().err
