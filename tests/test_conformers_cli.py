@@ -148,7 +148,24 @@ def test_evaluate_conformers_writes_model_and_rdkit_rows(ckpt, tmp_path, capsys)
     assert rdkit["stereo_match"] == 100.0 or rdkit["stereo_molecules"] == 0
     table = (out / "metrics.md").read_text()
     assert "COV-R mean" in table and "RDKit ETKDGv3" in table
-    assert "MAT-R mean" in capsys.readouterr().out
+    printed = capsys.readouterr().out
+    assert "MAT-R mean" in printed and "paired, model" in printed
+    # the paired COV-R difference over all molecules (td) is the difference of the rows' means
+    (model_name, model), (rdkit_name, rdkit) = list(info["rows"].items())[:2]
+    paired = info["paired"]
+    assert paired["model"] == model_name and paired["baseline"] == rdkit_name
+    assert paired["cov_r_diff"] == pytest.approx(model["cov_r_mean"] - rdkit["cov_r_mean"])
+    assert paired["cov_r_ci_low"] <= paired["cov_r_diff"] <= paired["cov_r_ci_high"]
+    head = info["metrics"]  # the flat headline a model card takes
+    assert head["model_mat_r_mean"] == model["mat_r_mean"]
+    assert head["baseline_cov_r_mean"] == rdkit["cov_r_mean"] and head["num_mols"] == 3
+    import csv
+
+    with open(out / "per_molecule.csv") as f:
+        lines = list(csv.DictReader(f))
+    assert len(lines) == 3
+    cov = [float(r[f"{model_name} cov_r"]) for r in lines]
+    assert 100 * np.mean(cov) == pytest.approx(model["cov_r_mean"])
 
 
 def test_generic_sample_command_and_validation_metrics(ckpt, tmp_path):

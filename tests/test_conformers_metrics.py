@@ -8,6 +8,7 @@ from rdkit.Chem import AllChem
 from domains.molecules.conformers.metrics import (
     coverage_matching,
     ensemble_metrics,
+    paired_difference,
     rmsd_matrix,
     stereo_labels,
     stereo_matches,
@@ -276,3 +277,23 @@ def test_ensemble_metrics_match_a_straightforward_td_reimplementation():
         assert got["mat_p_mean"] == pytest.approx(np.nanmean(mp), abs=1e-6)
         assert got["mat_p_median"] == pytest.approx(np.nanmedian(mp), abs=1e-6)
     assert 0 < np.mean(cr) < 1  # at delta 0.5 some references are covered and some not
+
+
+def test_paired_difference_by_hand():
+    nan = float("nan")
+    a = [{"cov_r": 1.0, "mat_r": 0.2}, {"cov_r": 0.0, "mat_r": 0.9}, {"cov_r": 1.0, "mat_r": 0.1},
+         {"cov_r": 0.0, "mat_r": nan}]
+    b = [{"cov_r": 0.0, "mat_r": 0.6}, {"cov_r": 0.0, "mat_r": 0.8}, {"cov_r": 1.0, "mat_r": 0.1},
+         {"cov_r": 1.0, "mat_r": 0.3}]
+    d = paired_difference(a, b, resamples=4000, seed=1)
+    assert d["molecules"] == 4
+    assert d["cov_r_diff"] == pytest.approx(0.0)       # (+1 + 0 + 0 - 1) / 4
+    assert (d["cov_r_better"], d["cov_r_worse"]) == (1, 1)
+    # MAT-R over the three pairs both matched: (-0.4 + 0.1 + 0) / 3; a failure is no pair
+    assert d["mat_r_diff"] == pytest.approx(-0.1) and d["mat_r_pairs"] == 3
+    assert (d["mat_r_better"], d["mat_r_worse"]) == (1, 1)
+    assert -0.4 - 1e-9 <= d["mat_r_ci_low"] <= d["mat_r_diff"] <= d["mat_r_ci_high"] <= 0.1
+    same = paired_difference(a, a)
+    assert same["cov_r_ci_low"] == same["cov_r_ci_high"] == 0.0
+    with pytest.raises(ValueError, match="same molecules"):
+        paired_difference(a, b[:2])

@@ -16,6 +16,8 @@ BASELINES = ("rdkit",)
 
 def _add_generation_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--ckpt", help="a conformer model checkpoint (.ckpt or export folder)")
+    p.add_argument("--model", help="the name of a conformer model shipped with diffplat "
+                                   "(models/; instead of --ckpt)")
     p.add_argument("--baseline", choices=BASELINES,
                    help="use RDKit's ETKDGv3 instead of (or, for evaluate, beside) a model")
     p.add_argument("--mmff", action="store_true",
@@ -35,6 +37,18 @@ def _add_generation_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--noise-level", type=float, default=None, metavar="T",
                    help="with --refine-from: schedule time in (0, 1] of the start (1: from "
                         "the top, as ordinary sampling)")
+
+
+def _resolve_model(p: argparse.ArgumentParser, args) -> None:
+    if args.model:  # a shipped model's export folder stands in for --ckpt
+        if args.ckpt:
+            p.error("give --ckpt or --model, not both")
+        from diffplat.models import find_model
+
+        try:
+            args.ckpt = str(find_model(args.model))
+        except FileNotFoundError as err:
+            p.error(str(err))
 
 
 def _check_refine(p: argparse.ArgumentParser, args) -> None:
@@ -93,6 +107,7 @@ def conformers_main(argv: list[str]) -> int:
     p.add_argument("-n", "--num", type=int, default=10, help="conformers per molecule")
     p.add_argument("--out", required=True, help="output SDF file")
     args = p.parse_args(argv)
+    _resolve_model(p, args)
     if bool(args.ckpt) == bool(args.baseline):
         p.error("give exactly one of --ckpt or --baseline rdkit")
     if args.num < 1:
@@ -176,6 +191,40 @@ COLUMNS = [("cov_r_mean", "COV-R mean (%)"), ("cov_r_median", "COV-R median (%)"
 SCORING_CHOICES = ("both", "td", "legacy")
 
 
+def paired_line(p: dict[str, Any]) -> str:
+    """One line: the model minus the baseline on the same molecules, with 95% intervals."""
+    def part(key: str, unit: str, fmt: str) -> str:
+        if f"{key}_diff" not in p:
+            return f"{key.upper().replace('_', '-')}: no pair"
+        return (f"{key.upper().replace('_', '-')} {p[f'{key}_diff']:+{fmt}}{unit} "
+                f"(95% CI {p[f'{key}_ci_low']:+{fmt}} to {p[f'{key}_ci_high']:+{fmt}}; better "
+                f"on {p[f'{key}_better']:.0f}, worse on {p[f'{key}_worse']:.0f} of "
+                f"{p[f'{key}_pairs']:.0f})")
+    return (f"paired, {p['model']} minus {p['baseline']} on the same {p['molecules']:.0f} "
+            f"molecules (td): {part('cov_r', ' pts', '.1f')}; {part('mat_r', ' A', '.3f')}")
+
+
+def write_per_molecule(path: Path, order: list[int], mols: list,
+                       per_mol: dict[str, list]) -> None:
+    """per_molecule.csv: each molecule's COV-R (fraction) and MAT-R (A) per method, td scoring
+    (a failed molecule: COV-R 0 and an empty MAT-R)."""
+    import csv
+
+    from rdkit import Chem
+
+    with open(path, "w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(["index", "smiles"] + [f"{name} {k}" for name in per_mol
+                                          for k in ("cov_r", "mat_r")])
+        for j, (i, mol) in enumerate(zip(order, mols)):
+            vals = []
+            for name in per_mol:
+                m = per_mol[name][j]
+                vals += [f"{m['cov_r']:.6g}", "" if m["mat_r"] != m["mat_r"] else
+                         f"{m['mat_r']:.6g}"]
+            w.writerow([i, Chem.MolToSmiles(Chem.RemoveHs(mol))] + vals)
+
+
 def markdown_table(rows: dict[str, dict[str, Any]]) -> str:
     """The metrics rows as a markdown table (one row per method)."""
     head = "| method | " + " | ".join(c for _, c in COLUMNS) + " |"
@@ -212,6 +261,7 @@ def evaluate_main(argv: list[str]) -> int:
                         "both rows, td first (default both)")
     p.add_argument("--out", default="conformer-eval", help="output folder")
     args = p.parse_args(argv)
+    _resolve_model(p, args)
     if not args.ckpt and not args.baseline:
         p.error("give --ckpt and/or --baseline rdkit")
     _check_refine(p, args)
@@ -271,11 +321,13 @@ def evaluate_main(argv: list[str]) -> int:
     common = [i for i in range(len(graphs)) if all(len(g[i]) for g, _ in made.values())]
     scored = {"td": list(range(len(graphs))), "legacy": common}
     rows: dict[str, dict[str, Any]] = {}
+    per_mol: dict[str, list] = {}  # td scoring: each method's per-molecule values
     for scoring in scorings:
         for name, (gens, seconds) in made.items():
             idx = scored[scoring]
+            keep = per_mol.setdefault(name, []) if scoring == "td" else None
             row = ensemble_metrics([mols[i] for i in idx], [refs[i] for i in idx],
-                                   [gens[i] for i in idx], delta, scoring)
+                                   [gens[i] for i in idx], delta, scoring, keep)
             row["failed"] = sum(1 for g in gens if not len(g))
             row["ms_per_conformer"] = 1000 * seconds / max(sum(len(g) for g in gens), 1)
             rows[name if scoring == "td" else f"{name} [legacy]"] = row
@@ -285,11 +337,33 @@ def evaluate_main(argv: list[str]) -> int:
     print(f"conformers: {len(graphs)} {split} molecules, delta {delta} A, device {device}; "
           f"scoring {'; '.join(how[s] for s in scorings)}")
     print(table)
+    paired = None
+    if len(per_mol) == 2 and module is not None:  # the model against the baseline
+        from domains.molecules.conformers.metrics import paired_difference
+
+        (model_name, model_vals), (base_name, base_vals) = per_mol.items()
+        paired = {"model": model_name, "baseline": base_name,
+                  **paired_difference(model_vals, base_vals, seed=args.seed)}
+        print(paired_line(paired))
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    info = {"rows": rows, "scoring": list(scorings), "split": split,
+    if per_mol:
+        write_per_molecule(out / "per_molecule.csv", order, mols, per_mol)
+    # the headline figures, flat (what `diffplat export --metrics` puts on a model card):
+    # the first scoring's rows, prefixed model_ / baseline_, and the paired differences
+    headline: dict[str, float] = {"num_mols": float(len(graphs))}
+    for name in made:
+        row = rows[name if scorings[0] == "td" else f"{name} [legacy]"]
+        prefix = "baseline_" if name.startswith("RDKit") else "model_"
+        headline.update({prefix + k: float(row[k]) for k in
+                         ("cov_r_mean", "cov_r_median", "mat_r_mean", "mat_r_median",
+                          "cov_p_mean", "mat_p_mean", "failed", "ms_per_conformer")})
+    if paired:
+        headline.update({f"paired_{k}": float(v) for k, v in paired.items()
+                         if k not in ("model", "baseline")})
+    info = {"metrics": headline, "rows": rows, "scoring": list(scorings), "split": split,
             "num_mols": len(graphs), "scored": {k: len(scored[k]) for k in scorings},
-            "delta": delta,
+            "delta": delta, "paired": paired,
             "refine": ({"from": args.refine_from, "t": args.noise_level, "mmff": args.mmff,
                         "etkdg_seconds": etkdg[1]} if args.refine_from else None),
             "ckpt": args.ckpt, "device": device, "cpu": platform.processor() or
