@@ -125,6 +125,13 @@ class Domain:
         its dataset. Called after ``setup``; the default is no state."""
         return {}
 
+    def assets(self) -> dict[str, Path]:
+        """Files outside the data that the domain's metrics read, by the constructor option
+        that names them (the audio domain's ``classifier``). ``export`` copies each into the
+        folder's ``assets/`` and a loaded export points the option at its copy, so a shipped
+        model is scored as its card was. Default: none."""
+        return {}
+
     def load_sampling_state(self, state: dict[str, Any]) -> None:
         """Restore ``sampling_state()``; afterwards ``prior``, ``decode``, ``write`` and
         ``preview`` work without the data."""

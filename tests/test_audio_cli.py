@@ -186,3 +186,34 @@ def test_export_samples_from_an_empty_folder_without_the_clips(trained, tmp_path
         assert len(wavs) == 2 and all(p in written for p in wavs)
         rows = (empty / "api" / "labels.csv").read_text().strip().splitlines()[1:]
         assert [r.split(",")[2] for r in rows] == ["seven", "seven"]
+
+
+def test_export_carries_the_classifier_and_scores_as_the_checkpoint(trained, tmp_path):
+    """Domain.assets: the export copies the digit classifier into assets/, a loaded export
+    scores with that copy, and the same samples get the same metrics from either source
+    with the original classifier gone."""
+    import json
+
+    import diffplat
+
+    tmp, _, ckpt = trained
+    folder = tmp_path / "model"
+    assert main(["export", "--ckpt", str(ckpt), "--out", str(folder)]) == 0
+    meta = json.loads((folder / "config.json").read_text())
+    assert meta["assets"] == {"classifier": "assets/classifier.ckpt"}
+    original = tmp / "clf" / "checkpoints" / "last.ckpt"
+    assert (folder / "assets" / "classifier.ckpt").read_bytes() == original.read_bytes()
+    from_ckpt = diffplat.load(ckpt)
+    clips = from_ckpt.sample(4, steps=3, seed=5)
+    want = from_ckpt.metrics(clips)
+    with moved_away(original):
+        pipe = diffplat.load(folder)
+        assert pipe.domain.classifier == str((folder / "assets" / "classifier.ckpt").resolve())
+        got = pipe.metrics(clips)
+    assert set(got) == set(want) and "accuracy" in got
+    for k in want:
+        assert got[k] == pytest.approx(want[k], rel=1e-6, abs=1e-9), k
+    # a folder whose asset went missing says which
+    (folder / "assets" / "classifier.ckpt").unlink()
+    with pytest.raises(FileNotFoundError, match="lacks its asset assets/classifier.ckpt"):
+        diffplat.load(folder)

@@ -25,6 +25,7 @@ from lightning_fabric.plugins.io.torch_io import TorchCheckpointIO
 
 CONFIG_FILE, WEIGHTS_FILE = "config.json", "model.safetensors"
 DOMAIN_STATE_FILE = "domain_state.safetensors"
+ASSETS_DIR = "assets"  # files the domain's metrics read (Domain.assets), inside an export
 #: Packages whose classes a checkpoint's configuration may name, besides the packages of the
 #: installed domain plug-ins (diffplat.plugins). Users add their own with the environment
 #: variable DIFFPLAT_TRUSTED_PACKAGES (comma-separated package names).
@@ -215,8 +216,21 @@ def export(module, out_dir: str | Path) -> list[Path]:
     if tensors:
         save_file(tensors, out / DOMAIN_STATE_FILE)
         written.append(out / DOMAIN_STATE_FILE)
+    assets = {}
+    for option, src in sorted(module.domain.assets().items()):
+        src = Path(src)
+        if not src.is_file():
+            raise FileNotFoundError(f"refusing to export: the domain's {option} {src} does "
+                                    "not exist (the folder would not score as its card)")
+        rel = f"{ASSETS_DIR}/{option}{''.join(src.suffixes)}"
+        (out / ASSETS_DIR).mkdir(exist_ok=True)
+        if src.resolve() != (out / rel).resolve():
+            shutil.copyfile(src, out / rel)
+        assets[option] = rel
+        written.append(out / rel)
     meta = {"model": config, "run_config": module.run_config, "domain_state": plain,
-            "train_record": getattr(module, "train_record", {}), "format": "diffplat-export-2"}
+            "train_record": getattr(module, "train_record", {}), "assets": assets,
+            "format": "diffplat-export-2"}
     (out / CONFIG_FILE).write_text(json.dumps(meta, indent=2))
     return written
 
@@ -267,6 +281,11 @@ def load_export(out_dir: Path, map_location: Any = "cpu",
         state.update(load_file(out_dir / DOMAIN_STATE_FILE))
     if state:
         module.domain.load_sampling_state(state)
+    for option, rel in dict(meta.get("assets") or {}).items():  # the copies scored on the card
+        path = (out_dir / rel).resolve()
+        if not path.is_relative_to(out_dir.resolve()) or not path.is_file():
+            raise FileNotFoundError(f"export folder {out_dir} lacks its asset {rel}")
+        setattr(module.domain, option, str(path))
     return module.eval()
 
 

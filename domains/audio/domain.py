@@ -159,6 +159,12 @@ class AudioDomain(Domain):
     def num_classes(self) -> int:
         return len(self.class_names())
 
+    def assets(self) -> dict[str, Path]:
+        """The digit classifier the metrics use, so an export scores as it was measured."""
+        if self.classifier and Path(self.classifier).is_file():
+            return {"classifier": Path(self.classifier)}
+        return {}
+
     def sampling_state(self) -> dict[str, Any]:
         if not self.conditional and self.classes is None:
             return {}
