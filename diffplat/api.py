@@ -181,6 +181,9 @@ def card_markdown(card: dict[str, Any]) -> str:
             lines.append(f"| {k} | {v:.4g} |" if isinstance(v, float) else f"| {k} | {v} |")
         if card.get("metrics_command"):
             lines += ["", f"Measured with `{card['metrics_command']}`."]
+        if card.get("measured_with"):
+            lines += ["", "Sampling: " + ", ".join(f"{k} {v}" for k, v in
+                                                  card["measured_with"].items()) + "."]
     if card.get("notes"):
         lines += ["", "## Notes", "", str(card["notes"])]
     return "\n".join(lines) + "\n"

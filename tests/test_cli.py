@@ -91,7 +91,9 @@ def test_export_with_a_model_card(trained, tmp_path, capsys):
 
     ckpt = trained / "checkpoints" / "last.ckpt"
     metrics = tmp_path / "m.json"
-    metrics.write_text(json.dumps({"metrics": {"mmd2": 0.0123, "n": 10}}))
+    metrics.write_text(json.dumps({"metrics": {"mmd2": 0.0123, "n": 10}, "sampler": "heun",
+                                   "steps": 18, "guidance": 3.0, "prior": {},
+                                   "seconds": 1.5}))
     out = tmp_path / "toy-model"
     assert main(["export", "--ckpt", str(ckpt), "--out", str(out), "--name", "toy-model",
                  "--metrics", str(metrics), "--metrics-command", "diffplat evaluate x",
@@ -100,9 +102,11 @@ def test_export_with_a_model_card(trained, tmp_path, capsys):
     steps = torch.load(ckpt, weights_only=True)["global_step"]
     assert card["name"] == "toy-model" and card["steps"] == steps
     assert card["metrics"] == {"mmd2": 0.0123, "n": 10} and card["domain"] == "toy"
+    # how the metrics were sampled, so a check can sample the same way (empty ones left out)
+    assert card["measured_with"] == {"sampler": "heun", "steps": 18, "guidance": 3.0}
     text = (out / "MODEL_CARD.md").read_text()
     assert "| mmd2 | 0.0123 |" in text and "`diffplat evaluate x`" in text
-    assert "falls short" in text
+    assert "falls short" in text and "Sampling: sampler heun, steps 18, guidance 3.0." in text
     assert diffplat.load(out).card == card
     metrics.write_text("[1, 2]")
     with pytest.raises(SystemExit):

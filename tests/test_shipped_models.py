@@ -53,7 +53,56 @@ def _check_shapes(pipe, info, tmp_path, monkeypatch):
     assert abs(got - want) <= tol, f"1-NNA-CD {got:.1f}% vs the card's {want:.1f}% (+-{tol:.1f})"
 
 
-CHECKS = {"shapes": _check_shapes}
+def _check_audio(pipe, info, tmp_path, monkeypatch):
+    """40 guided clips (4 per digit), sampled as the card's were (its measured_with): the
+    asked digit recognised within three standard errors of the card's rate, by the
+    classifier the export carries (assets/), and IS above the issue's goal of 6 less its
+    small-sample slack."""
+    n = 40
+    how = info["measured_with"]
+    monkeypatch.chdir(tmp_path)
+    assert main(["data", "prepare", "digits"]) == 0  # FID/NDB compare with the train clips
+    clips = pipe.sample(n, sampler=how["sampler"], steps=how["steps"],
+                        guidance=how.get("guidance"), seed=12345)
+    got = pipe.metrics(clips)
+    want = info["metrics"]["accuracy"]
+    p = min(max(want, 0.05), 0.95)
+    tol = 3 * math.sqrt(p * (1 - p) / n)
+    assert abs(got["accuracy"] - want) <= tol, (got, want)
+    assert got["is"] > 5.0, got  # the card: 7.48 on 200; a broken model is near 1 to 3
+
+
+def _check_conformers(pipe, info, tmp_path, monkeypatch):
+    """The card's `diffplat evaluate conformers` on the first 100 of its test molecules: the
+    refined and ETKDG rows within three standard errors of the card's, and the paired MAT-R
+    difference on the same molecules below zero (the refiner improves on ETKDG)."""
+    import json
+
+    n = 100
+    m, how = info["metrics"], info["measured_with"]
+    monkeypatch.chdir(tmp_path)
+    assert main(["data", "prepare", "qm9"]) == 0
+    args = ["evaluate", "conformers", "--model", info["name"], "--split", "test",
+            "--num-mols", str(n), "--baseline", "rdkit", "--sampler", how["sampler"],
+            "--steps", str(how["steps"]),
+            "--scoring", "td", "--out", "eval"]
+    if how.get("refine"):
+        args += ["--refine-from", how["refine"]["from"], "--noise-level",
+                 str(how["refine"]["t"])]
+    assert main(args) == 0
+    got = json.loads((tmp_path / "eval" / "metrics.json").read_text())["metrics"]
+    for who in ("model", "baseline"):
+        cov, want = got[f"{who}_cov_r_mean"], m[f"{who}_cov_r_mean"]
+        p = min(max(want / 100, 0.05), 0.95)
+        tol = 300 * math.sqrt(p * (1 - p) / n)
+        assert abs(cov - want) <= tol, f"{who} COV-R {cov:.1f}% vs the card's {want:.1f}%"
+        mat, want = got[f"{who}_mat_r_mean"], m[f"{who}_mat_r_mean"]
+        assert abs(mat - want) <= 3 * 0.3 / math.sqrt(n), f"{who} MAT-R {mat:.3f} vs {want:.3f}"
+    if how.get("refine"):
+        assert got["paired_mat_r_diff"] < 0 and got["paired_mat_r_ci_high"] < 0.005, got
+
+
+CHECKS = {"shapes": _check_shapes, "conformers": _check_conformers, "audio": _check_audio}
 
 
 @pytest.mark.parametrize("name", MODELS)

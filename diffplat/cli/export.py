@@ -6,6 +6,10 @@ import json
 from pathlib import Path
 
 
+#: the sampling settings of `diffplat evaluate --json` a model card keeps beside its metrics
+MEASURED_WITH = ("sampler", "steps", "nfe", "spacing", "guidance", "prior", "refine")
+
+
 def main(argv: list[str]) -> int:
     p = argparse.ArgumentParser(
         prog="diffplat export",
@@ -43,6 +47,10 @@ def main(argv: list[str]) -> int:
         if not isinstance(metrics, dict):
             p.error(f"--metrics {args.metrics} holds no metrics object (write it with "
                     "`diffplat evaluate --json`)")
+        # how they were sampled (evaluate --json records it), so a check can repeat it
+        how = {k: data[k] for k in MEASURED_WITH if data.get(k) not in (None, {}, [])}
+        if how:
+            extra["measured_with"] = how
     module = load_module(args.ckpt)
     if extra or metrics:
         from diffplat.api import Pipeline

@@ -352,6 +352,10 @@ def evaluate_main(argv: list[str]) -> int:
     # the headline figures, flat (what `diffplat export --metrics` puts on a model card):
     # the first scoring's rows, prefixed model_ / baseline_, and the paired differences
     headline: dict[str, float] = {"num_mols": float(len(graphs))}
+    if module is not None:
+        headline["steps"] = float(args.steps or module.hparams.sample_steps)
+    if args.refine_from:
+        headline["refine_t"] = float(args.noise_level)
     for name in made:
         row = rows[name if scorings[0] == "td" else f"{name} [legacy]"]
         prefix = "baseline_" if name.startswith("RDKit") else "model_"
