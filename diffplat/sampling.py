@@ -262,7 +262,7 @@ def generate(denoiser, domain: Domain, num: int | None = None, *, sampler: str,
         raise ValueError(
             f"this model was trained on schedule times t <= {max_t} only (t_options high): "
             "it refines a given start and cannot "
-            + ("sample from pure noise; give a start (x, t) with t <= %g" % max_t
+            + (f"sample from pure noise; give a start (x, t) with t <= {max_t:g}"
                if start is None else f"start at t = {float(start[1])}; use t <= {max_t}"))
     if device is None:
         param = next(denoiser.parameters(), None)

@@ -5,7 +5,6 @@ import argparse
 import json
 from pathlib import Path
 
-
 #: the sampling settings of `diffplat evaluate --json` a model card keeps beside its metrics
 MEASURED_WITH = ("sampler", "steps", "nfe", "spacing", "guidance", "prior", "refine")
 
