@@ -157,7 +157,7 @@ class Denoiser(nn.Module):
         sigma_data: standard deviation of the data, used by c_in and the edm target.
         self_condition: the backbone was trained with self-conditioning (it takes an earlier
             x0_hat as ``x_self_cond``); ``diffplat.sampling.generate`` then feeds every call
-            the previous call's estimate.
+            the previous call's estimate. ``predict`` hands the backbone a(t) * x0_hat.
 
     Shapes:
         x_t: data shape with batch size B (or a ragged batch the noise space understands);
@@ -194,6 +194,11 @@ class Denoiser(nn.Module):
         """Returns (F output, x0_hat, a, s) so losses can use either space."""
         a, s, c_in, c_noise = self.coefficients(t, x_t, noise_space)
         net = self.compiled or self.backbone
+        if self.self_condition and cond.get("x_self_cond") is not None:
+            # the backbone sees a(t) * x0_hat, the signal part of x_t as last estimated:
+            # bounded where the estimate is not (an eps target's x0_hat = (x_t - s eps) / a
+            # amplifies its error by s / a, 316 at t = 1 of the polynomial schedule)
+            cond = {**cond, "x_self_cond": a * cond["x_self_cond"]}
         out = net(c_in * x_t, c_noise, **cond)
         return out, self.target.to_x0(x_t, out, a, s), a, s
 

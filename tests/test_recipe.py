@@ -131,7 +131,7 @@ class _RecordingDenoiser:
     """Wraps a Denoiser and records every x0_hat it returns."""
 
     def __init__(self, den):
-        self.den, self.outs = den, []
+        self.den, self.outs, self.alphas = den, [], []
 
     def __getattr__(self, name):
         return getattr(self.den, name)
@@ -139,6 +139,7 @@ class _RecordingDenoiser:
     def predict(self, *a, **kw):
         res = self.den.predict(*a, **kw)
         self.outs.append(res[1].clone())
+        self.alphas.append(res[2].clone())  # a(t), broadcast against x
         return res
 
 
@@ -174,7 +175,9 @@ def test_self_conditioned_loss_feeds_the_no_grad_estimate_half_the_time():
             assert torch.equal(net.seen[0], torch.zeros_like(x0))
         else:  # heads: first zeros, then the first call's x0_hat, detached
             assert len(net.seen) == 2 and torch.equal(net.seen[0], torch.zeros_like(x0))
-            assert torch.equal(net.seen[1], den.outs[0]) and not den.outs[0].requires_grad
+            # the backbone sees a(t) * x0_hat (bounded where x0_hat is not)
+            assert torch.allclose(net.seen[1], den.alphas[0] * den.outs[0], rtol=0, atol=0)
+            assert not den.outs[0].requires_grad
             assert float(net.seen[1].abs().max()) > 0
         kinds.add(len(net.seen))
     assert kinds == {1, 2}
@@ -195,7 +198,8 @@ def test_generate_feeds_each_call_the_previous_estimate_and_resets_per_chunk():
         if k % per_chunk == 0:  # the first call of a chunk: no estimate yet
             assert torch.equal(seen, torch.zeros_like(seen))
         else:
-            assert torch.equal(seen, den.outs[k - 1])
+            # the previous estimate, times this call's a(t)
+            assert torch.allclose(seen, den.alphas[k] * den.outs[k - 1], rtol=0, atol=0)
     # a denoiser without self-conditioning gets no x_self_cond at all
     net2 = _Recorder()
     generate(Denoiser(net2, "cosine", "eps"), ToyDomain(), 4, sampler="dpmpp_2m", steps=3)

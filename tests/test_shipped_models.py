@@ -72,6 +72,22 @@ def _check_audio(pipe, info, tmp_path, monkeypatch):
     assert got["is"] > 5.0, got  # the card: 7.48 on 200; a broken model is near 1 to 3
 
 
+def _check_molecules(pipe, info, tmp_path, monkeypatch):
+    """100 molecules sampled as the card's were: atom stability, molecule stability and
+    validity each within three standard errors of the card's (binomial over molecules, a
+    loose bound for atom stability, whose atoms are not independent). Needs no data."""
+    n = 100
+    how = info["measured_with"]
+    monkeypatch.chdir(tmp_path)
+    mols = pipe.sample(n, sampler=how["sampler"], steps=how["steps"], seed=12345)
+    got = pipe.metrics(mols)
+    for key in ("atom_stability", "mol_stability", "validity"):
+        want = info["metrics"][key]
+        p = min(max(want, 0.05), 0.95)
+        tol = 3 * math.sqrt(p * (1 - p) / n)
+        assert abs(got[key] - want) <= tol, f"{key} {got[key]:.3f} vs the card's {want:.3f}"
+
+
 def _check_conformers(pipe, info, tmp_path, monkeypatch):
     """The card's `diffplat evaluate conformers` on the first 100 of its test molecules: the
     refined and ETKDG rows within three standard errors of the card's, and the paired MAT-R
@@ -102,7 +118,8 @@ def _check_conformers(pipe, info, tmp_path, monkeypatch):
         assert got["paired_mat_r_diff"] < 0 and got["paired_mat_r_ci_high"] < 0.005, got
 
 
-CHECKS = {"shapes": _check_shapes, "conformers": _check_conformers, "audio": _check_audio}
+CHECKS = {"shapes": _check_shapes, "conformers": _check_conformers, "audio": _check_audio,
+          "molecules": _check_molecules}
 
 
 @pytest.mark.parametrize("name", MODELS)
