@@ -60,8 +60,8 @@ def test_wheel_carries_the_configs_and_an_installed_copy_finds_them(tmp_path):
     shipped = sorted(str(p.relative_to(ROOT)) for p in (ROOT / "configs").glob("*/*.yaml"))
     for cfg in shipped:
         assert f"diffplat/{cfg}" in names, cfg
-    models = sorted(p.relative_to(ROOT / "models") for p in (ROOT / "models").glob("*/*")
-                    if p.is_file())
+    models = sorted(p.relative_to(ROOT / "models") for p in (ROOT / "models").rglob("*")
+                    if p.is_file())  # assets/ (a classifier the metrics read) included
     assert models, "no shipped model in models/"
     for path in models:
         assert f"diffplat/shipped/{path}" in names, path
