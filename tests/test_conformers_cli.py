@@ -156,6 +156,7 @@ def test_evaluate_conformers_writes_model_and_rdkit_rows(ckpt, tmp_path, capsys)
     assert paired["model"] == model_name and paired["baseline"] == rdkit_name
     assert paired["cov_r_diff"] == pytest.approx(model["cov_r_mean"] - rdkit["cov_r_mean"])
     assert paired["cov_r_ci_low"] <= paired["cov_r_diff"] <= paired["cov_r_ci_high"]
+    assert (info["sampler"], info["steps"]) == ("dpmpp_2m", 4)  # as `evaluate --json` has
     head = info["metrics"]  # the flat headline a model card takes
     assert head["model_mat_r_mean"] == model["mat_r_mean"]
     assert head["baseline_cov_r_mean"] == rdkit["cov_r_mean"] and head["num_mols"] == 3

@@ -99,6 +99,13 @@ def test_conformer_refiner_fits_keeps_its_range_and_the_cli_names_it(qm9_small, 
                  "--out", str(out)]) == 0
     info = json.loads((out / "metrics.json").read_text())
     assert info["refine"]["t"] == 0.3 and len(info["rows"]) == 1
+    # a card made from it keeps how it was sampled, refinement included
+    assert main(["export", "--ckpt", ckpt, "--out", str(tmp_path / "card"), "--name", "r",
+                 "--metrics", str(out / "metrics.json")]) == 0
+    card = json.loads((tmp_path / "card" / "card.json").read_text())
+    assert card["measured_with"]["steps"] == 2 and card["measured_with"]["sampler"]
+    assert card["measured_with"]["refine"]["t"] == 0.3
+    assert card["metrics"]["model_cov_r_mean"] == info["metrics"]["model_cov_r_mean"]
     # the generic sampler says why too (a one-line error, exit status 2)
     assert main(["sample", "--ckpt", ckpt, "--num", "2", "--out", str(tmp_path / "s"),
                  "--no-progress"]) != 0

@@ -104,7 +104,7 @@ def _check_conformers(pipe, info, tmp_path, monkeypatch):
             "--scoring", "td", "--out", "eval"]
     if how.get("refine"):
         args += ["--refine-from", how["refine"]["from"], "--noise-level",
-                 str(how["refine"]["t"])]
+                 str(how["refine"]["t"])] + (["--mmff"] if how["refine"].get("mmff") else [])
     assert main(args) == 0
     got = json.loads((tmp_path / "eval" / "metrics.json").read_text())["metrics"]
     for who in ("model", "baseline"):

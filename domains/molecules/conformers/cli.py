@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import platform
 import sys
 import time
@@ -220,8 +221,8 @@ def write_per_molecule(path: Path, order: list[int], mols: list,
             vals = []
             for name in per_mol:
                 m = per_mol[name][j]
-                vals += [f"{m['cov_r']:.6g}", "" if m["mat_r"] != m["mat_r"] else
-                         f"{m['mat_r']:.6g}"]
+                vals += [f"{m['cov_r']:.6g}",
+                         "" if math.isnan(m["mat_r"]) else f"{m['mat_r']:.6g}"]
             w.writerow([i, Chem.MolToSmiles(Chem.RemoveHs(mol))] + vals)
 
 
@@ -281,6 +282,7 @@ def evaluate_main(argv: list[str]) -> int:
     mols = [g.mol for g in graphs]
     refs = [g.conformers for g in graphs]
     made: dict[str, tuple[list, float]] = {}  # method -> (conformers per molecule, seconds)
+    baseline = None  # the baseline row's name, when there is one
     etkdg = None  # (conformers per molecule, seconds), shared by the baseline and refinement
     if args.baseline or args.refine_from:
         from domains.molecules.conformers.baseline import rdkit_conformers
@@ -314,7 +316,8 @@ def evaluate_main(argv: list[str]) -> int:
             seconds += etkdg[1]
         made[name] = (gens, seconds)
     if args.baseline:
-        made["RDKit ETKDGv3" + (" + MMFF" if args.mmff else "")] = etkdg
+        baseline = "RDKit ETKDGv3" + (" + MMFF" if args.mmff else "")
+        made[baseline] = etkdg
     scorings = ("td", "legacy") if args.scoring == "both" else (args.scoring,)
     # td: every molecule, a method's failures count zero coverage (TD's evaluate_confs.py);
     # legacy: like with like on the molecules every method produced conformers for
@@ -352,22 +355,20 @@ def evaluate_main(argv: list[str]) -> int:
     # the headline figures, flat (what `diffplat export --metrics` puts on a model card):
     # the first scoring's rows, prefixed model_ / baseline_, and the paired differences
     headline: dict[str, float] = {"num_mols": float(len(graphs))}
-    if module is not None:
-        headline["steps"] = float(args.steps or module.hparams.sample_steps)
-    if args.refine_from:
-        headline["refine_t"] = float(args.noise_level)
     for name in made:
         row = rows[name if scorings[0] == "td" else f"{name} [legacy]"]
-        prefix = "baseline_" if name.startswith("RDKit") else "model_"
+        prefix = "baseline_" if name == baseline else "model_"
         headline.update({prefix + k: float(row[k]) for k in
                          ("cov_r_mean", "cov_r_median", "mat_r_mean", "mat_r_median",
                           "cov_p_mean", "mat_p_mean", "failed", "ms_per_conformer")})
     if paired:
         headline.update({f"paired_{k}": float(v) for k, v in paired.items()
                          if k not in ("model", "baseline")})
-    info = {"metrics": headline, "rows": rows, "scoring": list(scorings), "split": split,
-            "num_mols": len(graphs), "scored": {k: len(scored[k]) for k in scorings},
-            "delta": delta, "paired": paired,
+    sampling = ({"sampler": args.sampler or module.hparams.sampler,
+                 "steps": args.steps or module.hparams.sample_steps} if module else {})
+    info = {"metrics": headline, **sampling, "rows": rows, "scoring": list(scorings),
+            "split": split, "num_mols": len(graphs),
+            "scored": {k: len(scored[k]) for k in scorings}, "delta": delta, "paired": paired,
             "refine": ({"from": args.refine_from, "t": args.noise_level, "mmff": args.mmff,
                         "etkdg_seconds": etkdg[1]} if args.refine_from else None),
             "ckpt": args.ckpt, "device": device, "cpu": platform.processor() or
