@@ -61,7 +61,8 @@ class Pipeline:
                batch_size: int | None = None, guidance: float | None = None,
                inpaint: tuple[str | Path, str] | None = None, resample: int = 1,
                options: dict[str, Any] | None = None, progress: bool = False,
-               **prior: Any) -> Any:
+               refine_from: str | None = None, noise_level: float | None = None,
+               mmff: bool = False, **prior: Any) -> Any:
         """``num`` samples, decoded by the domain (molecules, clips, clouds, points).
 
         Args:
@@ -78,10 +79,25 @@ class Pipeline:
             progress: show a progress bar.
             prior: what to sample, for the domain (``num_atoms=19``, ``label="seven"``;
                 conformers of given molecules: ``smiles=["CCO", "CO"], copies=5``).
+            refine_from, noise_level, mmff: conformers only: ``refine_from="etkdg"`` refines
+                RDKit ETKDG conformers (``mmff``: relaxed with MMFF94 first) noised to
+                schedule time ``noise_level`` instead of generating from noise (SDEdit, Meng
+                et al. 2022), as ``diffplat conformers --refine-from etkdg`` does; a
+                shipped refiner's card supplies its ``noise_level``. ``last_stats`` holds
+                ETKDG's own seconds.
         """
         from diffplat.sampling import check_sampler_options, resolve_sampler
 
         hp = self.module.hparams
+        max_t = getattr(self.module.ema_denoiser, "max_t", 1.0)
+        if refine_from is not None or noise_level is not None or mmff:
+            return self._refine(num, refine_from, noise_level, mmff, sampler, steps, nfe,
+                                seed, options, prior)
+        if max_t < 1.0:
+            raise ValueError(
+                f"{self.source} is a refiner (trained on t <= {max_t:g} only): give "
+                f"refine_from='etkdg' and noise_level <= {max_t:g}"
+                + (f" (its card: {self._card_refine()['t']})" if self._card_refine() else ""))
         name, steps, options = resolve_sampler(
             sampler, steps, nfe, spacing, options, schedule=self.module.schedule,
             default_sampler=hp.sampler, default_steps=hp.sample_steps,
@@ -91,6 +107,68 @@ class Pipeline:
                                                   guidance, inpaint, resample, options,
                                                   progress, prior)
         return samples
+
+    def _card_refine(self) -> dict[str, Any] | None:
+        refine = (self.card.get("measured_with") or {}).get("refine")
+        return refine if isinstance(refine, dict) and "t" in refine else None
+
+    def _refine(self, num, refine_from, noise_level, mmff, sampler, steps, nfe, seed,
+                options, prior):
+        """Conformers refined from ETKDG starts (``sample(..., refine_from="etkdg")``)."""
+        import time
+
+        from domains.molecules.conformers.baseline import rdkit_conformers
+        from domains.molecules.conformers.domain import Conformer, ConformerDomain
+        from domains.molecules.conformers.io import smiles_graphs
+        from domains.molecules.conformers.sample import model_conformers
+
+        if not isinstance(self.domain, ConformerDomain):
+            raise ValueError(f"refine_from/noise_level/mmff refine conformers; {self.source} "
+                             f"is a {self.domain.name} model")
+        if refine_from != "etkdg":
+            raise ValueError(f"refine_from must be 'etkdg', got {refine_from!r}")
+        card = self._card_refine()
+        if noise_level is None:
+            if card is None:
+                raise ValueError("refine_from='etkdg' needs noise_level (schedule time in "
+                                 "(0, 1] of the start); this model's card names none")
+            noise_level = float(card["t"])
+            mmff = mmff or bool(card.get("mmff"))
+        if not 0.0 < float(noise_level) <= 1.0:
+            raise ValueError(f"noise_level must be in (0, 1], got {noise_level}")
+        if nfe is not None or options:
+            raise ValueError("refinement takes sampler and steps (not nfe or options)")
+        extra = set(prior) - {"smiles", "copies"}
+        if "smiles" not in prior or extra:
+            raise ValueError("refinement takes smiles= (and copies=)"
+                             + (f", not {sorted(extra)}" if extra else ""))
+        smiles = prior["smiles"]
+        mols = smiles_graphs(smiles, self.domain.vocabulary)
+        copies = prior.get("copies")
+        if copies is None and num % len(mols) == 0:
+            copies = num // len(mols)
+        if copies is None or num != len(mols) * copies:
+            raise ValueError(f"num={num} must be len(smiles) * copies = {len(mols)} * "
+                             f"{copies if copies is not None else 'copies'}")
+        names = [smiles] if isinstance(smiles, str) else list(smiles)
+        t0 = time.perf_counter()
+        starts = [rdkit_conformers(g.mol, copies, mmff, seed) for g in mols]
+        etkdg_seconds = time.perf_counter() - t0
+        failed = [names[k] for k, s in enumerate(starts) if not s]
+        if failed:
+            raise ValueError("RDKit could not embed " + ", ".join(map(repr, failed))
+                             + " (no ETKDG start to refine)")
+        name = sampler or self.module.hparams.sampler
+        steps = steps or self.module.hparams.sample_steps
+        t0 = time.perf_counter()
+        out = model_conformers(self.module, mols, copies, name, steps, seed,
+                               device=str(self.module.device), starts=starts,
+                               start_t=float(noise_level))
+        self.last_stats = {"sampler": name, "steps": steps,
+                           "refine": {"from": "etkdg", "t": float(noise_level), "mmff": mmff},
+                           "etkdg_seconds": etkdg_seconds,
+                           "seconds": etkdg_seconds + time.perf_counter() - t0}
+        return [Conformer(g, pos) for g, confs in zip(mols, out) for pos in confs]
 
     def _generate(self, num, name, steps, seed, batch_size, guidance, inpaint, resample,
                   options, progress, prior):

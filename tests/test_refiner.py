@@ -110,3 +110,51 @@ def test_conformer_refiner_fits_keeps_its_range_and_the_cli_names_it(qm9_small, 
     assert main(["sample", "--ckpt", ckpt, "--num", "2", "--out", str(tmp_path / "s"),
                  "--no-progress"]) != 0
     assert "cannot sample from pure noise" in capsys.readouterr().err
+
+
+def test_the_python_api_refines_as_the_cli_does(tmp_path):
+    """``Pipeline.sample(refine_from="etkdg")`` on the shipped refiner: the conformers of
+    ``diffplat conformers --refine-from etkdg`` (same seed and noise level, read back from
+    its SDF), each still the ETKDG start's molecule (RMSD to its start well below that of an
+    unrelated ETKDG conformer set), and its card's noise level when none is given."""
+    import numpy as np
+    from rdkit import Chem
+
+    import diffplat
+    from domains.molecules.conformers.baseline import rdkit_conformers
+
+    model = diffplat.load("conformers-qm9-refine")
+    smiles = ["CCO", "OCCCC#N"]
+    with pytest.raises(ValueError, match="is a refiner .* refine_from='etkdg'"):
+        model.sample(4, smiles=smiles)
+    with pytest.raises(ValueError, match="noise_level must be in"):
+        model.sample(4, smiles=smiles, refine_from="etkdg", noise_level=1.5)
+    with pytest.raises(ValueError, match="refine_from must be 'etkdg'"):
+        model.sample(4, smiles=smiles, refine_from="mmff", noise_level=0.4)
+    confs = model.sample(6, smiles=smiles, refine_from="etkdg", seed=3)  # the card's t
+    assert model.last_stats["refine"]["t"] == model.card["measured_with"]["refine"]["t"]
+    assert len(confs) == 6 and [c.graph.mol.GetNumAtoms() for c in confs[::3]] == [9, 13]
+    sdf = tmp_path / "c.sdf"
+    assert main(["conformers", "--model", "conformers-qm9-refine", "--smiles", smiles[0],
+                 "--smiles", smiles[1], "-n", "3", "--seed", "3", "--refine-from", "etkdg",
+                 "--noise-level", str(model.last_stats["refine"]["t"]), "--out",
+                 str(sdf)]) == 0
+    cli = [m.GetConformer().GetPositions() for m in Chem.SDMolSupplier(str(sdf), removeHs=False)]
+    assert len(cli) == 6
+    for c, ref in zip(confs, cli):
+        np.testing.assert_allclose(c.positions - c.positions.mean(0), ref - ref.mean(0),
+                                   atol=1e-3)
+
+    def rmsd(a, b):  # after centring and the optimal rotation (Kabsch)
+        a, b = a - a.mean(0), b - b.mean(0)
+        u, _, vt = np.linalg.svd(a.T @ b)
+        d = np.sign(np.linalg.det(u @ vt))
+        r = u @ np.diag([1, 1, d]) @ vt
+        return float(np.sqrt(((a @ r - b) ** 2).sum(1).mean()))
+
+    # the flexible chain's three ETKDG starts differ (RMSD > 1 A between them); each refined
+    # conformer stays nearest to the start it was refined from
+    starts = rdkit_conformers(confs[3].graph.mol, 3, seed=3)
+    for k, c in enumerate(confs[3:]):
+        dist = [rmsd(c.positions, s) for s in starts]
+        assert dist[k] < 0.5 and dist[k] == min(dist), dist
