@@ -4,6 +4,7 @@ the reference rows and the evaluation command."""
 import json
 
 import numpy as np
+import pytest
 import torch
 
 from diffplat.cli import main
@@ -126,3 +127,27 @@ def test_predictor_trains_and_the_evaluation_prints_edms_rows(qm9_small, tmp_pat
                                   "QM9 (lower bound)"}
     assert table["molecules"] == 12 and table["published"]["#Atoms"] == 3.86
     assert "this model" in capsys.readouterr().out
+
+    # an export carries the predictor (``--asset``) and is scored with it by default: the
+    # same table as naming it, and a card that keeps the headline and how it was sampled
+    gen_ckpt = str(tmp_path / "gen" / "checkpoints" / "last.ckpt")
+    with pytest.raises(SystemExit):
+        main(["export", "--ckpt", gen_ckpt, "--out", str(tmp_path / "bad"),
+              "--asset", f"predictor={pred_ckpt}"])
+    assert "has no option 'predictor'" in capsys.readouterr().err
+    assert main(["export", "--ckpt", gen_ckpt, "--out", str(tmp_path / "exp"), "--name", "a",
+                 "--metrics", str(out), "--asset", f"property_predictor={pred_ckpt}"]) == 0
+    card = json.loads((tmp_path / "exp" / "card.json").read_text())
+    assert card["metrics"]["alpha_mae"] == table["rows"]["this model"]
+    assert card["measured_with"]["steps"] == 4
+    assert (tmp_path / "exp" / "assets" / "property_predictor.ckpt").is_file()
+    again = tmp_path / "again.json"
+    assert main(["evaluate", "property", "--ckpt", str(tmp_path / "exp"), "--num", "12",
+                 "--steps", "4", "--data", str(qm9_small), "--reference-num", "200",
+                 "--json", str(again), "--no-progress"]) == 0
+    second = json.loads(again.read_text())
+    assert second["predictor"].endswith("assets/property_predictor.ckpt")
+    assert second["rows"] == pytest.approx(table["rows"], rel=1e-4)
+    with pytest.raises(SystemExit):  # a model without one needs --predictor
+        main(["evaluate", "property", "--ckpt", gen_ckpt, "--num", "2", "--no-progress"])
+    assert "give --predictor" in capsys.readouterr().err

@@ -29,8 +29,22 @@ def main(argv: list[str]) -> int:
                       help="metrics.json written by `diffplat evaluate --json`")
     card.add_argument("--metrics-command", help="the command that measured --metrics")
     card.add_argument("--notes", help="anything else a user should know (shortfalls)")
+    p.add_argument("--asset", action="append", default=[], metavar="OPTION=PATH",
+                   help="a file the domain's evaluation reads, set on the domain's OPTION "
+                        "and copied into the folder's assets/ (repeatable), e.g. "
+                        "property_predictor=runs/qm9-alpha-predictor/checkpoints/last.ckpt "
+                        "for a property-conditional molecule model")
     args = p.parse_args(argv)
     from diffplat.training.checkpoint import export_step_schedules, load_module
+
+    assets = {}
+    for item in args.asset:
+        option, sep, path = item.partition("=")
+        if not sep or not option or not path:
+            p.error(f"--asset {item!r}: give OPTION=PATH")
+        if not Path(path).is_file():
+            p.error(f"--asset {item}: {path} is not a file")
+        assets[option] = path
 
     extra = {k: v for k, v in (("name", args.name), ("description", args.description),
                                ("data_license", args.data_license),
@@ -51,6 +65,14 @@ def main(argv: list[str]) -> int:
         if how:
             extra["measured_with"] = how
     module = load_module(args.ckpt)
+    for option, path in assets.items():
+        if not hasattr(module.domain, option):
+            p.error(f"--asset {option}=...: the {module.domain.name} domain has no option "
+                    f"{option!r}")
+        setattr(module.domain, option, path)
+        if option not in module.domain.assets():
+            p.error(f"--asset {option}=...: the {module.domain.name} domain's evaluation does "
+                    f"not read {option!r} (its assets: {sorted(module.domain.assets())})")
     if extra or metrics:
         from diffplat.api import Pipeline
 

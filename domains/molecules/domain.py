@@ -52,6 +52,10 @@ class MoleculeDomain(Domain):
             of QM9's training split (its property-MAE protocol trains the conditional
             generator on the second half and the property predictor on the first,
             domains/molecules/property.py).
+        property_predictor: a ``PropertyPredictor`` checkpoint that ``diffplat evaluate
+            property`` scores this model's molecules with when ``--predictor`` is left out;
+            an export carries a copy (``Domain.assets``), so a shipped conditional model is
+            scored with the predictor of its card.
     """
 
     name = "molecules"
@@ -61,8 +65,10 @@ class MoleculeDomain(Domain):
     def __init__(self, data_path: str = "data/qm9/qm9.npz", elements: list[str] | None = None,
                  include_charges: bool = True, max_train: int | None = None,
                  max_eval: int | None = None, split_seed: int = 0, skip_bad: bool = False,
-                 context: list[str] | None = None, train_subset: str | None = None):
+                 context: list[str] | None = None, train_subset: str | None = None,
+                 property_predictor: str | None = None):
         self.data_path = data_path
+        self.property_predictor = property_predictor
         self.elements = list(elements) if elements else None
         self.include_charges = include_charges
         self.max_train, self.max_eval = max_train, max_eval
@@ -101,6 +107,12 @@ class MoleculeDomain(Domain):
             self._ctx_pairs = torch.cat([sizes[:, None].float(), self._ctx["train"]], 1)
 
     # -- what sampling needs, without the data ------------------------------------------------
+    def assets(self) -> dict[str, Path]:
+        """The property predictor ``evaluate property`` uses, when one is named."""
+        if self.property_predictor:
+            return {"property_predictor": Path(self.property_predictor)}
+        return {}
+
     def sampling_state(self) -> dict[str, Any]:
         self._ready_to_sample()  # a loaded export's state needs no data
         f = self.featurizer

@@ -36,8 +36,9 @@ def main(argv: list[str]) -> int:
     add_sampling_args(p, required=False)
     p.add_argument("--samples", help="a folder written by `diffplat sample` from a "
                                      "conditional model (properties.json beside the SDF)")
-    p.add_argument("--predictor", required=True,
-                   help="a PropertyPredictor checkpoint (configs/molecules/qm9-*-predictor.yaml)")
+    p.add_argument("--predictor",
+                   help="a PropertyPredictor checkpoint (configs/molecules/qm9-*-predictor.yaml);"
+                        " default: the one the model names (a shipped model's assets/)")
     p.add_argument("--data", default="data/qm9/qm9.npz", help="the QM9 cache")
     p.add_argument("--reference-num", type=int, default=None,
                    help="second-half molecules for the reference rows (default all 50,000)")
@@ -47,22 +48,32 @@ def main(argv: list[str]) -> int:
     from domains.molecules.property import load_predictor, predict, reference_rows
     from domains.molecules.qm9 import load_qm9
 
-    predictor = load_predictor(args.predictor)
-    prop = predictor.hparams.property
+    if not args.samples and not (args.ckpt or args.model or args.config):
+        p.error("give the generator (--ckpt, --model or -c) or --samples")
     if args.samples:
         from diffplat.cli.evaluate import _domain_from_meta
 
         domain = _domain_from_meta(Path(args.samples))
+    else:
+        from diffplat.cli.sample import model_source
+        from diffplat.training.checkpoint import load_module
+
+        domain = load_module(model_source(args)).domain
+    predictor_path = args.predictor or getattr(domain, "property_predictor", None)
+    if not predictor_path:
+        p.error("give --predictor (the model names no property_predictor)")
+    predictor = load_predictor(predictor_path)
+    prop = predictor.hparams.property
+    stats: dict = {}
+    if args.samples:
         molecules = domain.read(Path(args.samples))
         source = args.samples
     else:
-        if not (args.ckpt or args.model or args.config):
-            p.error("give the generator (--ckpt, --model or -c) or --samples")
+        if prop not in domain.context:
+            raise ValueError(f"the generator conditions on {domain.context}, the "
+                             f"predictor predicts {prop!r}")
         module, molecules, stats = generate(args)
         source = stats["source"]
-        if prop not in module.domain.context:
-            raise ValueError(f"the generator conditions on {module.domain.context}, the "
-                             f"predictor predicts {prop!r}")
     asked = np.array([m.properties.get(prop, np.nan) for m in molecules], dtype=np.float64)
     if np.isnan(asked).any():
         raise ValueError(f"{int(np.isnan(asked).sum())} molecules carry no asked {prop!r}: "
@@ -88,6 +99,14 @@ def main(argv: list[str]) -> int:
         Path(args.json).write_text(json.dumps(
             {"property": prop, "unit": unit, "rows": rows, "molecules": len(molecules),
              "reference_molecules": ref["molecules"], "published": published,
-             "source": str(source), "predictor": args.predictor}, indent=2))
+             "source": str(source), "predictor": str(predictor_path),
+             # the headline a model card keeps (diffplat export --metrics), and how it
+             # was sampled
+             "metrics": {f"{prop}_mae": mae, f"{prop}_mae_num_atoms": ref["num_atoms"],
+                         f"{prop}_mae_naive": ref["naive_upper_bound"],
+                         f"{prop}_mae_qm9": ref["qm9_lower_bound"],
+                         "molecules": len(molecules)},
+             **{k: stats[k] for k in ("sampler", "steps", "nfe", "guidance")
+                if stats.get(k) is not None}}, indent=2, default=str))
         print(f"wrote {args.json}")
     return 0
