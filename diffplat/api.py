@@ -114,61 +114,30 @@ class Pipeline:
 
     def _refine(self, num, refine_from, noise_level, mmff, sampler, steps, nfe, seed,
                 options, prior):
-        """Conformers refined from ETKDG starts (``sample(..., refine_from="etkdg")``)."""
-        import time
-
-        from domains.molecules.conformers.baseline import rdkit_conformers
-        from domains.molecules.conformers.domain import Conformer, ConformerDomain
-        from domains.molecules.conformers.io import smiles_graphs
-        from domains.molecules.conformers.sample import model_conformers
-
-        if not isinstance(self.domain, ConformerDomain):
-            raise ValueError(f"refine_from/noise_level/mmff refine conformers; {self.source} "
-                             f"is a {self.domain.name} model")
-        if refine_from != "etkdg":
-            raise ValueError(f"refine_from must be 'etkdg', got {refine_from!r}")
+        """Samples refined from a classical method's (``sample(..., refine_from=...)``);
+        the domain makes the starts (``Domain.refine``)."""
         card = self._card_refine()
+        if refine_from is None:
+            raise ValueError("noise_level and mmff belong to refinement: give refine_from "
+                             "too (refine_from='etkdg' for conformers)")
         if noise_level is None:
             if card is None:
-                raise ValueError("refine_from='etkdg' needs noise_level (schedule time in "
-                                 "(0, 1] of the start); this model's card names none")
+                raise ValueError(f"refine_from={refine_from!r} needs noise_level (schedule "
+                                 "time in (0, 1] of the start); this model's card names none")
             noise_level = float(card["t"])
             mmff = mmff or bool(card.get("mmff"))
         if not 0.0 < float(noise_level) <= 1.0:
             raise ValueError(f"noise_level must be in (0, 1], got {noise_level}")
         if nfe is not None or options:
             raise ValueError("refinement takes sampler and steps (not nfe or options)")
-        extra = set(prior) - {"smiles", "copies"}
-        if "smiles" not in prior or extra:
-            raise ValueError("refinement takes smiles= (and copies=)"
-                             + (f", not {sorted(extra)}" if extra else ""))
-        smiles = prior["smiles"]
-        mols = smiles_graphs(smiles, self.domain.vocabulary)
-        copies = prior.get("copies")
-        if copies is None and num % len(mols) == 0:
-            copies = num // len(mols)
-        if copies is None or num != len(mols) * copies:
-            raise ValueError(f"num={num} must be len(smiles) * copies = {len(mols)} * "
-                             f"{copies if copies is not None else 'copies'}")
-        names = [smiles] if isinstance(smiles, str) else list(smiles)
-        t0 = time.perf_counter()
-        starts = [rdkit_conformers(g.mol, copies, mmff, seed) for g in mols]
-        etkdg_seconds = time.perf_counter() - t0
-        failed = [names[k] for k, s in enumerate(starts) if not s]
-        if failed:
-            raise ValueError("RDKit could not embed " + ", ".join(map(repr, failed))
-                             + " (no ETKDG start to refine)")
-        name = sampler or self.module.hparams.sampler
-        steps = steps or self.module.hparams.sample_steps
-        t0 = time.perf_counter()
-        out = model_conformers(self.module, mols, copies, name, steps, seed,
-                               device=str(self.module.device), starts=starts,
-                               start_t=float(noise_level))
-        self.last_stats = {"sampler": name, "steps": steps,
-                           "refine": {"from": "etkdg", "t": float(noise_level), "mmff": mmff},
-                           "etkdg_seconds": etkdg_seconds,
-                           "seconds": etkdg_seconds + time.perf_counter() - t0}
-        return [Conformer(g, pos) for g, confs in zip(mols, out) for pos in confs]
+        try:
+            samples, self.last_stats = self.domain.refine(
+                self.module, num, start=refine_from, noise_level=float(noise_level),
+                mmff=mmff, sampler=sampler or self.module.hparams.sampler,
+                steps=steps or self.module.hparams.sample_steps, seed=seed, prior=prior)
+        except NotImplementedError as err:
+            raise ValueError(f"{self.source}: {err}") from None
+        return samples
 
     def _generate(self, num, name, steps, seed, batch_size, guidance, inpaint, resample,
                   options, progress, prior):

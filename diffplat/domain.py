@@ -118,6 +118,17 @@ class Domain:
         meaning of ``mask`` (a time range, a dimension, a region) is the domain's."""
         raise NotImplementedError(f"domain {self.name!r} does not support --inpaint")
 
+    def refine(self, module: Any, num: int, *, start: str, noise_level: float, mmff: bool,
+               sampler: str, steps: int, seed: int,
+               prior: dict[str, Any]) -> tuple[Any, dict[str, Any]]:
+        """Optional: ``num`` samples refined from starts that a classical method makes
+        (``Pipeline.sample(refine_from=start, noise_level=t)``): each start is noised to
+        schedule time ``noise_level`` and the reverse process runs from there (SDEdit, Meng
+        et al. 2022; ``generate(start=...)``). Returns the samples and the sampling record
+        (``sampler``, ``steps``, ``refine`` and the seconds, the start method's included)."""
+        raise NotImplementedError(f"domain {self.name!r} has no refine_from: it refines "
+                                  "nothing that another method makes")
+
     def sampling_state(self) -> dict[str, Any]:
         """What sampling and decoding need from the data (an atom-count histogram, a
         vocabulary, normalisation constants, class names...), as tensors and JSON-able

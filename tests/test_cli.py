@@ -246,9 +246,10 @@ def test_library_fit_returns_the_checkpoint_and_raises_on_failure(tmp_path):
 
 
 def test_the_readme_python_lines_run(trained, tmp_path, monkeypatch):
-    """The README's first Python block, on the toy model of this module."""
+    """The README's Python block that loads a checkpoint, on the toy model of this module."""
     text = (ROOT / "README.md").read_text()
-    block = text.split("```python\n", 1)[1].split("```", 1)[0]
+    blocks = [b.split("```", 1)[0] for b in text.split("```python\n")[1:]]
+    block = next(b for b in blocks if "runs/demo/checkpoints/last.ckpt" in b)
     assert "diffplat.load(" in block and ".sample(" in block
     monkeypatch.chdir(tmp_path)
     block = block.replace("runs/demo/checkpoints/last.ckpt",

@@ -158,3 +158,22 @@ def test_the_python_api_refines_as_the_cli_does(tmp_path):
     for k, c in enumerate(confs[3:]):
         dist = [rmsd(c.positions, s) for s in starts]
         assert dist[k] < 0.5 and dist[k] == min(dist), dist
+
+
+def test_the_readme_conformer_line_runs_and_other_domains_refuse_refinement():
+    """The README's Python block that refines conformers gives 5 conformers of its SMILES;
+    a model of a domain without refinement says so instead of sampling."""
+    from pathlib import Path
+
+    import diffplat
+
+    text = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    blocks = [b.split("```", 1)[0] for b in text.split("```python\n")[1:]]
+    block = next(b for b in blocks if "refine_from" in b)
+    scope: dict = {}
+    exec(compile(block, "README.md", "exec"), scope)
+    confs = scope["confs"]
+    assert len(confs) == 5 and {c.graph.mol.GetNumAtoms() for c in confs} == {12}  # CC(=O)NC
+    shapes = diffplat.load("shapes-procedural")
+    with pytest.raises(ValueError, match="shapes.* has no refine_from"):
+        shapes.sample(2, refine_from="etkdg", noise_level=0.3)

@@ -274,6 +274,12 @@ class ConformerDomain(Domain):
                                             "copies": None})
                 for i in range(0, len(graphs), size)]
 
+    def refine(self, module, num: int, **how: Any) -> tuple[list[Conformer], dict[str, Any]]:
+        """Conformers refined from RDKit ETKDG (``refine_from="etkdg"``; see refine.py)."""
+        from domains.molecules.conformers.refine import refine_conformers
+
+        return refine_conformers(self, module, num, **how)
+
     def decode(self, x0: Tensor, cond: dict[str, Any], meta=None) -> list[Conformer]:
         graphs = (meta or {}).get("graphs")
         if graphs is None or len(graphs) != cond["num_graphs"]:
