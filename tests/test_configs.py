@@ -10,7 +10,8 @@ from diffplat.training.checkpoint import build_module
 from diffplat.training.lightning import derive_backbone_args
 
 ROOT = Path(__file__).resolve().parents[1]
-STACKED = {"qm9-alpha.yaml": "qm9.yaml"}  # configs meant to go on top of another (-c A -c B)
+# configs meant to go on top of another (-c A -c B)
+STACKED = {"qm9-alpha.yaml": "qm9.yaml", "qm9-alpha-small.yaml": "qm9-small.yaml"}
 CONFIGS = sorted(p for p in (ROOT / "configs").glob("*/*.yaml") if p.parent.name != "compare")
 
 

@@ -151,3 +151,27 @@ def test_predictor_trains_and_the_evaluation_prints_edms_rows(qm9_small, tmp_pat
     with pytest.raises(SystemExit):  # a model without one needs --predictor
         main(["evaluate", "property", "--ckpt", gen_ckpt, "--num", "2", "--no-progress"])
     assert "give --predictor" in capsys.readouterr().err
+
+
+def test_paired_difference_against_num_atoms_by_hand():
+    """The model's error minus #Atoms' on the same molecules, checked by hand: a model that
+    returns the #Atoms median for each size has difference 0 exactly; one that is exact has
+    minus #Atoms' MAE; the intervals hold the means and shrink with more molecules."""
+    from domains.molecules.property import paired_against_num_atoms
+
+    medians = ({9: 60.0, 18: 80.0}, 75.0)  # size 12 is unseen: the overall median
+    counts = np.array([9, 18, 12, 9])
+    asked = np.array([62.0, 70.0, 71.0, 59.0])
+    by_atoms = np.array([60.0, 80.0, 75.0, 60.0])
+    same = paired_against_num_atoms(by_atoms, asked, counts, medians)
+    assert same["diff"] == 0.0 and same["diff_ci_low"] == same["diff_ci_high"] == 0.0
+    assert same["num_atoms_mae"] == pytest.approx((2 + 10 + 4 + 1) / 4)
+    exact = paired_against_num_atoms(asked, asked, counts, medians)
+    assert exact["mae"] == 0.0 and exact["diff"] == pytest.approx(-17 / 4)
+    assert exact["diff_ci_low"] <= exact["diff"] <= exact["diff_ci_high"] <= 0
+    rng = np.random.default_rng(0)
+    big = rng.normal(size=400)
+    small = paired_against_num_atoms(big[:40], np.zeros(40), np.full(40, 9), ({9: 0.0}, 0.0))
+    wide = paired_against_num_atoms(big, np.zeros(400), np.full(400, 9), ({9: 0.0}, 0.0))
+    assert wide["mae_ci_high"] - wide["mae_ci_low"] < small["mae_ci_high"] - small["mae_ci_low"]
+    assert wide["mae_ci_low"] < np.abs(big).mean() < wide["mae_ci_high"]

@@ -45,7 +45,13 @@ def main(argv: list[str]) -> int:
     p.add_argument("--json", help="write the table to this JSON file")
     args = p.parse_args(argv)
 
-    from domains.molecules.property import load_predictor, predict, reference_rows
+    from domains.molecules.property import (
+        load_predictor,
+        num_atoms_medians,
+        paired_against_num_atoms,
+        predict,
+        reference_rows,
+    )
     from domains.molecules.qm9 import load_qm9
 
     if not args.samples and not (args.ckpt or args.model or args.config):
@@ -82,6 +88,9 @@ def main(argv: list[str]) -> int:
     mae = float(np.abs(found - asked).mean())
     cache = load_qm9(Path(args.data))
     ref = reference_rows(predictor, cache, prop, args.reference_num)
+    counts = np.array([len(m.symbols) for m in molecules])
+    paired = paired_against_num_atoms(found, asked, counts, num_atoms_medians(cache, prop),
+                                      seed=args.seed)
     rows = {"Naive (upper bound)": ref["naive_upper_bound"], "#Atoms": ref["num_atoms"],
             "this model": mae, "QM9 (lower bound)": ref["qm9_lower_bound"]}
     unit = {"alpha": "Bohr^3", "gap_ev": "eV", "gap_au": "Hartree"}[prop]
@@ -94,6 +103,10 @@ def main(argv: list[str]) -> int:
         tag = "EDM" if name == "this model" else ""
         pub_s = f"{pub:.3f}{' ' + tag if tag else ''}" if pub is not None else "-"
         print(f"  {name:<22} {value:>10.3f} {pub_s:>10}")
+    print(f"  this model: MAE {mae:.3f} (95% CI {paired['mae_ci_low']:.3f}..."
+          f"{paired['mae_ci_high']:.3f}); minus #Atoms on the same molecules (its median "
+          f"for each generated size): {paired['diff']:+.3f} (95% CI {paired['diff_ci_low']:+.3f}"
+          f"..{paired['diff_ci_high']:+.3f})")
     if args.json:
         Path(args.json).parent.mkdir(parents=True, exist_ok=True)
         Path(args.json).write_text(json.dumps(
@@ -105,6 +118,11 @@ def main(argv: list[str]) -> int:
              "metrics": {f"{prop}_mae": mae, f"{prop}_mae_num_atoms": ref["num_atoms"],
                          f"{prop}_mae_naive": ref["naive_upper_bound"],
                          f"{prop}_mae_qm9": ref["qm9_lower_bound"],
+                         f"{prop}_mae_ci_low": paired["mae_ci_low"],
+                         f"{prop}_mae_ci_high": paired["mae_ci_high"],
+                         f"paired_{prop}_num_atoms_diff": paired["diff"],
+                         f"paired_{prop}_num_atoms_ci_low": paired["diff_ci_low"],
+                         f"paired_{prop}_num_atoms_ci_high": paired["diff_ci_high"],
                          "molecules": len(molecules)},
              **{k: stats[k] for k in ("sampler", "steps", "nfe", "guidance")
                 if stats.get(k) is not None}}, indent=2, default=str))
