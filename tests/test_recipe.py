@@ -236,28 +236,36 @@ def test_fit_and_sample_with_rbf_and_self_conditioning_from_the_config(qm9_small
     assert (tmp_path / "samples" / "molecules.sdf").is_file()
 
 
-def test_the_qm9_recipe_preset_loads_and_builds_its_four_variants():
+def test_the_qm9_recipe_preset_loads_and_builds_its_seven_variants():
     from diffplat.compare.grid import load_grid
     from diffplat.training.module import DiffusionModule
     from domains.toy.domain import ToyDomain
 
     grid = load_grid(ROOT / "configs/compare/qm9-recipe.yaml", root=ROOT)
     cells = {c.domain: c for c in grid.train_cells}
-    assert set(cells) == {"qm9-base", "qm9-rbf", "qm9-selfcond", "qm9-rbf-selfcond"}
+    # name: (rbf, self-conditioning, schedule, target, coupling)
+    want = {"qm9-base": (0, False, "polynomial", "eps", "independent"),
+            "qm9-rbf": (16, False, "polynomial", "eps", "independent"),
+            "qm9-selfcond": (0, True, "polynomial", "eps", "independent"),
+            "qm9-rbf-selfcond": (16, True, "polynomial", "eps", "independent"),
+            "qm9-v": (0, False, "polynomial", "v", "independent"),
+            "qm9-flow": (0, False, "flow", "flow", "independent"),
+            "qm9-flow-ot": (0, False, "flow", "flow", "minibatch_ot")}
+    assert set(cells) == set(want)
     assert {(c.sampler, c.nfe) for c in grid.sample_cells} == {("dpmpp_2m_sde", 100)}
     assert {s.metric for s in grid.domains.values()} == {"mol_stability"}
-    want = {"qm9-base": (0, False), "qm9-rbf": (16, False), "qm9-selfcond": (0, True),
-            "qm9-rbf-selfcond": (16, True)}
     for name, cell in cells.items():
         model = cell.config["model"]
         assert cell.config["trainer"]["max_steps"] == 3000
         args = model["backbone"]["init_args"]
-        assert (args.get("rbf", 0), model.get("self_condition", False)) == want[name]
+        got = (args.get("rbf", 0), model.get("self_condition", False), model["schedule"],
+               model["target"], model.get("coupling", "independent"))
+        assert got == want[name], name
         # the backbone and the module accept the variant's options together
         backbone = EGNNBackbone(**args)
-        DiffusionModule(ToyDomain(), backbone, self_condition=model.get("self_condition",
-                                                                        False))
-    assert len({c.dirname for c in cells.values()}) == 4
+        DiffusionModule(ToyDomain(), backbone, self_condition=got[1], schedule=got[2],
+                        target=got[3], coupling=got[4])
+    assert len({c.dirname for c in cells.values()}) == len(want)
 
 
 # -- minibatch optimal-transport coupling -------------------------------------------------

@@ -254,8 +254,10 @@ def load_grid(path: str | Path, root: Path | None = None, out: str | None = None
         for axis in AXES_TRAIN + AXES_SAMPLE:
             if axis in grid:
                 axes[axis] = _check_axis(axis, grid[axis], f"{where}.grid")
-            elif axis in AXES_TRAIN or axis == "sampler":  # the config's, else the default
-                axes[axis] = [model.get(axis) or _module_default(axis)]
+            elif axis in AXES_TRAIN or axis == "sampler":
+                # the entry's override, else the config's, else the module's default
+                axes[axis] = [(d.get("overrides") or {}).get(f"model.{axis}")
+                              or model.get(axis) or _module_default(axis)]
             else:
                 raise GridError(f"{path}: {where}: no 'nfe' list in the grid")
         goal = d.get("goal", "min")
