@@ -134,3 +134,31 @@ def test_the_gpu_preset_loads_with_the_few_step_samplers():
     samplers_used = {c.sampler for c in grid.sample_cells}
     assert {"unipc", "dpmpp_3m", "deis", "ipndm", "auto", "unipc@fitted"} <= samplers_used
     assert {c.nfe for c in grid.sample_cells} == {5, 10, 20, 50, 100}
+
+
+def test_the_shapes_recipe_preset_builds_its_four_variants(tmp_path):
+    """Each variant differs from procedural-tiny in the one thing its name says, and every
+    one is scored against all 360 test clouds."""
+    from diffplat.training.checkpoint import build_module
+    from diffplat.training.lightning import derive_backbone_args
+    from domains.shapes.procedural import prepare_procedural
+
+    grid = load_grid(ROOT / "configs/compare/shapes-recipe.yaml", root=ROOT)
+    cells = {c.domain: c for c in grid.train_cells}
+    want = {"shapes-base": ("cosine", "v", 64, 3), "shapes-wide": ("cosine", "v", 128, 3),
+            "shapes-deep": ("cosine", "v", 64, 6), "shapes-flow": ("flow", "flow", 64, 3)}
+    assert {n: (c.schedule, c.target, c.config["model"]["backbone"]["init_args"]["hidden"],
+                c.config["model"]["backbone"]["init_args"]["depth"])
+            for n, c in cells.items()} == want
+    assert {s.num_samples for s in grid.domains.values()} == {360}
+    assert {(c.sampler, c.nfe) for c in grid.sample_cells} == {("dpmpp_2m", 30)}
+    prepare_procedural(tmp_path / "shapes", per_class=10, seed=0)
+    sizes = {}
+    for name in ("shapes-base", "shapes-wide"):
+        model = cells[name].config["model"]
+        assert model["domain"]["init_args"]["max_eval"] == 360
+        model["domain"]["init_args"]["data_path"] = str(tmp_path / "shapes")
+        model["backbone"]["init_args"].update(derive_backbone_args(model))
+        sizes[name] = sum(p.numel() for p in build_module(model).backbone.parameters())
+    assert sizes["shapes-base"] == 196_995  # the shipped shapes-procedural's card
+    assert sizes["shapes-wide"] > 3 * sizes["shapes-base"]
