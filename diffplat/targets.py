@@ -193,7 +193,7 @@ class Denoiser(nn.Module):
                 **cond: Any) -> tuple[Tensor, Tensor, Tensor, Tensor]:
         """Returns (F output, x0_hat, a, s) so losses can use either space."""
         a, s, c_in, c_noise = self.coefficients(t, x_t, noise_space)
-        net = self.compiled or self.backbone
+        net = self.compiled if self.compiled is not None else self.backbone
         if self.self_condition and cond.get("x_self_cond") is not None:
             # the backbone sees a(t) * x0_hat, the signal part of x_t as last estimated:
             # bounded where the estimate is not (an eps target's x0_hat = (x_t - s eps) / a
