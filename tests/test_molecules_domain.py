@@ -251,3 +251,32 @@ def test_export_samples_from_an_empty_folder_without_the_data(qm9_small, tmp_pat
     for a, b in zip(mols, again):
         assert a.symbols == b.symbols
         np.testing.assert_allclose(a.positions, b.positions, rtol=0, atol=1e-5)
+
+
+def test_onehot_scale_sets_the_type_columns_and_travels_with_the_model(qm9_small):
+    """``onehot_scale`` divides the atom-type one-hot (EDM's 4 by default), leaves positions
+    and the charge column alone, decodes the same molecules, and is part of the sampling
+    state, so a model trained with it samples with it."""
+    import pytest
+
+    from domains.molecules.domain import MoleculeDomain
+
+    edm, ones = (MoleculeDomain(str(qm9_small), max_train=20, max_eval=10, onehot_scale=s)
+                 for s in (4.0, 1.0))
+    for d in (edm, ones):
+        d.setup()
+    x4, x1 = (d.unpack(d.collate([d.train_dataset()[i] for i in range(5)]))[0]
+              for d in (edm, ones))
+    torch.testing.assert_close(x1[:, :3], x4[:, :3])           # positions
+    torch.testing.assert_close(x1[:, 3:8], 4 * x4[:, 3:8])     # one-hot: 1 instead of 0.25
+    torch.testing.assert_close(x1[:, 8:], x4[:, 8:])           # charges / 10
+    assert set(x1[:, 3:8].unique().tolist()) == {0.0, 1.0}
+    batch = ones.collate([ones.train_dataset()[i] for i in range(5)])
+    got = ones.featurizer.decode(x1, batch["batch"], 5)
+    want = edm.featurizer.decode(x4, batch["batch"], 5)
+    assert [m.symbols for m in got] == [m.symbols for m in want]
+    fresh = MoleculeDomain(str(qm9_small))  # the default, restored from the trained state
+    fresh.load_sampling_state(ones.sampling_state())
+    assert fresh.featurizer.onehot_scale == 1.0
+    with pytest.raises(ValueError, match="onehot_scale must be positive"):
+        MoleculeDomain(str(qm9_small), onehot_scale=0)

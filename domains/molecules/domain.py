@@ -52,6 +52,10 @@ class MoleculeDomain(Domain):
             of QM9's training split (its property-MAE protocol trains the conditional
             generator on the second half and the property predictor on the first,
             domains/molecules/property.py).
+        onehot_scale: the atom-type one-hot enters the diffusion tensor divided by this
+            (EDM's normalisation factor 4: at a given noise level the types are then far
+            noisier than the positions, so the reverse process settles them late); the
+            charge column keeps EDM's factor 10.
         property_predictor: a ``PropertyPredictor`` checkpoint that ``diffplat evaluate
             property`` scores this model's molecules with when ``--predictor`` is left out;
             an export carries a copy (``Domain.assets``), so a shipped conditional model is
@@ -66,8 +70,11 @@ class MoleculeDomain(Domain):
                  include_charges: bool = True, max_train: int | None = None,
                  max_eval: int | None = None, split_seed: int = 0, skip_bad: bool = False,
                  context: list[str] | None = None, train_subset: str | None = None,
-                 property_predictor: str | None = None):
+                 property_predictor: str | None = None, onehot_scale: float = 4.0):
+        if not onehot_scale > 0:
+            raise ValueError(f"onehot_scale must be positive, got {onehot_scale}")
         self.data_path = data_path
+        self.onehot_scale = float(onehot_scale)
         self.property_predictor = property_predictor
         self.elements = list(elements) if elements else None
         self.include_charges = include_charges
@@ -148,18 +155,20 @@ class MoleculeDomain(Domain):
         """``num_features`` (atom types + charge column) and ``context_dim``."""
         if self.featurizer is None and (self.elements or Path(self.data_path).suffix ==
                                         ".npz"):
-            f = Featurizer(self.elements or ("H", "C", "N", "O", "F"), self.include_charges)
+            f = self._featurizer(self.elements or ("H", "C", "N", "O", "F"))
         else:
             self.setup()
             f = self.featurizer
         return {"num_features": f.num_features, "context_dim": len(self.context)}
 
+    def _featurizer(self, elements) -> Featurizer:
+        return Featurizer(tuple(elements), self.include_charges, self.onehot_scale)
+
     def _load_qm9(self, path: Path) -> None:
         from domains.molecules.qm9 import load_qm9
 
         cache = load_qm9(path)
-        self.featurizer = Featurizer(self.elements or ("H", "C", "N", "O", "F"),
-                                     self.include_charges)
+        self.featurizer = self._featurizer(self.elements or ("H", "C", "N", "O", "F"))
         limits = {"train": self.max_train, "val": self.max_eval, "test": self.max_eval}
         self._splits = {}
         for split in SPLITS:
@@ -204,7 +213,7 @@ class MoleculeDomain(Domain):
         if not mols:
             raise ValueError(f"no molecules found in {path}")
         present = sorted({s for _, syms, _ in mols for s in syms}, key=SYMBOL_TO_Z.get)
-        self.featurizer = Featurizer(self.elements or present, self.include_charges)
+        self.featurizer = self._featurizer(self.elements or present)
         encoded = [(torch.as_tensor(p, dtype=torch.float32),
                     self.featurizer.type_indices(s, f"{path} record {name}: "))
                    for p, s, name in mols]
