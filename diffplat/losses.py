@@ -261,8 +261,10 @@ def vlb(denoiser: Denoiser, x0: Tensor, num_steps: int = 1000,
     # diffusion term at one random step per sample
     i = torch.randint(1, num_steps + 1, (n,), generator=generator, device=x0.device)
     t = (i / num_steps).to(torch.float64)
-    snr_t = torch.exp(sched.log_snr64(t))
-    snr_s = torch.exp(sched.log_snr64(t - 1.0 / num_steps))
+    # the clamped log-SNR (+-LOG_SNR_LIMIT): a schedule whose SNR is infinite at t = 0
+    # (flow: sigma(0) = 0) gets the bound of the nearly clean level instead of inf - inf
+    snr_t = torch.exp(sched.log_snr(t))
+    snr_s = torch.exp(sched.log_snr(t - 1.0 / num_steps))
     def x0_hat(z: Tensor, tt: Tensor) -> Tensor:
         return denoiser.predict(z, tt.to(x0.dtype), noise_space=space, **cond)[1]
 
@@ -278,7 +280,7 @@ def vlb(denoiser: Denoiser, x0: Tensor, num_steps: int = 1000,
 
     # reconstruction with a Gaussian decoder of variance sigma_0^2 / alpha_0^2
     zero = torch.zeros(n, dtype=torch.float64, device=x0.device)
-    var0 = torch.exp(-sched.log_snr64(zero))
+    var0 = torch.exp(-sched.log_snr(zero))
     z_0, _, _ = noisy(zero.to(x0.dtype))
     err0 = space.sum((x0 - x0_hat(z_0, zero)) ** 2).double()
     recon = 0.5 * err0 / var0 + 0.5 * dof * torch.log(2 * math.pi * var0)

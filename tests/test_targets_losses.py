@@ -116,9 +116,10 @@ def test_time_samplers():
 
 def _analytic_gaussian_vlb(sched, v, d, num_steps):
     """E[bound] for data N(0, v I) and the exact denoiser, whose per-dimension error at
-    log-SNR lambda is v / (1 + SNR v)."""
+    log-SNR lambda is v / (1 + SNR v); the log-SNR clamped to +-LOG_SNR_LIMIT as the bound
+    clamps it (the flow schedule's is infinite at t = 0)."""
     t = torch.arange(num_steps + 1, dtype=torch.float64) / num_steps
-    snr = torch.exp(sched.log_snr64(t))
+    snr = torch.exp(sched.log_snr(t))
     diffusion = 0.5 * d * ((snr[:-1] - snr[1:]) * v / (1 + snr[1:] * v)).sum()
     a1, s1 = sched.alpha_sigma64(sched.log_snr64(torch.ones(1, dtype=torch.float64)))
     prior = 0.5 * (a1**2 * d * v + d * (s1**2 - 1 - torch.log(s1**2)))
@@ -127,7 +128,7 @@ def _analytic_gaussian_vlb(sched, v, d, num_steps):
     return float(prior + diffusion + recon)
 
 
-@pytest.mark.parametrize("sched_name", ["cosine", "polynomial"])
+@pytest.mark.parametrize("sched_name", ["cosine", "polynomial", "flow"])
 def test_vlb_matches_its_analytic_value_on_gaussian_data(sched_name):
     v, d, n = 0.25, 3, 20000
     sched = schedules.get(sched_name)
@@ -139,10 +140,15 @@ def test_vlb_matches_its_analytic_value_on_gaussian_data(sched_name):
     stderr = terms["nll"].std() / math.sqrt(n)
     expected = _analytic_gaussian_vlb(sched, v, d, 1000)
     assert abs(estimate - expected) < 4 * stderr, (float(estimate), expected, float(stderr))
-    # it is an upper bound on the true NLL, tight in the continuous-time limit
+    # it is an upper bound on the true NLL, tight in the continuous-time limit where the
+    # steps are small in log-SNR; uniform steps in t of the flow schedule are not near t = 0
+    # (its log-SNR, 2 log((1 - t) / t), diverges there), which leaves a gap
     exact = 0.5 * d * math.log(2 * math.pi * math.e * v)
-    assert expected > exact
-    assert _analytic_gaussian_vlb(sched, v, d, 200_000) - exact < 0.02
+    assert math.isfinite(expected) and expected > exact
+    fine = _analytic_gaussian_vlb(sched, v, d, 200_000)
+    assert exact < fine < expected
+    if sched_name != "flow":
+        assert fine - exact < 0.02
 
 
 def test_a_compiled_backbone_is_used_and_gives_the_same_estimate():

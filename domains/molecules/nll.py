@@ -52,7 +52,8 @@ def edm_nll(denoiser, x0: Tensor, cond: dict[str, Any], space: ZeroCoMGaussian,
     sched = denoiser.schedule
     b = space.batch_size(x0)
     zero = torch.zeros(b, dtype=torch.float64, device=x0.device)
-    a0, s0 = sched.alpha_sigma64(sched.log_snr64(zero))
+    # clamped: a flow schedule's SNR is infinite at t = 0 (sigma(0) = 0)
+    a0, s0 = sched.alpha_sigma64(sched.log_snr(zero))
     a0, s0 = float(a0[0]), float(s0[0])
     eps = space.project(space.sample_like(x0, generator))
     z0 = a0 * x0 + s0 * eps
