@@ -236,7 +236,7 @@ def test_fit_and_sample_with_rbf_and_self_conditioning_from_the_config(qm9_small
     assert (tmp_path / "samples" / "molecules.sdf").is_file()
 
 
-def test_the_qm9_recipe_preset_loads_and_builds_its_eight_variants():
+def test_the_qm9_recipe_preset_loads_and_builds_its_ten_variants():
     from diffplat.compare.grid import load_grid
     from diffplat.training.module import DiffusionModule
     from domains.toy.domain import ToyDomain
@@ -251,7 +251,9 @@ def test_the_qm9_recipe_preset_loads_and_builds_its_eight_variants():
             "qm9-v": (0, False, "polynomial", "v", "independent"),
             "qm9-flow": (0, False, "flow", "flow", "independent"),
             "qm9-flow-ot": (0, False, "flow", "flow", "minibatch_ot"),
-            "qm9-types1": (0, False, "polynomial", "eps", "independent")}
+            "qm9-types1": (0, False, "polynomial", "eps", "independent"),
+            "qm9-v-types1": (0, False, "polynomial", "v", "independent"),
+            "qm9-flow-types1": (0, False, "flow", "flow", "independent")}
     assert set(cells) == set(want)
     assert {(c.sampler, c.nfe) for c in grid.sample_cells} == {("dpmpp_2m_sde", 100)}
     assert {s.metric for s in grid.domains.values()} == {"mol_stability"}
@@ -263,7 +265,7 @@ def test_the_qm9_recipe_preset_loads_and_builds_its_eight_variants():
                model["target"], model.get("coupling", "independent"))
         assert got == want[name], name
         scale = model["domain"]["init_args"].get("onehot_scale", 4.0)
-        assert scale == (1.0 if name == "qm9-types1" else 4.0), name
+        assert scale == (1.0 if name.endswith("types1") else 4.0), name
         # the backbone and the module accept the variant's options together
         backbone = EGNNBackbone(**args)
         DiffusionModule(ToyDomain(), backbone, self_condition=got[1], schedule=got[2],
