@@ -162,3 +162,20 @@ def test_the_shapes_recipe_preset_builds_its_four_variants(tmp_path):
         sizes[name] = sum(p.numel() for p in build_module(model).backbone.parameters())
     assert sizes["shapes-base"] == 196_995  # the shipped shapes-procedural's card
     assert sizes["shapes-wide"] > 3 * sizes["shapes-base"]
+
+
+def test_the_audio_recipe_preset_builds_its_four_variants():
+    """digits-tiny against one change each, all drawn with guidance 3 and scored on the
+    classifier's recognition of the asked digit."""
+    grid = load_grid(ROOT / "configs/compare/audio-recipe.yaml", root=ROOT)
+    cells = {c.domain: c for c in grid.train_cells}
+    got = {n: (c.schedule, c.target, c.config["model"]["backbone"]["init_args"]["channels"],
+               c.config["model"]["backbone"]["init_args"]["blocks"])
+           for n, c in cells.items()}
+    assert got == {"audio-base": ("cosine", "v", [8, 16, 32, 64], 1),
+                   "audio-wide": ("cosine", "v", [16, 32, 64, 128], 1),
+                   "audio-blocks2": ("cosine", "v", [8, 16, 32, 64], 2),
+                   "audio-flow": ("flow", "flow", [8, 16, 32, 64], 1)}
+    assert {s.metric for s in grid.domains.values()} == {"accuracy"}
+    assert {s.sampling["guidance"] for s in grid.domains.values()} == {3.0}
+    assert all(c.config["trainer"]["max_steps"] == 800 for c in cells.values())
