@@ -160,7 +160,7 @@ def test_the_shapes_recipe_preset_builds_its_four_variants(tmp_path):
         model["domain"]["init_args"]["data_path"] = str(tmp_path / "shapes")
         model["backbone"]["init_args"].update(derive_backbone_args(model))
         sizes[name] = sum(p.numel() for p in build_module(model).backbone.parameters())
-    assert sizes["shapes-base"] == 196_995  # procedural-small's network (the first shipped shapes model)
+    assert sizes["shapes-base"] == 196_995  # procedural-small (first shipped)
     assert sizes["shapes-wide"] > 3 * sizes["shapes-base"]
 
 
