@@ -83,6 +83,8 @@ def test_compare_scores_every_cell_records_failures_and_resumes(tmp_path, capsys
         assert (out / name).stat().st_size > 100
     table = (out / "results.md").read_text()
     assert "| cosine | v | uniform | ddim |" in table and "training:" in table
+    # every cell called the network as often as its column says, so no note on calls
+    assert {int(r["calls"]) for r in ok} == {3, 6} and "Network evaluations" not in table
 
     # each reported value is what the checkpoint gives when sampled and scored again
     result = json.loads((out / "results.json").read_text())
@@ -179,3 +181,20 @@ def test_the_audio_recipe_preset_builds_its_four_variants():
     assert {s.metric for s in grid.domains.values()} == {"accuracy"}
     assert {s.sampling["guidance"] for s in grid.domains.values()} == {3.0}
     assert all(c.config["trainer"]["max_steps"] == 800 for c in cells.values())
+
+
+def test_the_report_states_the_counted_calls_where_guidance_doubles_them():
+    """A guided cell's column says NFE 50 (the grid's budget) while each sample took 100
+    network calls: the table says so under the domain's rows."""
+    from diffplat.compare.report import markdown
+
+    grid = load_grid(ROOT / "configs/compare/audio-recipe.yaml", root=ROOT)
+    base = {"schedule": "cosine", "target": "v", "weighting": "uniform",
+            "sampler": "dpmpp_2m", "nfe": 50, "steps": 50, "status": "ok", "value": 0.6}
+    rows = [{**base, "domain": "audio-base", "calls": 100},
+            {**base, "domain": "audio-wide", "calls": 50}]
+    table = markdown(grid, rows)
+    base_part, wide_part = table.split("## audio-wide")[0], table.split("## audio-wide")[1]
+    assert ("dpmpp_2m NFE 50: 100 (guidance calls the network twice per evaluation)"
+            in base_part)
+    assert "Network evaluations" not in wide_part

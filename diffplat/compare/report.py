@@ -15,7 +15,8 @@ from diffplat.compare.results import read_result
 from diffplat.compare.worker import LOSS_FILE, TRAIN_FILE
 
 BASE_COLUMNS = ["domain", "schedule", "target", "weighting", "sampler", "nfe", "steps",
-                "status", "metric", "value", "reason", "train_seconds", "sample_seconds"]
+                "status", "metric", "value", "reason", "train_seconds", "sample_seconds",
+                "calls"]
 
 
 def collect(grid: Grid) -> list[dict[str, Any]]:
@@ -33,8 +34,10 @@ def collect(grid: Grid) -> list[dict[str, Any]]:
         if train.get("status") == "failed":
             row.update(status="failed", reason=f"training: {train.get('reason')}")
         elif result:
+            # calls: the network evaluations one sample took, as counted while sampling
+            # (guidance's two calls per evaluation make it twice the column's NFE)
             row.update(status=result["status"], reason=result.get("reason", ""),
-                       sample_seconds=result.get("sample_seconds"))
+                       sample_seconds=result.get("sample_seconds"), calls=result.get("nfe"))
             metrics = result.get("metrics") or {}
             row["value"] = metrics.get(spec.metric)
             row.update({f"m.{k}": v for k, v in metrics.items()})
@@ -93,6 +96,14 @@ def markdown(grid: Grid, rows: list[dict[str, Any]]) -> str:
                     cells.append(f"**{text}**" if r["value"] == best.get(n) else text)
             lines.append("| " + " | ".join(key) + " | " + " | ".join(cells) + " |")
         lines.append("")
+        off = [r for r in drows if r["status"] == "ok" and r.get("calls") is not None
+               and r["calls"] != r["nfe"]]
+        if off:
+            lines += ["Network evaluations per sample as counted, where they differ from the "
+                      "column's NFE: " + "; ".join(
+                          f"{r['sampler']} NFE {r['nfe']}: {r['calls']}" for r in off)
+                      + (" (guidance calls the network twice per evaluation)"
+                         if spec.sampling.get("guidance") else "") + ".", ""]
     failed = [r for r in rows if r["status"] not in ("ok",)]
     if failed:
         lines += ["## Cells that did not finish", ""]
