@@ -140,7 +140,9 @@ def score(module, cell: dict[str, Any], spec: dict[str, Any],
                        f"{', '.join(metrics)}")
     if not math.isfinite(float(value)):
         raise FloatingPointError(f"metric {spec['metric']} is {value}")
-    out = {"status": "ok", "metrics": {k: float(v) for k, v in metrics.items()},
+    # numbers as floats; a domain's labels (conformers: the scoring variant) as they are
+    out = {"status": "ok", "metrics": {k: v if isinstance(v, str) else float(v)
+                                       for k, v in metrics.items()},
            "nfe": stats["nfe"], "sample_seconds": round(seconds, 3)}
     if fitted:
         out["tune_seconds"] = round(tune_seconds, 3)
