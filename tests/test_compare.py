@@ -198,3 +198,17 @@ def test_the_report_states_the_counted_calls_where_guidance_doubles_them():
     assert ("dpmpp_2m NFE 50: 100 (guidance calls the network twice per evaluation)"
             in base_part)
     assert "Network evaluations" not in wide_part
+
+
+def test_a_seed_replicate_trains_and_samples_with_its_seed_in_its_own_folder(tmp_path):
+    """--seed N replaces the file's seed for every model's training and sampling, and
+    keeps the replicate's results apart from the file's own (``<out>-seed<N>``)."""
+    cfg = write_config(tmp_path / "cfg.yaml", tmp_path / "run")
+    path = _grid(tmp_path, _toy("toy", cfg), "grid:\n  nfe: [3]\n  sampler: [ddim]\n")
+    own = load_grid(path)
+    rep = load_grid(path, seed=1)
+    assert (own.seed, own.out) == (3, tmp_path / "out")
+    assert (rep.seed, rep.out) == (1, tmp_path / "out-seed1")
+    assert [c.config["seed_everything"] for c in own.train_cells] == [3]
+    assert [c.config["seed_everything"] for c in rep.train_cells] == [1]
+    assert load_grid(path, seed=1, out=str(tmp_path / "x")).out == tmp_path / "x"

@@ -17,6 +17,10 @@ def main(argv: list[str]) -> int:
                     "cells already done.")
     p.add_argument("--config", "-c", required=True, help="the comparison YAML")
     p.add_argument("--out", help="output folder (default: the file's `out`)")
+    p.add_argument("--seed", type=int, default=None,
+                   help="train and sample every model with this seed instead of the file's "
+                        "(a replicate); results go to the file's `out` + '-seed<N>' unless "
+                        "--out is given")
     p.add_argument("--jobs", type=int, default=None,
                    help="training cells run at once (default: one per --devices entry, else 1)")
     p.add_argument("--devices", default=None,
@@ -36,7 +40,7 @@ def main(argv: list[str]) -> int:
     from diffplat.compare.report import write_report
     from diffplat.compare.runner import Runner
 
-    grid = load_grid(Path(args.config), out=args.out)
+    grid = load_grid(Path(args.config), out=args.out, seed=args.seed)
     if args.domains:
         grid = grid.only(args.domains)
     if args.dry_run:

@@ -207,8 +207,11 @@ def base_sampler(name: str) -> tuple[str, bool]:
     return (name[:-len(FITTED)], True) if name.endswith(FITTED) else (name, False)
 
 
-def load_grid(path: str | Path, root: Path | None = None, out: str | None = None) -> Grid:
-    """Read and validate a comparison file (see the module docstring)."""
+def load_grid(path: str | Path, root: Path | None = None, out: str | None = None,
+              seed: int | None = None) -> Grid:
+    """Read and validate a comparison file (see the module docstring). ``seed`` replaces
+    the file's seed (a replicate: every model trains and samples with it); unless ``out``
+    is given, its results go to the file's folder with ``-seed<N>`` appended."""
     from diffplat import samplers
 
     path = Path(path)
@@ -228,7 +231,8 @@ def load_grid(path: str | Path, root: Path | None = None, out: str | None = None
     domains_spec = spec.get("domains")
     if not isinstance(domains_spec, dict) or not domains_spec:
         raise GridError(f"{path}: 'domains' must map domain names to their settings")
-    seed = int(spec.get("seed", 0))
+    replicate = seed is not None
+    seed = int(spec.get("seed", 0)) if seed is None else int(seed)
     domains: dict[str, DomainSpec] = {}
     train_cells: list[TrainCell] = []
     sample_cells: list[SampleCell] = []
@@ -292,4 +296,6 @@ def load_grid(path: str | Path, root: Path | None = None, out: str | None = None
                 steps = samplers.steps_for_nfe(base_sampler(sampler)[0], nfe)
                 sample_cells.append(SampleCell(cell, sampler, nfe, steps))
     out_dir = Path(out or spec.get("out") or f"runs/compare/{path.stem}")
+    if replicate and not out:
+        out_dir = out_dir.with_name(f"{out_dir.name}-seed{seed}")
     return Grid(out_dir, seed, domains, train_cells, sample_cells)
