@@ -212,3 +212,27 @@ def test_a_seed_replicate_trains_and_samples_with_its_seed_in_its_own_folder(tmp
     assert [c.config["seed_everything"] for c in own.train_cells] == [3]
     assert [c.config["seed_everything"] for c in rep.train_cells] == [1]
     assert load_grid(path, seed=1, out=str(tmp_path / "x")).out == tmp_path / "x"
+
+
+def test_the_conformer_recipe_preset_keeps_the_old_base_beside_the_new_default():
+    """conf-base is conformers-qm9-tiny as it was before the ablation (eps, lr 2e-3), each
+    variant changes what its name says, and conf-v-lr4 is the tiny config's recipe now."""
+    import yaml
+
+    grid = load_grid(ROOT / "configs/compare/conformers-recipe.yaml", root=ROOT)
+    cells = {c.domain: c for c in grid.train_cells}
+    got = {n: (c.schedule, c.target, c.config["model"]["lr"],
+               c.config["model"].get("t_sampler", "uniform")) for n, c in cells.items()}
+    assert got == {"conf-base": ("polynomial", "eps", 0.002, "uniform"),
+                   "conf-v": ("polynomial", "v", 0.002, "uniform"),
+                   "conf-flow": ("flow", "flow", 0.002, "uniform"),
+                   "conf-lr4": ("polynomial", "eps", 0.004, "uniform"),
+                   "conf-lownoise": ("polynomial", "eps", 0.002, "logit_normal"),
+                   "conf-v-lr4": ("polynomial", "v", 0.004, "uniform")}
+    assert {(s.metric, s.goal, s.num_samples) for s in grid.domains.values()} == {
+        ("mat_r_mean", "min", 400)}
+    assert {tuple(sorted(s.sampling.items())) for s in grid.domains.values()} == {
+        (("batch_size", 400), ("copies", 2), ("split", "val"))}
+    tiny = yaml.safe_load((ROOT / "configs/molecules/conformers-qm9-tiny.yaml").read_text())
+    assert (tiny["model"]["target"], tiny["model"]["lr"]) == ("v", 0.004)
+    assert tiny["model"]["schedule"] == "polynomial"
