@@ -194,7 +194,7 @@ def test_the_report_states_the_counted_calls_where_guidance_doubles_them():
     rows = [{**base, "domain": "audio-base", "calls": 100},
             {**base, "domain": "audio-wide", "calls": 50}]
     table = markdown(grid, rows)
-    base_part, wide_part = table.split("## audio-wide")[0], table.split("## audio-wide")[1]
+    base_part, _, wide_part = table.partition("## audio-wide")
     assert ("dpmpp_2m NFE 50: 100 (guidance calls the network twice per evaluation)"
             in base_part)
     assert "Network evaluations" not in wide_part
