@@ -104,7 +104,9 @@ def test_sample_write_read_evaluate(trained, tmp_path, capsys):
     out = tmp_path / "m.json"
     assert main(["evaluate", "--samples", str(tmp_path / "s"), "--json", str(out)]) == 0
     metrics = json.loads(out.read_text())["metrics"]
-    assert {"fid", "is", "mis", "am", "ndb", "ndb_k", "accuracy"} <= set(metrics)
+    # the classifier metrics, and beside them the label-free ones
+    assert {"fid", "is", "mis", "am", "ndb", "ndb_k", "accuracy", "fd_mel",
+            "mmd_mel"} <= set(metrics)
     assert 1.0 <= metrics["is"] <= 10.0 and metrics["num"] == 10
     # the reference row: the test voices scored like samples (labels are the truth)
     ref = tmp_path / "r.json"
@@ -123,10 +125,21 @@ def test_label_prior_guidance_and_errors(trained, tmp_path, capsys):
     assert json.loads((tmp_path / "g" / "meta.json").read_text())["nfe"] == 4  # 2 x guided
     assert main(["sample", *common, "--prior", "label=eleven", "--out", str(tmp_path / "x")]) == 1
     assert "unknown label 'eleven'" in capsys.readouterr().err
+    # without a classifier: the label-free metrics alone, no error
     nocls = tmp_path / "nocls.yaml"
     nocls.write_text(cfg.read_text().replace("      classifier:", "      # classifier:"))
-    assert main(["evaluate", "--reference", "-c", str(nocls), "--num", "5"]) == 1
-    assert "need the digit classifier" in capsys.readouterr().err
+    out = tmp_path / "nocls.json"
+    assert main(["evaluate", "--reference", "-c", str(nocls), "--num", "5",
+                 "--json", str(out)]) == 0
+    metrics = json.loads(out.read_text())["metrics"]
+    assert {"fd_mel", "mmd_mel"} <= set(metrics) and "fid" not in metrics
+    assert "classifier" not in capsys.readouterr().err
+    # a classifier named but missing: the same, and one line saying what is left out
+    gone = tmp_path / "gone.yaml"
+    gone.write_text(cfg.read_text().replace("classifier: ", f"classifier: {tmp_path}/no"))
+    assert main(["evaluate", "--reference", "-c", str(gone), "--num", "5"]) == 0
+    err = [line for line in capsys.readouterr().err.splitlines() if "classifier" in line]
+    assert len(err) == 1 and "does not exist" in err[0] and "left out" in err[0]
 
 
 def test_inpainting_keeps_the_kept_region_exactly(trained, tmp_path):

@@ -72,11 +72,15 @@ class MelCNN(nn.Module):
 
 class DigitClassifier(pl.LightningModule):
     """Trains ``MelCNN`` on a WAV folder's train split, validates on its val voices and
-    tests on its test voices (accuracy logged as ``val/acc``, ``test/acc``).
+    tests on its test voices (accuracy logged as ``val/acc``, ``test/acc``). Despite the
+    name, any labelled sounds: the labels are the sub-folder names
+    (``configs/audio/wav-classifier.yaml``).
 
     Args:
-        data_path: the folder with train/val/test sub-folders (``diffplat data prepare
-            digits``).
+        data_path: a folder with train/val/test sub-folders in the ``<label>/*.wav`` layout
+            (``diffplat data prepare digits``), or one folder of ``<label>/`` sub-folders,
+            split at random as the diffusion domain splits it (5% test, 5% val, seeded
+            with ``split_seed``), so its metrics' reference clips are the same.
         sample_rate, seconds: clip format.
         classes: class names (default: the folder names, digits in numeric order).
         network: keyword arguments of ``MelCNN``.
@@ -85,13 +89,14 @@ class DigitClassifier(pl.LightningModule):
         augment: random gain (-12..0 dB), circular shift (up to 0.25 s) and white noise
             (SNR 10..50 dB) on training clips, so that the classifier does not rely on the
             exact conditions of the synthetic data.
+        split_seed: the seed of the random split of a folder without split sub-folders.
     """
 
     def __init__(self, data_path: str = "data/digits", sample_rate: int = 16000,
                  seconds: float = 1.0, classes: list[str] | None = None,
                  network: dict[str, Any] | None = None, batch_size: int = 64,
                  lr: float = 2e-3, weight_decay: float = 1e-2, num_workers: int = 0,
-                 augment: bool = True):
+                 augment: bool = True, split_seed: int = 0):
         super().__init__()
         self.save_hyperparameters()
         self._data: dict[str, Any] = {}
@@ -102,14 +107,23 @@ class DigitClassifier(pl.LightningModule):
         self.run_config: dict[str, Any] | None = None
 
     def _split(self, split: str):
-        from domains.audio.data import WavFolder
+        from domains.audio.data import WavFolder, random_splits
 
         if split not in self._data:
             hp = self.hparams
-            self._data[split] = WavFolder(Path(hp.data_path) / split, hp.sample_rate,
-                                          int(round(hp.sample_rate * hp.seconds)), self.classes)
+            root, length = Path(hp.data_path), int(round(hp.sample_rate * hp.seconds))
+            if not root.is_dir():
+                raise FileNotFoundError(f"classifier data folder not found: {root}")
+            if (root / "train").is_dir():  # a missing val or test split: as the domain does
+                sub = next(root / s for s in (split, "val", "test", "train")
+                           if (root / s).is_dir())
+                folder = WavFolder(sub, hp.sample_rate, length, self.classes)
+                self._data[split] = folder
+            else:  # one folder of <label>/ sub-folders: the domain's random split
+                folder = WavFolder(root, hp.sample_rate, length, self.classes)
+                self._data.update(random_splits(folder, hp.split_seed))
             if self.classes is None:
-                self.classes = self._data[split].classes
+                self.classes = folder.classes
         return self._data[split]
 
     def _loader(self, split: str, shuffle: bool):

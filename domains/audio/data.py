@@ -20,12 +20,13 @@ in ``WavFolder.skipped``.
 from __future__ import annotations
 
 import functools
+from collections import Counter
 from pathlib import Path
 
 import numpy as np
 import torch
 from torch import Tensor
-from torch.utils.data import Dataset
+from torch.utils.data import Dataset, Subset
 
 AUDIO_SUFFIXES = (".wav", ".flac", ".ogg")
 DIGIT_WORDS = ("zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine")
@@ -137,6 +138,31 @@ def find_classes(root: Path) -> list[str]:
     return names
 
 
+def folder_rates(root: Path) -> Counter:
+    """How many audio files under ``root`` (recursively) have each sample rate, read from
+    the file headers; unreadable files are left to the loader to report."""
+    import soundfile as sf
+
+    rates: Counter = Counter()
+    for path in sorted(Path(root).rglob("*")):
+        if path.suffix.lower() in AUDIO_SUFFIXES and path.is_file():
+            try:
+                rates[sf.info(path).samplerate] += 1
+            except Exception:  # noqa: BLE001 - soundfile raises its own types
+                continue
+    return rates
+
+
+def random_splits(data: Dataset, seed: int = 0) -> dict[str, Subset]:
+    """A folder without train/val/test sub-folders split at random: 5% test, 5% val (at
+    least one clip each), the rest train, by a permutation seeded with ``seed`` (the
+    diffusion domain and the classifier split a folder alike)."""
+    perm = torch.randperm(len(data), generator=torch.Generator().manual_seed(seed)).tolist()
+    n_eval = max(1, len(data) // 20)
+    return {"test": Subset(data, perm[:n_eval]), "val": Subset(data, perm[n_eval:2 * n_eval]),
+            "train": Subset(data, perm[2 * n_eval:])}
+
+
 class WavFolder(Dataset):
     """Labelled clips of a folder, loaded into memory at construction (and so checked).
 
@@ -150,6 +176,8 @@ class WavFolder(Dataset):
         resample: resample other rates (else they are bad files).
         skip_bad: skip bad files and count them in ``skipped`` instead of raising.
         max_items: keep only the first items (sorted by path) of each class.
+
+    ``rates`` counts the files' own sample rates (before any resampling).
 
     Shapes:
         item: (wave [1, length] float32, label int64 scalar).
@@ -203,6 +231,7 @@ class WavFolder(Dataset):
         for i, (wave, rate) in enumerate(raw):
             if rate != sample_rate:
                 groups.setdefault((rate, len(wave)), []).append(i)
+        self.rates = Counter(rate for _, rate in raw)
         waves = [w for w, _ in raw]
         for (rate, _), idx in groups.items():
             out = resample_waves(torch.stack([waves[i] for i in idx]), rate, sample_rate)

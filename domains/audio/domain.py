@@ -4,17 +4,27 @@ from __future__ import annotations
 
 import hashlib
 import sys
+from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
 from torch import Tensor
-from torch.utils.data import Dataset, Subset
+from torch.utils.data import Dataset
 
 from diffplat.domain import SPLITS, Domain, Draw
 from diffplat.noise import GaussianNoise
-from domains.audio.data import AUDIO_SUFFIXES, WavFolder, find_classes, fit_length, read_audio
+from domains.audio.data import (
+    AUDIO_SUFFIXES,
+    WavFolder,
+    find_classes,
+    fit_length,
+    folder_rates,
+    random_splits,
+    read_audio,
+)
+from domains.audio.io import LABELS_FILE
 
 
 @dataclass
@@ -53,7 +63,10 @@ class AudioDomain(Domain):
         data_path: a folder with ``train/``, ``val/``, ``test/`` sub-folders in the
             ``<label>/*.wav`` layout (``diffplat data prepare digits``, or SC09 as
             distributed); a folder without them is split at random (90/5/5, ``split_seed``).
-        sample_rate: model rate in Hz (files at other rates are resampled).
+        sample_rate: model rate in Hz; None (the default) follows the data: the most common
+            rate of the training files. Files at other rates are resampled, with a one-line
+            note naming the two rates. Checkpoints and exports store the rate, so samples
+            are written at it without the data.
         seconds: clip length; longer files are cut (``crop``), shorter ones zero-padded.
         classes: label names in index order (default: the sub-folder names, digits in
             numeric order).
@@ -64,7 +77,8 @@ class AudioDomain(Domain):
         crop, resample, skip_bad: see ``domains.audio.data.WavFolder``.
         max_items: at most this many clips per class and split (quick runs).
         split_seed: seed of the random split of a folder without split sub-folders.
-        classifier: a ``DigitClassifier`` checkpoint; the metrics need it.
+        classifier: a ``DigitClassifier`` checkpoint trained on the data's classes; it adds
+            DiffWave's metrics to the label-free ones (domains/audio/scoring.py).
         fid_reference: split whose classifier features FID, NDB and AM compare with
             (DiffWave: the training set).
         ndb_bins: K of NDB.
@@ -75,7 +89,7 @@ class AudioDomain(Domain):
     eval_options = ("data_path", "classifier", "fid_reference", "ndb_bins", "skip_bad",
                     "max_items")
 
-    def __init__(self, data_path: str = "data/digits", sample_rate: int = 16000,
+    def __init__(self, data_path: str = "data/digits", sample_rate: int | None = None,
                  seconds: float = 1.0, classes: list[str] | None = None,
                  conditional: bool = False, label_dropout: float = 0.1, gain: float = 1.0,
                  crop: str = "start", resample: bool = True, skip_bad: bool = False,
@@ -84,8 +98,12 @@ class AudioDomain(Domain):
                  ndb_bins: int = 50):
         if fid_reference not in SPLITS:
             raise ValueError(f"fid_reference must be one of {', '.join(SPLITS)}")
-        self.data_path, self.sample_rate, self.seconds = data_path, sample_rate, seconds
-        self.length = int(round(sample_rate * seconds))
+        if sample_rate is not None and sample_rate <= 0:
+            raise ValueError(f"sample_rate must be a positive number of Hz or null (follow the "
+                             f"data), got {sample_rate}")
+        self.data_path, self._sample_rate, self.seconds = data_path, sample_rate, seconds
+        #: the training data's own (most common) rate, once known
+        self.data_rate: int | None = None
         self.classes = list(classes) if classes else None
         self.conditional, self.label_dropout, self.gain = conditional, label_dropout, gain
         self.crop, self.resample, self.skip_bad = crop, resample, skip_bad
@@ -94,7 +112,47 @@ class AudioDomain(Domain):
         self.stage: str | None = None
         self._splits: dict[str, Dataset] | None = None
         self._scorer = None
+        self._notes: set[str] = set()
+        self._asked_label: Any = None
 
+    def _note(self, text: str) -> None:
+        """One line on stderr, once per domain object."""
+        if text not in self._notes:
+            self._notes.add(text)
+            print(f"diffplat: note: {text}", file=sys.stderr)
+
+    # -- the sample rate ----------------------------------------------------------------------
+    @property
+    def sample_rate(self) -> int:
+        """The model's rate in Hz: the configured one, the one a checkpoint stored, or (for
+        ``sample_rate: null``) the most common rate of the training files."""
+        if self._sample_rate is None:
+            self._sample_rate = self._rate_of_data()
+        return self._sample_rate
+
+    @sample_rate.setter
+    def sample_rate(self, value: int) -> None:
+        self._sample_rate = int(value)
+
+    @property
+    def length(self) -> int:
+        return int(round(self.sample_rate * self.seconds))
+
+    def _rate_of_data(self) -> int:
+        root = Path(self.data_path)
+        folder = root / "train" if (root / "train").is_dir() else root
+        rates = folder_rates(folder) if folder.is_dir() else None
+        if not rates:
+            raise FileNotFoundError(
+                f"sample_rate: null takes the rate of the data, but {folder} holds no audio "
+                "files; give the domain's sample_rate in Hz")
+        rate = rates.most_common(1)[0][0]
+        if len(rates) > 1:
+            self._note(f"{folder}: clips at " + ", ".join(
+                f"{r} Hz ({n})" for r, n in sorted(rates.items()))
+                + f": sample_rate follows the most common, {rate} Hz; the others are resampled")
+        self.data_rate = rate
+        return rate
     # -- data ---------------------------------------------------------------------------------
     def _folder(self, path: Path) -> WavFolder:
         data = WavFolder(path, self.sample_rate, self.length, self.classes, self.crop,
@@ -118,14 +176,25 @@ class AudioDomain(Domain):
             self._splits.setdefault("val", self._splits.get("test", self._splits["train"]))
             self._splits.setdefault("test", self._splits["val"])
         else:
-            data = self._folder(root)
-            perm = torch.randperm(len(data), generator=torch.Generator().manual_seed(
-                self.split_seed)).tolist()
-            n_eval = max(1, len(data) // 20)
-            self._splits = {"test": Subset(data, perm[:n_eval]),
-                            "val": Subset(data, perm[n_eval:2 * n_eval]),
-                            "train": Subset(data, perm[2 * n_eval:])}
+            self._splits = random_splits(self._folder(root), self.split_seed)
         self.skipped = sum(getattr(d, "skipped", 0) for d in self._splits.values())
+        self._name_the_rates(root)
+
+    def _name_the_rates(self, root: Path) -> None:
+        """Say in one line when the files are not at the model's rate (they are resampled
+        when loaded, and samples come out at the model's rate)."""
+        rates = Counter()
+        for d in {id(d): d for d in self._splits.values()}.values():
+            rates.update(getattr(getattr(d, "dataset", d), "rates", {}))
+        if not rates:
+            return
+        self.data_rate = rates.most_common(1)[0][0]
+        other = sorted(r for r in rates if r != self.sample_rate)
+        if other:
+            self._note(f"{root}: the clips are at {', '.join(f'{r} Hz' for r in other)}, the "
+                       f"model's sample_rate is {self.sample_rate} Hz: they are resampled to "
+                       f"{self.sample_rate} Hz when loaded and samples are written at "
+                       f"{self.sample_rate} Hz (sample_rate: null follows the data)")
 
     def split(self, name: str) -> Dataset:
         if name not in SPLITS:
@@ -166,13 +235,21 @@ class AudioDomain(Domain):
         return {}
 
     def sampling_state(self) -> dict[str, Any]:
-        if not self.conditional and self.classes is None:
-            return {}
-        return {"classes": list(self.class_names())}
+        """The class names (conditional models), the model's rate and the data's own."""
+        state: dict[str, Any] = {"sample_rate": int(self.sample_rate)}
+        if self.data_rate is not None:
+            state["data_rate"] = int(self.data_rate)
+        if self.conditional or self.classes is not None:
+            state["classes"] = list(self.class_names())
+        return state
 
     def load_sampling_state(self, state: dict[str, Any]) -> None:
         if self.classes is None and state.get("classes"):
             self.classes = list(state["classes"])
+        if self._sample_rate is None and state.get("sample_rate"):
+            self._sample_rate = int(state["sample_rate"])
+        if state.get("data_rate"):
+            self.data_rate = int(state["data_rate"])
 
     def backbone_sizes(self) -> dict[str, Any]:
         """``num_classes`` of a class-conditional model (its null class is one more)."""
@@ -216,6 +293,7 @@ class AudioDomain(Domain):
         ``label=three``) or, by default, the classes in turn (0, 1, ..., 0, 1, ...)."""
         if options:
             raise ValueError(f"unknown audio sampling options {sorted(options)}; valid: label")
+        self._asked_label = label  # inpaint_source keeps the source's label when None
         noise = torch.randn(num, 1, self.length, generator=generator, device=device)
         if not self.conditional:
             if label is not None:
@@ -237,7 +315,14 @@ class AudioDomain(Domain):
         """Keep part of the clip at ``path`` and generate the rest. ``mask`` lists the KEPT
         time ranges in seconds, ``start:end`` with either end optional, comma-separated:
         "0:0.5" continues the first half, "0.5:" generates a beginning for the second half,
-        "0:0.25,0.75:" fills the middle."""
+        "0:0.25,0.75:" fills the middle.
+
+        A class-conditional model asked for no label continues the source with the
+        source's label when it is known (its folder is a class name, or ``labels.csv`` beside
+        it lists it): ``cond["labels"]`` is set in place, and a note says so; otherwise a
+        note says that the label is free (the classes in turn)."""
+        if "labels" in cond and self._asked_label is None:
+            self._keep_source_label(Path(path), cond["labels"])
         wave = fit_length(read_audio(Path(path), self.sample_rate, self.resample),
                           self.length, self.crop)
         keep = torch.zeros(self.length)
@@ -257,6 +342,36 @@ class AudioDomain(Domain):
             keep[int(round(start * self.sample_rate)):int(round(end * self.sample_rate))] = 1
         known = (wave * self.gain).to(like)[None, None].expand_as(like).clone()
         return known, keep.to(like)[None, None]
+
+    def source_label(self, path: Path) -> tuple[int, str] | None:
+        """(class index, where it came from) of an audio file: ``labels.csv`` in its folder
+        (written by ``diffplat sample``) when it lists the file, else its folder's name when
+        that is a class; None when neither says."""
+        names = self.class_names()
+        table = path.parent / LABELS_FILE
+        if table.is_file():
+            import csv
+
+            with table.open() as f:
+                for row in csv.DictReader(f):
+                    if row.get("file") == path.name and row.get("name") in names:
+                        return names.index(row["name"]), f"{table.name} beside it"
+        if path.parent.name in names:
+            return names.index(path.parent.name), "its folder's name"
+        return None
+
+    def _keep_source_label(self, path: Path, labels: Tensor) -> None:
+        found = self.source_label(path)
+        names = self.class_names()
+        if found is None:
+            self._note(f"--inpaint: the label of {path.name} is unknown, so the label is free: "
+                       f"the samples take the classes in turn ({', '.join(names[:3])}, ...); "
+                       "give --prior label=NAME to choose one")
+            return
+        index, origin = found
+        labels.fill_(index)
+        self._note(f"--inpaint: the samples keep the source's label {names[index]!r} (from "
+                   f"{origin}); give --prior label=NAME for another")
 
     def decode(self, x0, cond, meta=None):
         labels = cond.get("labels")
@@ -292,6 +407,9 @@ class AudioDomain(Domain):
     def write(self, samples, out_dir):
         from domains.audio.io import write_clips
 
+        if self.data_rate and self.data_rate != samples.sample_rate:
+            self._note(f"the clips are written at {samples.sample_rate} Hz, the model's rate; "
+                       f"its training data were at {self.data_rate} Hz")
         return write_clips(samples, Path(out_dir),
                            self.class_names() if samples.labels is not None else None)
 

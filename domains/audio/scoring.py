@@ -1,27 +1,36 @@
-"""The audio domain's metrics: DiffWave's classifier-based scores of a set of clips.
+"""The audio domain's metrics: label-free statistics of any sounds, and DiffWave's
+classifier-based scores where a classifier for the data's classes exists.
 
-``score`` classifies the clips with the digit classifier named by the domain's
-``classifier`` option and compares them with the classifier's view of the ``fid_reference``
-split (DiffWave's training set): FID, IS, mIS, AM, NDB (domains/audio/metrics.py), and,
-for labelled clips (class-conditional samples, or real data), the share that the classifier
-recognises as their label. Scoring real splits with ``diffplat evaluate --reference`` gives
-the ceiling rows of DiffWave's Table 2.
+``score`` always compares the clips with the ``fid_reference`` split (DiffWave's training
+set) through their log-mel statistics, which need no weights (``fd_mel``, ``mmd_mel``:
+domains/audio/melstats.py). When the domain's ``classifier`` option names a checkpoint
+trained on the data's classes, it adds FID, IS, mIS, AM and NDB (domains/audio/metrics.py)
+and, for labelled clips (class-conditional samples, or real data), the share that the
+classifier recognises as their label. A classifier that is not set gives the label-free
+metrics alone; one that is set but missing, or trained on other classes, gives them with a
+one-line note on stderr saying why the classifier metrics are left out. Scoring real splits
+with ``diffplat evaluate --reference`` gives the ceiling rows of DiffWave's Table 2.
 """
 
 from __future__ import annotations
 
-import warnings
+import sys
 from pathlib import Path
 from typing import Any
 
 import torch
 
 from domains.audio import metrics as M
+from domains.audio.melstats import label_free_scores, log_mel_stats
 
-NO_CLASSIFIER = ("the audio metrics (FID, IS, mIS, AM, NDB) need the digit classifier: train "
-                 "it with `diffplat fit -c configs/audio/digit-classifier.yaml` and set the "
-                 "domain's classifier option (model.domain.init_args.classifier) to its "
-                 "checkpoint, e.g. runs/digit-classifier/checkpoints/last.ckpt")
+CLASSIFIER_METRICS = "FID, IS, mIS, AM, NDB, accuracy"
+HOW_TO_TRAIN = ("train one with `diffplat fit -c configs/audio/digit-classifier.yaml` (the "
+                "digits) or configs/audio/wav-classifier.yaml (your labelled folder, "
+                "docs/audio.md) and set the domain's classifier option to its checkpoint")
+
+
+class NoClassifier(Exception):
+    """No classifier applies to this data; the message says why (one line)."""
 
 
 def waveform_stats(audio: torch.Tensor) -> dict[str, float]:
@@ -30,23 +39,41 @@ def waveform_stats(audio: torch.Tensor) -> dict[str, float]:
             "peak": float(x.abs().amax(1).mean()), "num": float(len(x))}
 
 
-def _classifier(domain) -> Any:
-    """The cached classifier state of ``domain``: network, classes, reference features."""
+def _reference_waves(domain) -> torch.Tensor:
+    ref = domain.split(domain.fid_reference)
+    return torch.stack([ref[i][0] for i in range(len(ref))])
+
+
+def _mel_reference(domain) -> dict[str, Any]:
+    """The cached log-mel statistics of the reference split."""
+    state = getattr(domain, "_mel_ref", None)
+    if state is None:
+        feats = log_mel_stats(_reference_waves(domain), domain.sample_rate)
+        state = domain._mel_ref = {"feats": feats, "stats": M.gaussian_stats(feats)}
+    return state
+
+
+def _classifier(domain) -> dict[str, Any]:
+    """The cached classifier state of ``domain``: network, classes, reference features.
+    Raises ``NoClassifier`` when none is set, its file is missing or it knows other
+    classes than the data."""
     state = getattr(domain, "_scorer", None)
     if state is not None:
         return state
     from domains.audio.classifier import classify, load_classifier
 
-    if not domain.classifier or not Path(domain.classifier).is_file():
-        missing = f" ({domain.classifier} does not exist)" if domain.classifier else ""
-        raise ValueError(NO_CLASSIFIER + missing)
+    if not domain.classifier:
+        raise NoClassifier("no classifier set")
+    if not Path(domain.classifier).is_file():
+        raise NoClassifier(f"the classifier {domain.classifier} does not exist: "
+                           f"{CLASSIFIER_METRICS} are left out; {HOW_TO_TRAIN}")
     net, classes = load_classifier(domain.classifier)
-    if classes and domain.classes and list(classes) != list(domain.classes):
-        raise ValueError(f"the classifier {domain.classifier} knows the classes {classes}, "
-                         f"the data {domain.classes}")
-    ref = domain.split(domain.fid_reference)
-    waves = torch.stack([ref[i][0] for i in range(len(ref))])
-    feats, probs = classify(net, waves, domain.sample_rate)
+    data_classes = domain.class_names()
+    if classes and list(classes) != list(data_classes):
+        raise NoClassifier(f"the classifier {domain.classifier} knows the classes "
+                           f"{', '.join(classes)}, not the data's ({', '.join(data_classes)}): "
+                           f"{CLASSIFIER_METRICS} are left out; {HOW_TO_TRAIN}")
+    feats, probs = classify(net, _reference_waves(domain), domain.sample_rate)
     centers = M.kmeans(feats, min(domain.ndb_bins, len(feats)), seed=0)
     domain._scorer = {"net": net, "classes": classes, "feats": feats, "probs": probs,
                       "stats": M.gaussian_stats(feats), "centers": centers}
@@ -54,21 +81,25 @@ def _classifier(domain) -> Any:
 
 
 def score(domain, samples, split: str = "test") -> dict[str, float]:
-    """Metrics of ``samples`` (``Clips``); see the module docstring. During training
-    (stage fit/validate) a missing classifier only gives a warning and the waveform stats;
-    elsewhere it is an error that says how to get one."""
+    """Metrics of ``samples`` (``Clips``); see the module docstring."""
     from domains.audio.classifier import classify
 
     out = waveform_stats(samples.audio)
     if not torch.isfinite(samples.audio).all():
         raise ValueError("audio samples contain NaN or Inf")
+    if samples.sample_rate != domain.sample_rate:
+        raise ValueError(f"samples at {samples.sample_rate} Hz, the reference at "
+                         f"{domain.sample_rate} Hz")
+    ref = _mel_reference(domain)
+    out.update(label_free_scores(log_mel_stats(samples.audio, samples.sample_rate),
+                                 ref["feats"], ref["stats"]))
     try:
         state = _classifier(domain)
-    except ValueError as err:
-        if domain.stage in ("fit", "validate") and str(err).startswith(NO_CLASSIFIER[:30]):
-            warnings.warn(str(err), stacklevel=2)
-            return out
-        raise
+    except NoClassifier as why:
+        if domain.classifier and not getattr(domain, "_noted", False):
+            print(f"diffplat: note: {why}", file=sys.stderr)
+            domain._noted = True
+        return out
     feats, probs = classify(state["net"], samples.audio, samples.sample_rate)
     out["fid"] = M.frechet_distance(*M.gaussian_stats(feats), *state["stats"])
     out["is"] = M.inception_score(probs)
