@@ -12,7 +12,7 @@ from diffplat.cli.sample import META_FILE, add_sampling_args, generate
 
 
 def _domain_from_meta(folder: Path, data: str | None = None):
-    from diffplat.training.checkpoint import check_class_paths
+    from diffplat.trust import check_class_paths, enforced
 
     meta_file = folder / META_FILE
     if not meta_file.is_file():
@@ -23,9 +23,12 @@ def _domain_from_meta(folder: Path, data: str | None = None):
     except (ValueError, KeyError) as err:
         raise ValueError(f"{meta_file}: not a diffplat sample record ({err})") from None
     check_class_paths(cfg, source=str(meta_file))
+    if not isinstance(cfg, dict) or not isinstance(cfg.get("init_args", {}), dict):
+        raise ValueError(f"{meta_file}: 'domain' must be a class_path/init_args record")
     if data is not None:
         cfg = {**cfg, "init_args": {**(cfg.get("init_args") or {}), "data_path": data}}
-    return instantiate_domain(cfg)
+    with enforced(source=str(meta_file)):  # the rule again, at the import itself
+        return instantiate_domain(cfg)
 
 
 def _domain_from_config(path: Path):

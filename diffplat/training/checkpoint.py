@@ -5,14 +5,15 @@
   either the old or the new file, never a truncated one.
 * ``load_module`` reads a checkpoint with ``torch.load(weights_only=True)``: only tensors and
   plain containers are accepted. The model is rebuilt from the configuration stored in it
-  (class paths are resolved by import, restricted to ``diffplat``, ``torch.nn`` and the
-  packages of the installed domains unless ``trusted_prefixes`` says otherwise).
+  under the trust rule of ``diffplat.trust``: every value that could name a class must lie
+  in a trusted package, checked before anything is imported.
 * ``export`` writes the EMA weights as safetensors plus the configuration as JSON.
 """
 
 from __future__ import annotations
 
 import errno
+import inspect
 import json
 import os
 import shutil
@@ -23,24 +24,14 @@ from typing import Any
 import torch
 from lightning_fabric.plugins.io.torch_io import TorchCheckpointIO
 
+from diffplat.trust import TRUSTED_PREFIXES, check_class_paths, enforced, trusted_prefixes
+
+__all__ = ["TRUSTED_PREFIXES", "check_class_paths", "trusted_prefixes"]  # the trust rule
+
 CONFIG_FILE, WEIGHTS_FILE = "config.json", "model.safetensors"
 DOMAIN_STATE_FILE = "domain_state.safetensors"
 ASSETS_DIR = "assets"  # files the domain's metrics read (Domain.assets), inside an export
-#: Packages whose classes a checkpoint's configuration may name, besides the packages of the
-#: installed domain plug-ins (diffplat.plugins). Users add their own with the environment
-#: variable DIFFPLAT_TRUSTED_PACKAGES (comma-separated package names).
-TRUSTED_PREFIXES = ("diffplat.", "torch.nn.")
 _TMP_SUFFIX = ".tmp"
-
-
-def trusted_prefixes() -> tuple[str, ...]:
-    """diffplat and torch.nn, the installed domains' packages, and the packages named in
-    DIFFPLAT_TRUSTED_PACKAGES."""
-    from diffplat.plugins import trusted_packages
-
-    extra = [p.strip().rstrip(".") for p in
-             os.environ.get("DIFFPLAT_TRUSTED_PACKAGES", "").split(",") if p.strip()]
-    return TRUSTED_PREFIXES + tuple(f"{p}." for p in (*trusted_packages(), *extra))
 
 
 class NonFiniteCheckpointError(FloatingPointError):
@@ -116,24 +107,6 @@ class AtomicCheckpointIO(TorchCheckpointIO):
             raise
 
 
-def check_class_paths(cfg: Any, trusted: tuple[str, ...] | None = None,
-                      source: str = "a checkpoint configuration") -> None:
-    """The trust rule of every path that reads a stored configuration: each ``class_path``
-    must lie in a trusted package, else ValueError before anything is imported."""
-    trusted = trusted or trusted_prefixes()
-    if isinstance(cfg, dict):
-        cp = cfg.get("class_path")
-        if cp is not None and not (isinstance(cp, str) and cp.startswith(trusted)):
-            raise ValueError(f"refusing to import {cp!r} named by {source}; trusted "
-                             f"packages: {', '.join(p.rstrip('.') for p in trusted)} (add "
-                             "yours to DIFFPLAT_TRUSTED_PACKAGES)")
-        for v in cfg.values():
-            check_class_paths(v, trusted, source)
-    elif isinstance(cfg, list):
-        for v in cfg:
-            check_class_paths(v, trusted, source)
-
-
 def read_checkpoint(path: str | Path, map_location: Any = "cpu") -> dict[str, Any]:
     """A Lightning checkpoint as plain data, read without unpickling code; errors in one
     line naming the file."""
@@ -159,18 +132,21 @@ def module_config(hparams: dict[str, Any]) -> dict[str, Any]:
     return {k: v for k, v in hparams.items() if not k.startswith("_")}
 
 
-def build_module(config: dict[str, Any], trusted_prefixes: tuple[str, ...] | None = None):
-    """Instantiate a DiffusionModule from its configuration (class_path/init_args dicts)."""
+def build_module(config: dict[str, Any], trusted_prefixes: tuple[str, ...] | None = None,
+                 source: str = "a model configuration"):
+    """Instantiate a DiffusionModule from its configuration (class_path/init_args dicts)
+    under the trust rule (diffplat.trust): ``source`` names the file in its refusal."""
     from jsonargparse import ArgumentParser
 
     from diffplat.training.module import DiffusionModule
 
     config = module_config(config)
-    check_class_paths(config, trusted_prefixes)
+    check_class_paths(config, trusted_prefixes, source)
     parser = ArgumentParser(exit_on_error=False)
     parser.add_class_arguments(DiffusionModule, "model", fail_untyped=False)
-    parsed = parser.parse_object({"model": config})
-    module = parser.instantiate_classes(parsed).model
+    with enforced(trusted_prefixes, source):  # the trust rule again, at the import itself
+        parsed = parser.parse_object({"model": config})
+        module = parser.instantiate_classes(parsed).model
     module.hparams.update(config)  # the configuration, not the objects built from it
     return module
 
@@ -185,7 +161,7 @@ def load_module(path: str | Path, map_location: Any = "cpu",
     hparams = ckpt.get("hyper_parameters")
     if not hparams or "domain" not in hparams:
         raise ValueError(f"checkpoint {path} carries no diffplat model configuration")
-    module = build_module(hparams, trusted_prefixes)
+    module = build_module(hparams, trusted_prefixes, source=f"checkpoint {path}")
     module.load_state_dict(ckpt["state_dict"])
     extra = ckpt.get("diffplat") or {}
     module.run_config = extra.get("run_config")
@@ -270,7 +246,7 @@ def load_export(out_dir: Path, map_location: Any = "cpu",
         model_cfg = meta["model"]
     except (ValueError, KeyError) as err:
         raise ValueError(f"{cfg_file}: not a diffplat export configuration ({err})") from None
-    module = build_module(model_cfg, trusted_prefixes)
+    module = build_module(model_cfg, trusted_prefixes, source=str(cfg_file))
     weights = load_file(w_file, device=str(map_location))
     module.backbone.load_state_dict(weights)
     module.ema.shadow.load_state_dict(weights)
@@ -281,7 +257,11 @@ def load_export(out_dir: Path, map_location: Any = "cpu",
         state.update(load_file(out_dir / DOMAIN_STATE_FILE))
     if state:
         module.domain.load_sampling_state(state)
+    options = inspect.signature(type(module.domain)).parameters
     for option, rel in dict(meta.get("assets") or {}).items():  # the copies scored on the card
+        if option not in options or not isinstance(rel, str):  # only a constructor option
+            raise ValueError(f"{cfg_file}: asset {option!r} is not an option of "
+                             f"{type(module.domain).__name__}")
         path = (out_dir / rel).resolve()
         if not path.is_relative_to(out_dir.resolve()) or not path.is_file():
             raise FileNotFoundError(f"export folder {out_dir} lacks its asset {rel}")

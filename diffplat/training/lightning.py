@@ -36,6 +36,7 @@ from diffplat.training.checkpoint import (
     trusted_prefixes,
 )
 from diffplat.training.module import DiffusionModule
+from diffplat.trust import enforced
 
 WANDB_CLASS = "pytorch_lightning.loggers.WandbLogger"
 WANDB_DEFAULT = {"class_path": WANDB_CLASS, "init_args": {"project": "diffplat", "offline": True}}
@@ -211,11 +212,28 @@ class DiffplatCLI(LightningCLI):
                        f"config differs in {', '.join(differs[:6])}"
                        f"{' ...' if len(differs) > 6 else ''} (pass --model.KEY to change "
                        "a setting that may change)")
+        self._parse_stored_model(stored, f"checkpoint {cfg['ckpt_path']}")
         self.config = self.parser.parse_object({sub: {"model": stored}}, self.config)
         for key in explicit:
             dotted = f"{sub}.model.{key}"
             if key in flat_orig:
                 self.config[dotted] = original[key]
+
+    def _parse_stored_model(self, stored: dict[str, Any], source: str) -> None:
+        """The trust rule at the import itself: the stored model section alone is parsed under
+        the import policy (diffplat.trust.enforced) before it is merged with the user's
+        config, whose own classes (loggers, callbacks) the policy would otherwise refuse."""
+        from jsonargparse import ArgumentParser
+
+        parser = ArgumentParser(exit_on_error=False)
+        if self.subclass_mode_model:
+            import pytorch_lightning as pl
+
+            parser.add_subclass_arguments(pl.LightningModule, "model")
+        else:
+            parser.add_class_arguments(DiffusionModule, "model", fail_untyped=False)
+        with enforced(source=source):
+            parser.parse_object({"model": stored})
 
     # -- before the classes exist ----------------------------------------------------------------
     def before_instantiate_classes(self) -> None:
