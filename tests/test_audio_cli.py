@@ -150,6 +150,9 @@ def test_inpainting_keeps_the_kept_region_exactly(trained, tmp_path):
     module = load_module(ckpt)
     clips, _ = module.generate(3, steps=3, inpaint=(source, "0:0.25"), seed=1)
     known = read_audio(source, 4000)[:2000]
+    # no label asked: the continuation keeps the source's digit (its folder), not 0, 1, 2
+    names = module.domain.class_names()
+    assert clips.labels.tolist() == [names.index(source.parent.name)] * 3
     assert torch.equal(clips.audio[:, 0, :1000], known[:1000].expand(3, -1))
     assert not torch.allclose(clips.audio[:, 0, 1000:], known[1000:].expand(3, -1))
     # the samples know what was kept, and the preview shades it
