@@ -10,7 +10,7 @@ PLUGIN = DomainPlugin(
     domain="domains.molecules.conformers.domain:ConformerDomain",
     summary="conformers of given molecular graphs (SMILES/SDF); COV/MAT beside RDKit ETKDG",
     commands={"conformers": "domains.molecules.conformers.cli:conformers_main"},
-    evaluators={"conformers": "domains.molecules.conformers.cli:evaluate_main"},
+    evaluators={"conformers": "domains.molecules.conformers.evaluate:evaluate_main"},
     command_help={"conformers": "(--ckpt CKPT | --baseline rdkit) ...  conformers of given "
                                 "molecules"},
     extra="molecules",

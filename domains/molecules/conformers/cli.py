@@ -6,7 +6,6 @@ from __future__ import annotations
 import argparse
 import json
 import math
-import platform
 import sys
 import time
 from pathlib import Path
@@ -37,7 +36,10 @@ def _add_generation_args(p: argparse.ArgumentParser) -> None:
                         "time is counted in the model's")
     p.add_argument("--noise-level", type=float, default=None, metavar="T",
                    help="with --refine-from: schedule time in (0, 1] of the start (1: from "
-                        "the top, as ordinary sampling)")
+                        "the top, as ordinary sampling); default: the model card's")
+    p.add_argument("--allow-out-of-range", action="store_true",
+                   help="run molecules outside the model's training range (atoms, elements, "
+                        "rings...) with a warning instead of refusing them")
 
 
 def _resolve_model(p: argparse.ArgumentParser, args) -> None:
@@ -52,11 +54,35 @@ def _resolve_model(p: argparse.ArgumentParser, args) -> None:
             p.error(str(err))
 
 
+def card_refine(ckpt: str) -> dict[str, Any] | None:
+    """How the model card of an export folder says the model refines (``measured_with``'s
+    ``refine``: ``t`` and maybe ``mmff``), as ``Pipeline.sample`` reads it; else None."""
+    card = Path(ckpt) / "card.json"
+    if not card.is_file():
+        return None
+    try:
+        refine = (json.loads(card.read_text()).get("measured_with") or {}).get("refine")
+    except (ValueError, AttributeError):
+        raise ValueError(f"{card}: not a JSON model card") from None
+    return refine if isinstance(refine, dict) and "t" in refine else None
+
+
 def _check_refine(p: argparse.ArgumentParser, args) -> None:
+    """--refine-from needs a model and a noise level: the model card's when not given (as
+    the Python API does)."""
     if args.refine_from and not args.ckpt:
         p.error("--refine-from needs --ckpt (a model to refine with)")
-    if (args.refine_from is None) != (args.noise_level is None):
-        p.error("give --refine-from and --noise-level together")
+    if args.noise_level is not None and not args.refine_from:
+        p.error("--noise-level needs --refine-from etkdg")
+    if args.refine_from and args.noise_level is None:
+        card = card_refine(args.ckpt)
+        if card is None:
+            p.error(f"--refine-from etkdg needs --noise-level T: {args.ckpt} has no model "
+                    "card naming one")
+        args.noise_level = float(card["t"])
+        args.mmff = args.mmff or bool(card.get("mmff"))
+        print(f"noise level {args.noise_level:g}{' with --mmff' if card.get('mmff') else ''}"
+              f" from the model card of {args.model or args.ckpt}")
     if args.noise_level is not None and not 0 < args.noise_level <= 1:
         p.error(f"--noise-level must be in (0, 1], got {args.noise_level}")
 
@@ -107,10 +133,16 @@ def conformers_main(argv: list[str]) -> int:
     p.add_argument("--sdf", help="an SDF file of input molecules (one per record)")
     p.add_argument("-n", "--num", type=int, default=10, help="conformers per molecule")
     p.add_argument("--out", required=True, help="output SDF file")
+    p.add_argument("--report", action="store_true",
+                   help="print each molecule's MMFF94 energy (median over its conformers) "
+                        "and bond-length error against the MMFF-minimised geometry, and, "
+                        "when refining, the same for the ETKDG starts")
     args = p.parse_args(argv)
     _resolve_model(p, args)
     if bool(args.ckpt) == bool(args.baseline):
         p.error("give exactly one of --ckpt or --baseline rdkit")
+    if args.allow_out_of_range and not args.ckpt:
+        p.error("--allow-out-of-range applies to a model (--ckpt or --model)")
     if args.num < 1:
         p.error(f"-n must be >= 1, got {args.num}")
     _check_refine(p, args)
@@ -119,13 +151,15 @@ def conformers_main(argv: list[str]) -> int:
 
     inputs = read_inputs(args.smiles, args.sdf)
     results: dict[int, list] = {}
+    starts: dict[int, list] | None = None  # refinement: the ETKDG starts per molecule
     etkdg_seconds = 0.0  # refinement: the ETKDG starts' embedding time, counted in seconds
     if args.ckpt:
         device = _device(args)
         module = _load(args.ckpt, device)
         _check_refiner(p, args, module)
         graphs, failures = input_graphs(inputs, module.domain.vocabulary)
-        starts = None
+        _check_range(graphs, failures, module.domain.training_range(),
+                     args.model or args.ckpt, args.allow_out_of_range)
         if args.refine_from:
             t0 = time.perf_counter()
             starts = {k: rdkit_conformers(inputs[k].mol, args.num, args.mmff, args.seed)
@@ -168,8 +202,12 @@ def conformers_main(argv: list[str]) -> int:
         print(f"wrote {n_confs} conformers of {len(written)} molecule(s) to {args.out} "
               f"({how}; {seconds:.2f} s, {1000 * seconds / max(n_confs, 1):.1f} ms per "
               "conformer)")
+    if args.report and written:
+        _report(inputs, results, written, starts)
     for k, name, reason in sorted(failures):
-        print(f"diffplat conformers: molecule {k + 1} ({name}): {reason}", file=sys.stderr)
+        if reason is not None:  # None: refused for its range, said before the run
+            print(f"diffplat conformers: molecule {k + 1} ({name}): {reason}",
+                  file=sys.stderr)
     if failures:
         print(f"diffplat conformers: {len(failures)} of {len(inputs)} molecule(s) failed",
               file=sys.stderr)
@@ -177,204 +215,52 @@ def conformers_main(argv: list[str]) -> int:
     return 0
 
 
-def _domain_from_config(path: str):
-    from diffplat.cli.evaluate import _domain_from_config as load
+def _check_range(graphs: dict, failures: list, rng: dict[str, Any] | None, model: str,
+                 allow: bool) -> None:
+    """Before any work: refuse each molecule outside the model's training range in one line
+    (it joins ``failures``; the others still run), or with ``allow`` warn and keep it."""
+    from domains.molecules.conformers.scope import out_of_range, range_message
 
-    return load(Path(path))
-
-
-COLUMNS = [("cov_r_mean", "COV-R mean (%)"), ("cov_r_median", "COV-R median (%)"),
-           ("mat_r_mean", "MAT-R mean (A)"), ("mat_r_median", "MAT-R median (A)"),
-           ("cov_p_mean", "COV-P mean (%)"), ("cov_p_median", "COV-P median (%)"),
-           ("mat_p_mean", "MAT-P mean (A)"), ("mat_p_median", "MAT-P median (A)"),
-           ("stereo_match", "stereo match (%)"), ("ms_per_conformer", "ms / conformer"),
-           ("molecules", "molecules scored"), ("failed", "failed"), ("scoring", "scoring")]
-SCORING_CHOICES = ("both", "td", "legacy")
-
-
-def paired_line(p: dict[str, Any]) -> str:
-    """One line: the model minus the baseline on the same molecules, with 95% intervals."""
-    def part(key: str, unit: str, fmt: str) -> str:
-        if f"{key}_diff" not in p:
-            return f"{key.upper().replace('_', '-')}: no pair"
-        return (f"{key.upper().replace('_', '-')} {p[f'{key}_diff']:+{fmt}}{unit} "
-                f"(95% CI {p[f'{key}_ci_low']:+{fmt}} to {p[f'{key}_ci_high']:+{fmt}}; better "
-                f"on {p[f'{key}_better']:.0f}, worse on {p[f'{key}_worse']:.0f} of "
-                f"{p[f'{key}_pairs']:.0f})")
-    return (f"paired, {p['model']} minus {p['baseline']} on the same {p['molecules']:.0f} "
-            f"molecules (td): {part('cov_r', ' pts', '.1f')}; {part('mat_r', ' A', '.3f')}")
+    if rng is None:
+        print(f"diffplat conformers: warning: {model} stores no training range (saved before "
+              "diffplat kept one, not trained on QM9): its inputs cannot be checked",
+              file=sys.stderr)
+        return
+    for k in list(graphs):
+        reasons = out_of_range(graphs[k].mol, rng)
+        if not reasons:
+            continue
+        line = range_message(f"molecule {k + 1} ({graphs[k].name})", reasons, model)
+        if allow:
+            print(f"diffplat conformers: warning: {line}; going on (--allow-out-of-range)",
+                  file=sys.stderr)
+            continue
+        print(f"diffplat conformers: error: {line}; refused (--allow-out-of-range runs it "
+              "anyway)", file=sys.stderr)
+        failures.append((k, graphs.pop(k).name, None))
 
 
-def write_per_molecule(path: Path, order: list[int], mols: list,
-                       per_mol: dict[str, list]) -> None:
-    """per_molecule.csv: each molecule's COV-R (fraction) and MAT-R (A) per method, td scoring
-    (a failed molecule: COV-R 0 and an empty MAT-R)."""
-    import csv
+def _report(inputs: list, results: dict, written: list[int], starts: dict | None) -> None:
+    """``--report``: per molecule, MMFF94 energy and bond-length error of what was written
+    (and of the ETKDG starts it was refined from)."""
+    from domains.molecules.conformers.quality import molecule_quality
 
-    from rdkit import Chem
+    def text(q: dict[str, float]) -> str:
+        if math.isnan(q["energy"]):
+            return "no MMFF94 parameters"
+        return (f"MMFF94 energy median {q['energy']:.1f} kcal/mol, bond-length error "
+                f"{q['bond_error']:.3f} A")
 
-    with open(path, "w", newline="") as f:
-        w = csv.writer(f)
-        w.writerow(["index", "smiles"] + [f"{name} {k}" for name in per_mol
-                                          for k in ("cov_r", "mat_r")])
-        for j, (i, mol) in enumerate(zip(order, mols)):
-            vals = []
-            for name in per_mol:
-                m = per_mol[name][j]
-                vals += [f"{m['cov_r']:.6g}",
-                         "" if math.isnan(m["mat_r"]) else f"{m['mat_r']:.6g}"]
-            w.writerow([i, Chem.MolToSmiles(Chem.RemoveHs(mol))] + vals)
-
-
-def markdown_table(rows: dict[str, dict[str, Any]]) -> str:
-    """The metrics rows as a markdown table (one row per method)."""
-    head = "| method | " + " | ".join(c for _, c in COLUMNS) + " |"
-    lines = [head, "|---|" + "---:|" * len(COLUMNS)]
-    for name, row in rows.items():
-        cells = []
-        for key, _ in COLUMNS:
-            v = row.get(key)
-            cells.append(f"{v:.3f}" if isinstance(v, float) and key.startswith("mat") else
-                         f"{v:.1f}" if isinstance(v, float) else str(v))
-        lines.append(f"| {name} | " + " | ".join(cells) + " |")
-    return "\n".join(lines)
+    for k in written:
+        mol = inputs[k].mol
+        line = f"molecule {k + 1} ({inputs[k].name}): {text(molecule_quality(mol, results[k]))}"
+        if starts is not None:
+            line += f"; its ETKDG starts: {text(molecule_quality(mol, starts[k]))}"
+        print(line)
 
 
 def evaluate_main(argv: list[str]) -> int:
-    p = argparse.ArgumentParser(
-        prog="diffplat evaluate conformers",
-        description="COV-R/MAT-R/COV-P/MAT-P (mean and median, heavy-atom symmetry-aware "
-                    "RMSD) and stereo agreement on a split's molecules, 2K conformers for K "
-                    "references, for a model (--ckpt) and/or RDKit ETKDG (--baseline rdkit) "
-                    "on the same molecules. Scoring 'td' is Torsional Diffusion's "
-                    "evaluate_confs.py (a molecule without conformers counts 0 coverage, "
-                    "RMSD < delta, stereo-defining H kept); 'legacy' is diffplat's earlier "
-                    "one (<= delta, failures left out). Prints the table and writes "
-                    "metrics.json and metrics.md to --out.")
-    _add_generation_args(p)
-    p.add_argument("--config", "-c", help="without --ckpt: take the data from this config")
-    p.add_argument("--split", default="test", help="split to evaluate (default test)")
-    p.add_argument("--num-mols", type=int, default=200, help="molecules (default 200)")
-    p.add_argument("--delta", type=float, default=None,
-                   help="coverage threshold in A (default: the domain's, 0.5 for QM9)")
-    p.add_argument("--scoring", choices=SCORING_CHOICES, default="both",
-                   help="td (Torsional Diffusion's), legacy (diffplat's before issue #16), or "
-                        "both rows, td first (default both)")
-    p.add_argument("--out", default="conformer-eval", help="output folder")
-    args = p.parse_args(argv)
-    _resolve_model(p, args)
-    if not args.ckpt and not args.baseline:
-        p.error("give --ckpt and/or --baseline rdkit")
-    _check_refine(p, args)
-    if not args.ckpt and not args.config:
-        p.error("--baseline without --ckpt needs --config (which data to evaluate on)")
-    device = _device(args)
-    module = _load(args.ckpt, device) if args.ckpt else None
-    if module is not None:
-        _check_refiner(p, args, module)
-    domain = module.domain if module else _domain_from_config(args.config)
-    split = "val" if args.split == "valid" else args.split
-    order = domain.order(split)[: args.num_mols]
-    graphs = [domain.graphs(split)[i] for i in order]
-    delta = args.delta if args.delta is not None else domain.delta
-    from domains.molecules.conformers.metrics import ensemble_metrics
+    """``diffplat evaluate conformers`` (evaluate.py)."""
+    from domains.molecules.conformers.evaluate import evaluate_main as run
 
-    mols = [g.mol for g in graphs]
-    refs = [g.conformers for g in graphs]
-    made: dict[str, tuple[list, float]] = {}  # method -> (conformers per molecule, seconds)
-    baseline = None  # the baseline row's name, when there is one
-    etkdg = None  # (conformers per molecule, seconds), shared by the baseline and refinement
-    if args.baseline or args.refine_from:
-        from domains.molecules.conformers.baseline import rdkit_conformers
-
-        t0 = time.perf_counter()
-        etkdg = ([rdkit_conformers(m, 2 * len(r), args.mmff, args.seed)
-                  for m, r in zip(mols, refs)], time.perf_counter() - t0)
-    if module is not None:
-        from domains.molecules.conformers.sample import model_conformers
-
-        starts = etkdg[0] if args.refine_from else None
-        gens: list = [[] for _ in graphs]  # refinement: no ETKDG start, no conformer
-        t0 = time.perf_counter()
-        for k in sorted({len(r) for r in refs}):  # 2K conformers for K references
-            idx = [i for i, r in enumerate(refs) if len(r) == k and (starts is None or
-                                                                   len(starts[i]))]
-            if not idx:
-                continue
-            out = model_conformers(module, [graphs[i] for i in idx], 2 * k, args.sampler,
-                                   args.steps, args.seed, args.max_atoms, device,
-                                   starts=[starts[i] for i in idx] if starts else None,
-                                   start_t=args.noise_level)
-            for i, c in zip(idx, out):
-                gens[i] = c
-        steps = args.steps or module.hparams.sample_steps
-        name = f"model ({args.sampler or module.hparams.sampler}, {steps} steps)"
-        seconds = time.perf_counter() - t0
-        if args.refine_from:  # ETKDG's own time is part of the refined method's
-            name = name[:-1] + f", from ETKDG{' + MMFF' if args.mmff else ''} at " \
-                               f"t = {args.noise_level})"
-            seconds += etkdg[1]
-        made[name] = (gens, seconds)
-    if args.baseline:
-        baseline = "RDKit ETKDGv3" + (" + MMFF" if args.mmff else "")
-        made[baseline] = etkdg
-    scorings = ("td", "legacy") if args.scoring == "both" else (args.scoring,)
-    # td: every molecule, a method's failures count zero coverage (TD's evaluate_confs.py);
-    # legacy: like with like on the molecules every method produced conformers for
-    common = [i for i in range(len(graphs)) if all(len(g[i]) for g, _ in made.values())]
-    scored = {"td": list(range(len(graphs))), "legacy": common}
-    rows: dict[str, dict[str, Any]] = {}
-    per_mol: dict[str, list] = {}  # td scoring: each method's per-molecule values
-    for scoring in scorings:
-        for name, (gens, seconds) in made.items():
-            idx = scored[scoring]
-            keep = per_mol.setdefault(name, []) if scoring == "td" else None
-            row = ensemble_metrics([mols[i] for i in idx], [refs[i] for i in idx],
-                                   [gens[i] for i in idx], delta, scoring, keep)
-            row["failed"] = sum(1 for g in gens if not len(g))
-            row["ms_per_conformer"] = 1000 * seconds / max(sum(len(g) for g in gens), 1)
-            rows[name if scoring == "td" else f"{name} [legacy]"] = row
-    table = markdown_table(rows)
-    how = {"td": f"td on all {len(graphs)} (no conformer: 0 coverage; RMSD < delta)",
-           "legacy": f"legacy on the {len(common)} every method handled (RMSD <= delta)"}
-    print(f"conformers: {len(graphs)} {split} molecules, delta {delta} A, device {device}; "
-          f"scoring {'; '.join(how[s] for s in scorings)}")
-    print(table)
-    paired = None
-    if len(per_mol) == 2 and module is not None:  # the model against the baseline
-        from domains.molecules.conformers.metrics import paired_difference
-
-        (model_name, model_vals), (base_name, base_vals) = per_mol.items()
-        paired = {"model": model_name, "baseline": base_name,
-                  **paired_difference(model_vals, base_vals, seed=args.seed)}
-        print(paired_line(paired))
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    if per_mol:
-        write_per_molecule(out / "per_molecule.csv", order, mols, per_mol)
-    # the headline figures, flat (what `diffplat export --metrics` puts on a model card):
-    # the first scoring's rows, prefixed model_ / baseline_, and the paired differences
-    headline: dict[str, float] = {"num_mols": float(len(graphs))}
-    for name in made:
-        row = rows[name if scorings[0] == "td" else f"{name} [legacy]"]
-        prefix = "baseline_" if name == baseline else "model_"
-        headline.update({prefix + k: float(row[k]) for k in
-                         ("cov_r_mean", "cov_r_median", "mat_r_mean", "mat_r_median",
-                          "cov_p_mean", "mat_p_mean", "failed", "ms_per_conformer")})
-    if paired:
-        headline.update({f"paired_{k}": float(v) for k, v in paired.items()
-                         if k not in ("model", "baseline")})
-    sampling = ({"sampler": args.sampler or module.hparams.sampler,
-                 "steps": args.steps or module.hparams.sample_steps} if module else {})
-    info = {"metrics": headline, **sampling, "rows": rows, "scoring": list(scorings),
-            "split": split, "num_mols": len(graphs),
-            "scored": {k: len(scored[k]) for k in scorings}, "delta": delta, "paired": paired,
-            "refine": ({"from": args.refine_from, "t": args.noise_level, "mmff": args.mmff,
-                        "etkdg_seconds": etkdg[1]} if args.refine_from else None),
-            "ckpt": args.ckpt, "device": device, "cpu": platform.processor() or
-            platform.machine(), "skipped_graphs": domain.skipped,
-            "date": time.strftime("%Y-%m-%d")}
-    (out / "metrics.json").write_text(json.dumps(info, indent=2, default=str))
-    (out / "metrics.md").write_text(table + "\n")
-    print(f"wrote {out / 'metrics.json'}, {out / 'metrics.md'}")
-    return 0
+    return run(argv)

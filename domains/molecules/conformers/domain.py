@@ -74,6 +74,7 @@ class ConformerDomain(Domain):
         self.skipped: dict[str, dict[str, int]] = {}
         self._targets_added = False
         self._cache = None                 # the QM9 arrays, when data_path is a cache
+        self._range: dict[str, Any] | None = None  # the training graphs' range (scope.py)
         if self.elements:
             self.vocabulary = {s: i for i, s in enumerate(self.elements)}
         elif Path(data_path).suffix == ".npz":
@@ -148,14 +149,37 @@ class ConformerDomain(Domain):
         return len(self.vocabulary)
 
     def sampling_state(self) -> dict[str, Any]:
-        """The element vocabulary (the order of the node one-hot)."""
+        """The element vocabulary (the order of the node one-hot) and, once the training
+        molecules are built, their range (``training_range``)."""
+        from domains.molecules.conformers.scope import QM9_RANGE
+
         if self.vocabulary is None:
             self.setup()
-        return {"elements": sorted(self.vocabulary, key=self.vocabulary.get)}
+        state: dict[str, Any] = {"elements": sorted(self.vocabulary, key=self.vocabulary.get)}
+        rng = self.training_range()
+        if rng is not None and rng is not QM9_RANGE:
+            state["training_range"] = rng
+        return state
 
     def load_sampling_state(self, state: dict[str, Any]) -> None:
         if self.vocabulary is None and state.get("elements"):
             self.vocabulary = {s: i for i, s in enumerate(state["elements"])}
+        if isinstance(state.get("training_range"), dict):
+            self._range = dict(state["training_range"])
+
+    def training_range(self) -> dict[str, Any] | None:
+        """The range of the molecular graphs this model was trained on (scope.py): stored
+        with the model, or measured on the training split once it is built; for a model
+        saved without one, QM9's range when its data is the QM9 cache, else None (then
+        nothing can be checked)."""
+        from domains.molecules.conformers.scope import QM9_RANGE, graph_range
+
+        if self._range is None and self.splits and self.splits.get("train"):
+            self._range = graph_range((g.mol for g in self.splits["train"]),
+                                      source=str(self.data_path))
+        if self._range is not None:
+            return self._range
+        return QM9_RANGE if Path(self.data_path).suffix == ".npz" else None
 
     def backbone_sizes(self) -> dict[str, Any]:
         """``node_dim`` (from the element vocabulary) and ``edge_dim``."""
@@ -214,14 +238,18 @@ class ConformerDomain(Domain):
 
     def prior(self, num: int, generator: torch.Generator, device: Any = "cpu",
               split: str | None = None, copies: int | None = None,
-              graphs: list | None = None, smiles: str | list[str] | None = None) -> Draw:
+              graphs: list | None = None, smiles: str | list[str] | None = None,
+              allow_out_of_range: bool = False) -> Draw:
         """What to draw conformers of, in one of three ways:
 
         * ``smiles``: a SMILES or a list of them (no data needed), built as ``diffplat
           conformers --smiles`` builds them (hydrogens added after the heavy atoms);
           ``copies`` conformers of each molecule in turn, ``copies = num / len(smiles)``
           when not given. A SMILES that does not parse or has an element outside the
-          vocabulary (or a formal charge outside -1..+1) raises a ValueError naming it.
+          vocabulary (or a formal charge outside -1..+1) raises a ValueError naming it;
+          so does a molecule outside the model's training range (``training_range``:
+          atoms, elements, ring sizes...; an ``OutOfRangeError``), unless
+          ``allow_out_of_range``, which warns (``OutOfRangeWarning``) and goes on.
         * ``graphs``: one conformer of each MolGraph (this domain's vocabulary).
         * otherwise ``num / copies`` molecules of ``split`` (default ``sample_split``) in
           the order of ``order(split)``, ``copies`` (default 1) each.
@@ -236,7 +264,8 @@ class ConformerDomain(Domain):
                 raise ValueError(f"num={num} but {len(graphs)} graphs were given")
             return self.batch_for(graphs, generator, device)
         if smiles is not None:
-            return self.batch_for(self._smiles_graphs(num, smiles, copies), generator, device)
+            return self.batch_for(self._smiles_graphs(num, smiles, copies, allow_out_of_range),
+                                  generator, device)
         copies = copies or 1
         split = split or self.sample_split
         order = self.order(split)
@@ -246,13 +275,17 @@ class ConformerDomain(Domain):
         graphs = [self.graphs(split)[i] for i in order[: num // copies] for _ in range(copies)]
         return self.batch_for(graphs, generator, device)
 
-    def _smiles_graphs(self, num: int, smiles: str | list[str], copies: int | None) -> list:
-        """The graph of every sample of ``prior(num, smiles=..., copies=...)``."""
+    def _smiles_graphs(self, num: int, smiles: str | list[str], copies: int | None,
+                       allow_out_of_range: bool = False) -> list:
+        """The graph of every sample of ``prior(num, smiles=..., copies=...)``, each checked
+        against the training range."""
         from domains.molecules.conformers.io import smiles_graphs
+        from domains.molecules.conformers.scope import check_graphs
 
         if self.vocabulary is None:
             self.setup()
         mols = smiles_graphs(smiles, self.vocabulary)
+        check_graphs(mols, self.training_range(), allow_out_of_range)
         if copies is None and num % len(mols) == 0:
             copies = num // len(mols)
         if copies is None or num != len(mols) * copies:
@@ -268,7 +301,8 @@ class ConformerDomain(Domain):
             return None
         if batch_size is not None and batch_size < 1:
             raise ValueError(f"batch size must be >= 1, got {batch_size}")
-        graphs = self._smiles_graphs(num, options["smiles"], options.get("copies"))
+        graphs = self._smiles_graphs(num, options["smiles"], options.get("copies"),
+                                     bool(options.get("allow_out_of_range")))
         size = batch_size or len(graphs)
         return [(len(graphs[i:i + size]), {"graphs": graphs[i:i + size], "smiles": None,
                                             "copies": None})

@@ -15,20 +15,24 @@ def refine_conformers(domain, module, num: int, *, start: str, noise_level: floa
                       mmff: bool, sampler: str, steps: int, seed: int,
                       prior: dict[str, Any]) -> tuple[list, dict[str, Any]]:
     """``num`` conformers of ``prior["smiles"]`` (``copies`` each), refined from ETKDG
-    (``mmff``: relaxed with MMFF94 first); returns them with the sampling record."""
+    (``mmff``: relaxed with MMFF94 first); returns them with the sampling record. A molecule
+    outside the model's training range raises an ``OutOfRangeError`` before anything runs,
+    or with ``prior["allow_out_of_range"]`` warns and goes on (scope.py)."""
     from domains.molecules.conformers.baseline import rdkit_conformers
     from domains.molecules.conformers.domain import Conformer
     from domains.molecules.conformers.io import smiles_graphs
     from domains.molecules.conformers.sample import model_conformers
+    from domains.molecules.conformers.scope import check_graphs
 
     if start != "etkdg":
         raise ValueError(f"refine_from must be 'etkdg', got {start!r}")
-    extra = set(prior) - {"smiles", "copies"}
+    extra = set(prior) - {"smiles", "copies", "allow_out_of_range"}
     if "smiles" not in prior or extra:
-        raise ValueError("refinement takes smiles= (and copies=)"
+        raise ValueError("refinement takes smiles= (and copies=, allow_out_of_range=)"
                          + (f", not {sorted(extra)}" if extra else ""))
     smiles = prior["smiles"]
     mols = smiles_graphs(smiles, domain.vocabulary)
+    check_graphs(mols, domain.training_range(), bool(prior.get("allow_out_of_range")))
     copies = prior.get("copies")
     if copies is None and num % len(mols) == 0:
         copies = num // len(mols)
