@@ -13,7 +13,8 @@ from __future__ import annotations
 import importlib
 
 __version__ = "0.1.0"
-_SUBMODULES = ("schedules", "targets", "losses", "noise", "samplers", "guidance", "sampling")
+_SUBMODULES = ("schedules", "targets", "losses", "noise", "samplers", "guidance", "sampling",
+               "models")
 __all__ = [*_SUBMODULES, "load", "Pipeline", "__version__"]
 
 

@@ -1,0 +1,60 @@
+"""``diffplat models``: the shipped models, each with its headline figures from its card."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from typing import Any
+
+
+def rows() -> list[dict[str, Any]]:
+    """One record per shipped model: name, domain, what it gives, the card's headline
+    metrics (``card.json``'s ``headline`` keys, in order) and how they were measured."""
+    from diffplat.models import card, shipped
+
+    out = []
+    for name, folder in shipped().items():
+        info = card(name)
+        metrics = info.get("metrics") or {}
+        keys = info.get("headline") or list(metrics)[:3]
+        out.append({"name": name, "domain": info.get("domain", "?"),
+                    "description": info.get("description", ""),
+                    "headline": {k: metrics[k] for k in keys if k in metrics},
+                    "measured_with": info.get("measured_with") or {},
+                    "card": str(folder / "MODEL_CARD.md")})
+    return out
+
+
+def _figure(value: Any) -> str:
+    if isinstance(value, float):
+        return f"{value:.4g}"
+    return str(value)
+
+
+def _how(measured: dict[str, Any]) -> str:
+    parts = [f"{k} {measured[k]}" for k in ("sampler", "steps", "nfe", "guidance")
+             if k in measured]
+    return ", ".join(parts)
+
+
+def main(argv: list[str]) -> int:
+    p = argparse.ArgumentParser(
+        prog="diffplat models",
+        description="List the models shipped with diffplat (diffplat sample --model NAME, "
+                    "diffplat.load(NAME)) with the headline figures of their model cards.")
+    p.add_argument("--json", action="store_true", help="print the list as JSON")
+    args = p.parse_args(argv)
+    records = rows()
+    if args.json:
+        print(json.dumps(records, indent=2))
+        return 0
+    if not records:
+        print("no shipped models found")
+        return 0
+    for r in records:
+        print(f"{r['name']}  ({r['domain']})  {r['description']}")
+        figures = "  ".join(f"{k} {_figure(v)}" for k, v in r["headline"].items())
+        how = _how(r["measured_with"])
+        print(f"    {figures}" + (f"   [{how}]" if how else ""))
+        print(f"    card: {r['card']}")
+    return 0
