@@ -177,3 +177,38 @@ def test_the_readme_conformer_line_runs_and_other_domains_refuse_refinement():
     shapes = diffplat.load("shapes-procedural")
     with pytest.raises(ValueError, match="shapes.* has no refine_from"):
         shapes.sample(2, refine_from="etkdg", noise_level=0.3)
+
+
+def test_the_cli_takes_the_noise_level_from_the_model_card(tmp_path, capsys):
+    """``diffplat conformers --model conformers-qm9-refine --refine-from etkdg`` without
+    --noise-level refines at the t its card names (read here from card.json), as the Python
+    API does: the same conformers as with that --noise-level given, not those of another."""
+    import numpy as np
+    from rdkit import Chem
+
+    from diffplat.models import card, find_model
+
+    card_t = card("conformers-qm9-refine")["measured_with"]["refine"]["t"]
+    args = ["conformers", "--model", "conformers-qm9-refine", "--smiles", "OCCC#N", "-n", "2",
+            "--seed", "1", "--refine-from", "etkdg"]
+
+    def run(*extra):
+        out = tmp_path / f"c{len(list(tmp_path.iterdir()))}.sdf"
+        assert main([*args, *extra, "--out", str(out)]) == 0
+        return [m.GetConformer().GetPositions() for m in Chem.SDMolSupplier(str(out))]
+
+    default = run()
+    assert f"noise level {card_t:g} from the model card of conformers-qm9-refine" in \
+        capsys.readouterr().out
+    np.testing.assert_array_equal(default, run("--noise-level", str(card_t)))
+    assert np.abs(np.array(default) - np.array(run("--noise-level", "0.1"))).max() > 0.01
+    # a model whose card names no noise level still needs one, said in one line
+    import shutil
+
+    export = tmp_path / "export"
+    shutil.copytree(find_model("conformers-qm9-refine"), export)
+    (export / "card.json").unlink()
+    with pytest.raises(SystemExit):
+        main(["conformers", "--ckpt", str(export), "--smiles", "CCO", "--refine-from",
+              "etkdg", "--out", str(tmp_path / "x.sdf")])
+    assert "--refine-from etkdg needs --noise-level T" in capsys.readouterr().err
