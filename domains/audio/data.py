@@ -153,6 +153,31 @@ def folder_rates(root: Path) -> Counter:
     return rates
 
 
+def describe_folder(path: Path) -> dict:
+    """``diffplat data info audio PATH``: files per split and label, the sample rates of
+    the first 50 files of each split (an unreadable one is named)."""
+    import soundfile as sf
+
+    if not path.is_dir():
+        raise FileNotFoundError(f"audio data folder not found: {path}")
+    out: dict = {"path": str(path)}
+    splits = [s for s in ("train", "val", "test") if (path / s).is_dir()] or ["."]
+    for split in splits:
+        files = sorted(p for p in (path / split).rglob("*") if p.suffix.lower() in AUDIO_SUFFIXES)
+        labels: dict[str, int] = {}
+        for f in files:
+            labels[f.parent.name] = labels.get(f.parent.name, 0) + 1
+        rates = set()
+        for f in files[:50]:
+            try:
+                rates.add(sf.info(f).samplerate)
+            except Exception as err:  # noqa: BLE001 - soundfile raises its own types
+                raise ValueError(f"{f}: not a readable audio file ({err})") from None
+        out[split] = {"files": len(files), "per_label": labels,
+                      "sample_rates_of_first_50": sorted(rates)}
+    return out
+
+
 def random_splits(data: Dataset, seed: int = 0) -> dict[str, Subset]:
     """A folder without train/val/test sub-folders split at random: 5% test, 5% val (at
     least one clip each), the rest train, by a permutation seeded with ``seed`` (the

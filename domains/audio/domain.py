@@ -16,7 +16,6 @@ from torch.utils.data import Dataset
 from diffplat.domain import SPLITS, Domain, Draw
 from diffplat.noise import GaussianNoise
 from domains.audio.data import (
-    AUDIO_SUFFIXES,
     WavFolder,
     find_classes,
     fit_length,
@@ -24,7 +23,6 @@ from domains.audio.data import (
     random_splits,
     read_audio,
 )
-from domains.audio.io import LABELS_FILE
 
 
 @dataclass
@@ -312,66 +310,23 @@ class AudioDomain(Domain):
         return {"labels": torch.full_like(cond["labels"], self.num_classes)}
 
     def inpaint_source(self, path, mask, like, cond):
-        """Keep part of the clip at ``path`` and generate the rest. ``mask`` lists the KEPT
-        time ranges in seconds, ``start:end`` with either end optional, comma-separated:
-        "0:0.5" continues the first half, "0.5:" generates a beginning for the second half,
-        "0:0.25,0.75:" fills the middle.
+        """Keep part of the clip at ``path`` and generate the rest; ``mask`` lists the KEPT
+        time ranges in seconds (``domains.audio.inpaint.kept_samples``: "0:0.5" continues
+        the first half).
 
         A class-conditional model asked for no label continues the source with the
         source's label when it is known (its folder is a class name, or ``labels.csv`` beside
         it lists it): ``cond["labels"]`` is set in place, and a note says so; otherwise a
         note says that the label is free (the classes in turn)."""
+        from domains.audio.inpaint import keep_source_label, kept_samples
+
         if "labels" in cond and self._asked_label is None:
-            self._keep_source_label(Path(path), cond["labels"])
+            keep_source_label(Path(path), self.class_names(), cond["labels"], self._note)
         wave = fit_length(read_audio(Path(path), self.sample_rate, self.resample),
                           self.length, self.crop)
-        keep = torch.zeros(self.length)
-        for part in str(mask).split(","):
-            if ":" not in part:
-                raise ValueError(f"--mask {mask!r}: give kept time ranges in seconds such as "
-                                 "0:0.5 or 0:0.25,0.75:")
-            a, b = part.split(":", 1)
-            try:
-                start = float(a) if a.strip() else 0.0
-                end = float(b) if b.strip() else self.seconds
-            except ValueError:
-                raise ValueError(f"--mask {mask!r}: {part!r} is not start:end in seconds") \
-                    from None
-            if not 0 <= start < end:
-                raise ValueError(f"--mask {mask!r}: {part!r} needs 0 <= start < end")
-            keep[int(round(start * self.sample_rate)):int(round(end * self.sample_rate))] = 1
+        keep = kept_samples(mask, self.seconds, self.sample_rate)[:self.length]
         known = (wave * self.gain).to(like)[None, None].expand_as(like).clone()
         return known, keep.to(like)[None, None]
-
-    def source_label(self, path: Path) -> tuple[int, str] | None:
-        """(class index, where it came from) of an audio file: ``labels.csv`` in its folder
-        (written by ``diffplat sample``) when it lists the file, else its folder's name when
-        that is a class; None when neither says."""
-        names = self.class_names()
-        table = path.parent / LABELS_FILE
-        if table.is_file():
-            import csv
-
-            with table.open() as f:
-                for row in csv.DictReader(f):
-                    if row.get("file") == path.name and row.get("name") in names:
-                        return names.index(row["name"]), f"{table.name} beside it"
-        if path.parent.name in names:
-            return names.index(path.parent.name), "its folder's name"
-        return None
-
-    def _keep_source_label(self, path: Path, labels: Tensor) -> None:
-        found = self.source_label(path)
-        names = self.class_names()
-        if found is None:
-            self._note(f"--inpaint: the label of {path.name} is unknown, so the label is free: "
-                       f"the samples take the classes in turn ({', '.join(names[:3])}, ...); "
-                       "give --prior label=NAME to choose one")
-            return
-        index, origin = found
-        labels.fill_(index)
-        self._note(f"--inpaint: the samples keep the source's label {names[index]!r} (from "
-                   f"{origin}); give --prior label=NAME for another")
 
     def decode(self, x0, cond, meta=None):
         labels = cond.get("labels")
@@ -426,18 +381,9 @@ class AudioDomain(Domain):
 
     def media(self, samples, num: int = 8):
         """The first ``num`` clips as playable wandb.Audio, captioned with their label."""
-        import wandb
+        from domains.audio.io import wandb_clips
 
-        classes = self.classes or []
-        clips = []
-        for i, clip in enumerate(samples.audio[:num].detach().cpu().float()):
-            caption = f"#{i}"
-            if samples.labels is not None:
-                lab = int(samples.labels[i])
-                caption += f" {classes[lab] if lab < len(classes) else lab}"
-            clips.append(wandb.Audio(clip.reshape(-1).numpy(), sample_rate=samples.sample_rate,
-                                     caption=caption))
-        return {"audio": clips}
+        return {"audio": wandb_clips(samples, self.classes or [], num)}
 
     @classmethod
     def prepare(cls, out_dir, per_voice: int = 4, seed: int = 0, sample_rate: int = 16000,
@@ -451,26 +397,6 @@ class AudioDomain(Domain):
 
     @classmethod
     def describe(cls, path):
-        import soundfile as sf
+        from domains.audio.data import describe_folder
 
-        path = Path(path)
-        if not path.is_dir():
-            raise FileNotFoundError(f"audio data folder not found: {path}")
-        out: dict[str, Any] = {"path": str(path)}
-        for split in [s for s in SPLITS if (path / s).is_dir()] or ["."]:
-            files = sorted(p for p in (path / split).rglob("*")
-                           if p.suffix.lower() in AUDIO_SUFFIXES)
-            labels: dict[str, int] = {}
-            for f in files:
-                labels[f.parent.name] = labels.get(f.parent.name, 0) + 1
-            rates = set()
-            for f in files[:50]:
-                try:
-                    rates.add(sf.info(f).samplerate)
-                except Exception as err:  # noqa: BLE001 - soundfile raises its own types
-                    raise ValueError(f"{f}: not a readable audio file ({err})") from None
-            rates = sorted(rates)
-            out[split] = {"files": len(files), "per_label": labels,
-                          "sample_rates_of_first_50": rates}
-        return out
-
+        return describe_folder(Path(path))

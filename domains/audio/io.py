@@ -61,6 +61,21 @@ def read_clips(path: Path, sample_rate: int, length: int, classes: list[str] | N
     return Clips(audio, labels, sample_rate)
 
 
+def wandb_clips(samples, classes: list[str], num: int = 8) -> list:
+    """The first ``num`` clips as wandb.Audio, captioned with their index and label."""
+    import wandb
+
+    clips = []
+    for i, clip in enumerate(samples.audio[:num].detach().cpu().float()):
+        caption = f"#{i}"
+        if samples.labels is not None:
+            lab = int(samples.labels[i])
+            caption += f" {classes[lab] if lab < len(classes) else lab}"
+        clips.append(wandb.Audio(clip.reshape(-1).numpy(), sample_rate=samples.sample_rate,
+                                 caption=caption))
+    return clips
+
+
 def spectrogram_grid(samples, path: Path, classes: list[str] | None, num: int = 16,
                      cols: int = 4) -> Path:
     """A PNG grid of log-magnitude spectrograms of the first ``num`` clips, titled with
