@@ -193,3 +193,16 @@ def test_fit_resume_holds_the_policy_without_the_walk(evil, run, form, monkeypat
                  "--trainer.default_root_dir", str(tmp_path / "fit")]) != 0
     assert "refusing to import" in capsys.readouterr().err
     _untouched(evil)
+
+
+def test_an_export_may_point_only_constructor_options_at_its_assets(run, tmp_path):
+    _, _, export, _ = run
+    folder = _crafted_export(export, tmp_path / "assets", {"class_path": "domains.toy.ToyDomain"})
+    meta = json.loads((folder / "config.json").read_text())
+    meta["model"]["domain"] = json.loads((export / "config.json").read_text())["model"]["domain"]
+    (folder / "assets").mkdir()
+    (folder / "assets" / "x.txt").write_text("x")
+    meta["assets"] = {"metrics": "assets/x.txt"}  # would replace the domain's method
+    (folder / "config.json").write_text(json.dumps(meta))
+    with pytest.raises(ValueError, match="'metrics' is not an option of ToyDomain"):
+        diffplat.load(folder)
