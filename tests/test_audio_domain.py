@@ -70,3 +70,27 @@ def test_inpainting_mask_in_seconds(domain, tmp_path):
     for bad in ("0.5", "b:1", "0.2:0.1"):
         with pytest.raises(ValueError, match="--mask"):
             domain.inpaint_source(src, bad, like, {})
+
+
+def test_sample_rate_null_follows_the_most_common_rate_and_names_a_mix(tmp_path, capsys):
+    rng = np.random.default_rng(1)
+    for i, rate in enumerate((16000, 16000, 16000, 8000)):
+        (tmp_path / "a").mkdir(exist_ok=True)
+        sf.write(tmp_path / "a" / f"{i}.wav", (0.1 * rng.standard_normal(rate // 10)
+                                               ).astype(np.float32), rate, subtype="PCM_16")
+    domain = AudioDomain(str(tmp_path), seconds=0.1)  # sample_rate left out: the data's
+    assert domain.sample_rate == 16000 and domain.length == 1600
+    domain.setup("fit")
+    assert domain.split("train")[0][0].shape == (1, 1600)
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert len(lines) == 1 and "8000 Hz (1), 16000 Hz (3)" in lines[0]
+    state = domain.sampling_state()
+    assert state["sample_rate"] == 16000 and state["data_rate"] == 16000
+    # a model loaded without its data takes the stored rate
+    fresh = AudioDomain(str(tmp_path / "gone"), seconds=0.1)
+    fresh.load_sampling_state(state)
+    assert fresh.sample_rate == 16000
+    with pytest.raises(FileNotFoundError, match="sample_rate: null takes the rate"):
+        _ = AudioDomain(str(tmp_path / "gone")).sample_rate
+    with pytest.raises(ValueError, match="sample_rate must be"):
+        AudioDomain(str(tmp_path), sample_rate=0)

@@ -100,6 +100,7 @@ class AudioDomain(Domain):
             raise ValueError(f"sample_rate must be a positive number of Hz or null (follow the "
                              f"data), got {sample_rate}")
         self.data_path, self._sample_rate, self.seconds = data_path, sample_rate, seconds
+        self._mix_named = False  # _rate_of_data said that the files' rates differ
         #: the training data's own (most common) rate, once known
         self.data_rate: int | None = None
         self.classes = list(classes) if classes else None
@@ -149,8 +150,10 @@ class AudioDomain(Domain):
             self._note(f"{folder}: clips at " + ", ".join(
                 f"{r} Hz ({n})" for r, n in sorted(rates.items()))
                 + f": sample_rate follows the most common, {rate} Hz; the others are resampled")
+            self._mix_named = True
         self.data_rate = rate
         return rate
+
     # -- data ---------------------------------------------------------------------------------
     def _folder(self, path: Path) -> WavFolder:
         data = WavFolder(path, self.sample_rate, self.length, self.classes, self.crop,
@@ -181,14 +184,15 @@ class AudioDomain(Domain):
     def _name_the_rates(self, root: Path) -> None:
         """Say in one line when the files are not at the model's rate (they are resampled
         when loaded, and samples come out at the model's rate)."""
+        folders = [getattr(d, "dataset", d) for d in self._splits.values()]
         rates = Counter()
-        for d in {id(d): d for d in self._splits.values()}.values():
-            rates.update(getattr(getattr(d, "dataset", d), "rates", {}))
+        for d in {id(d): d for d in folders}.values():
+            rates.update(getattr(d, "rates", {}))
         if not rates:
             return
         self.data_rate = rates.most_common(1)[0][0]
         other = sorted(r for r in rates if r != self.sample_rate)
-        if other:
+        if other and not self._mix_named:
             self._note(f"{root}: the clips are at {', '.join(f'{r} Hz' for r in other)}, the "
                        f"model's sample_rate is {self.sample_rate} Hz: they are resampled to "
                        f"{self.sample_rate} Hz when loaded and samples are written at "
