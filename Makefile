@@ -45,14 +45,14 @@ lock:
 demo: $(STAMP)
 	test -f data/qm9/qm9.npz || $(BIN)/diffplat data prepare qm9
 	$(BIN)/diffplat fit -c configs/molecules/qm9-tiny.yaml --trainer.default_root_dir $(DEMO_DIR) --ckpt_path last
-	$(BIN)/diffplat sample --ckpt $(DEMO_DIR)/checkpoints/last.ckpt --num 200 --sampler $(DEMO_SAMPLER) --steps $(DEMO_STEPS) --seed 0 --out $(DEMO_DIR)/samples
+	$(BIN)/diffplat sample --ckpt $(DEMO_DIR)/checkpoints/last.ckpt --num 200 --sampler $(DEMO_SAMPLER) --steps $(DEMO_STEPS) --seed 0 --overwrite --out $(DEMO_DIR)/samples
 	$(BIN)/diffplat evaluate --samples $(DEMO_DIR)/samples --json $(DEMO_DIR)/metrics.json
 	@echo "--- 200 molecules from the shipped qm9-small, same sampler and seed (the eps target on the whole training split, 24,000 steps of 64: 8x the molecules seen; models/qm9-small/MODEL_CARD.md):"
 	$(BIN)/diffplat evaluate --model qm9-small --num 200 --sampler $(DEMO_SAMPLER) --steps $(DEMO_STEPS) --seed 0 --no-progress --json $(DEMO_DIR)/shipped-metrics.json
 
 demo-toy: $(STAMP)
 	$(BIN)/diffplat fit -c configs/toy/gmm.yaml --trainer.default_root_dir runs/demo-toy
-	$(BIN)/diffplat sample --ckpt runs/demo-toy/checkpoints/last.ckpt --num 2000 --sampler heun --steps 18 --seed 0 --out runs/demo-toy/samples
+	$(BIN)/diffplat sample --ckpt runs/demo-toy/checkpoints/last.ckpt --num 2000 --sampler heun --steps 18 --seed 0 --overwrite --out runs/demo-toy/samples
 	$(BIN)/diffplat evaluate --samples runs/demo-toy/samples --json runs/demo-toy/metrics.json
 
 test: $(STAMP)

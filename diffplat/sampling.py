@@ -22,11 +22,50 @@ from torch import Tensor
 
 from diffplat import samplers as samplers_mod
 from diffplat.domain import Domain, Draw
+from diffplat.errors import NonFiniteError
 from diffplat.guidance import ClassifierFreeGuidance, Inpainting
 from diffplat.noise import NoiseSpace
 
 #: The seed of chunk ``k`` of a call with ``seed``: seed * CHUNK_STRIDE + k.
 CHUNK_STRIDE = 100_003
+
+
+def check_guidance(weight: float | None, name: str = "guidance") -> float | None:
+    """A classifier-free guidance weight w, or ValueError before any work. The guided
+    denoiser D_u + w (D_c - D_u) is the one of p(x) p(c|x)^w: w = 0 unconditional, 1 the
+    conditional model, above 1 sharper; w < 0 raises the likelihood of *not* matching the
+    condition (it samples away from it), and NaN or Inf makes every sample NaN."""
+    if weight is None:
+        return None
+    w = float(weight)
+    if w != w or w in (float("inf"), float("-inf")):
+        raise ValueError(f"{name} must be a finite number, got {weight}")
+    if w < 0:
+        raise ValueError(f"{name} must be >= 0, got {weight}: guidance samples p(x) p(c|x)^w "
+                         "(0 = unconditional, 1 = conditional, > 1 sharper); a negative "
+                         "weight samples away from the condition")
+    return w
+
+
+def _nonfinite(err: NonFiniteError, denoiser, sampler: str, steps: int,
+               options: dict[str, Any], guidance: float | None) -> NonFiniteError:
+    """The sampler's NaN report, naming the culprit: weights that hold NaN or Inf, else the
+    sampling settings (the training's learning rate is no culprit of a finite model)."""
+    where = str(err).split(";")[0]
+    weights = getattr(denoiser, "state_dict", dict)()  # parameters and buffers
+    bad = [n for n, p in weights.items() if torch.is_tensor(p) and p.is_floating_point()
+           and not bool(torch.isfinite(p).all())]
+    if bad:
+        return NonFiniteError(f"{where}: the model's weights hold NaN or Inf ({len(bad)} "
+                              f"tensors, e.g. {', '.join(bad[:2])}); this checkpoint cannot "
+                              "sample, use an earlier one")
+    settings = ", ".join([f"sampler {sampler}", f"{steps} steps"]
+                         + [f"{k}={v}" for k, v in options.items() if k != "levels"]
+                         + ([f"guidance {guidance:g}"] if guidance is not None else []))
+    return NonFiniteError(f"{where} with finite weights: these sampling settings diverge "
+                          f"({settings}); try another sampler, more steps"
+                          + (" or a smaller guidance" if guidance else "")
+                          + ", or check the model's own validation samples")
 
 
 @dataclass
@@ -252,6 +291,7 @@ def generate(denoiser, domain: Domain, num: int | None = None, *, sampler: str,
         raise ValueError(f"steps must be an integer >= 1, got {steps!r}")
     if resample < 1:
         raise ValueError(f"resample must be >= 1, got {resample}")
+    guidance = check_guidance(guidance)
     if chunks is None:
         chunks = domain.sample_chunks(num or 0, batch_size, prior_options)
     plan = list(chunks) if chunks is not None else chunk_plan(num or 0, batch_size)
@@ -299,8 +339,12 @@ def generate(denoiser, domain: Domain, num: int | None = None, *, sampler: str,
                 denoise = self_cond.wrap(denoise)
             options = stats.options if start is None else \
                 {**stats.options, **_start_options(start, draw, schedule, stats.options)}
-            x0 = fn(denoise, draw.noise, schedule, steps, generator=gen,
-                    noise_space=draw.space, callback=callback, **options)
+            try:
+                x0 = fn(denoise, draw.noise, schedule, steps, generator=gen,
+                        noise_space=draw.space, callback=callback, **options)
+            except NonFiniteError as err:
+                raise _nonfinite(err, denoiser, sampler, steps, stats.options,
+                                 guidance) from None
             if inpaint is not None:
                 # the kept part is the data itself, also for samplers that stop at the
                 # smallest level without a final denoise (denoise_final=False)

@@ -8,7 +8,11 @@ from pathlib import Path
 
 from diffplat import plugins
 from diffplat.cli.domains import domain_class, prepare_options
-from diffplat.cli.options import parse_options
+from diffplat.cli.options import given_options, parse_options, refuse_unused, usage_error
+
+#: Which flag goes with which action (the positional PATH goes with info only).
+TABLE = {"out": ("prepare",), "option": ("prepare",)}
+MODES = {"prepare": "`data prepare`", "info": "`data info`"}
 
 
 def _epilog() -> str:
@@ -40,6 +44,11 @@ def main(argv: list[str]) -> int:
     p.add_argument("--option", "-o", action="append", default=[], metavar="KEY=VALUE",
                    help="a prepare option (see below), repeatable")
     args = p.parse_args(argv)
+    bad = refuse_unused(given_options(p, argv), args.action, TABLE, MODES)
+    if bad or (args.path is not None and args.action == "prepare"):
+        return usage_error(p.prog, bad or f"a path ({args.path}) does not apply to "
+                                          "`data prepare`; it goes with `data info` (--out "
+                                          "names where prepare writes)")
     cls = domain_class(args.domain)
     if args.action == "prepare":
         out = Path(args.out or cls.default_data_dir)

@@ -8,7 +8,31 @@ from pathlib import Path
 from typing import Any
 
 from diffplat.cli.domains import instantiate_domain
-from diffplat.cli.sample import META_FILE, add_sampling_args, generate
+from diffplat.cli.options import given_options, refuse_unused, usage_error
+from diffplat.cli.sample import META_FILE, SAMPLING, add_sampling_args, generate
+
+#: Which flag goes with which mode: "sample" and "inpaint" draw from a model, "samples"
+#: scores a folder written by `diffplat sample`, "reference" scores the data itself.
+TABLE = {**SAMPLING,
+         **{dest: ("sample", "inpaint", "reference") for dest in ("ckpt", "model", "config",
+                                                                   "num")},
+         "samples": ("samples",), "reference": ("reference",),
+         "data": ("samples", "reference"),
+         "split": ("sample", "inpaint", "samples", "reference"),
+         "json": ("sample", "inpaint", "samples", "reference")}
+MODES = {"sample": "sampling from a model (--ckpt, --model or -c)",
+         "inpaint": "inpainting with a model (--inpaint)",
+         "samples": "scoring a sample folder (--samples)",
+         "reference": "scoring the reference data (--reference)"}
+
+
+def mode_of(args: argparse.Namespace) -> str:
+    if args.samples:
+        return "samples"
+    if args.reference:
+        return "reference"
+    return "inpaint" if args.inpaint else "sample"
+
 
 
 def _domain_from_meta(folder: Path, data: str | None = None):
@@ -73,9 +97,20 @@ def main(argv: list[str]) -> int:
                         "the model was trained (the domain's data_path)")
     p.add_argument("--json", help="write the metrics to this JSON file")
     args = p.parse_args(argv)
+    bad = refuse_unused(given_options(p, argv), mode_of(args), TABLE, MODES)
+    if bad:
+        return usage_error(p.prog, bad)
     sources = [x for x in (args.ckpt, args.model, args.samples, args.config) if x]
     if len(sources) != 1:
         p.error("give exactly one of --ckpt, --model, -c/--config or --samples")
+    if args.json:  # an unwritable target fails now, not after the work
+        from diffplat.cli.outputs import check_file_target
+
+        check_file_target(args.json, "--json")
+    if mode_of(args) in ("sample", "inpaint"):
+        from diffplat.cli.sample import check_sampling_args
+
+        check_sampling_args(args)
     info: dict[str, Any] = {}
     if args.samples:
         domain = _domain_from_meta(Path(args.samples), args.data)  # metrics set it up
@@ -105,8 +140,9 @@ def main(argv: list[str]) -> int:
     title = f"{domain.name}: {num} " + ("reference samples" if args.reference else "samples")
     print_table(metrics, title)
     if args.json:
-        Path(args.json).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.json).write_text(json.dumps({"metrics": metrics, **info}, indent=2,
-                                              default=str))
+        from diffplat.cli.outputs import write_text
+
+        write_text(args.json, json.dumps({"metrics": metrics, **info}, indent=2, default=str),
+                   "the metrics")
         print(f"wrote {args.json}")
     return 0

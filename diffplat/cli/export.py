@@ -5,11 +5,28 @@ import argparse
 import json
 from pathlib import Path
 
+from diffplat.cli.options import given_options, refuse_unused, usage_error
+
 #: the sampling settings of `diffplat evaluate --json` a model card keeps beside its metrics
 MEASURED_WITH = ("sampler", "steps", "nfe", "spacing", "guidance", "prior", "refine")
+#: Which flag goes with which mode: a plain export, a model card, a card with --metrics.
+_ALL = ("plain", "card", "metrics")
+TABLE = {"ckpt": _ALL, "out": _ALL, "overwrite": _ALL, "asset": _ALL,
+         **{dest: ("card", "metrics") for dest in ("name", "description", "data_license",
+                                                   "metrics", "notes")},
+         "metrics_command": ("metrics",)}
+MODES = {"plain": "an export without a model card",
+         "card": "a model card without --metrics", "metrics": "a model card with --metrics"}
 
 
-def main(argv: list[str]) -> int:
+def mode_of(args: argparse.Namespace) -> str:
+    if args.metrics:
+        return "metrics"
+    card = (args.name, args.description, args.data_license, args.metrics_command, args.notes)
+    return "card" if any(card) else "plain"
+
+
+def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="diffplat export",
         description="Write a checkpoint's EMA weights as model.safetensors and its model "
@@ -20,7 +37,11 @@ def main(argv: list[str]) -> int:
                     "card, card.json and MODEL_CARD.md, from what the checkpoint recorded "
                     "(command, steps, wall time, device) plus the options below.")
     p.add_argument("--ckpt", required=True, help="a Lightning checkpoint written by `fit`")
-    p.add_argument("--out", required=True, help="output folder")
+    p.add_argument("--out", required=True,
+                   help="output folder: new or empty, written in one piece at the end")
+    p.add_argument("--overwrite", action="store_true",
+                   help="replace the content of a non-empty --out (only once the new export "
+                        "is complete)")
     card = p.add_argument_group("model card")
     card.add_argument("--name", help="the model's name (the folder name under models/)")
     card.add_argument("--description", help="one line on what the model generates")
@@ -34,8 +55,19 @@ def main(argv: list[str]) -> int:
                         "and copied into the folder's assets/ (repeatable), e.g. "
                         "property_predictor=runs/qm9-alpha-predictor/checkpoints/last.ckpt "
                         "for a property-conditional molecule model")
+    return p
+
+
+def main(argv: list[str]) -> int:
+    p = build_parser()
     args = p.parse_args(argv)
+    bad = refuse_unused(given_options(p, argv), mode_of(args), TABLE, MODES)
+    if bad:
+        return usage_error(p.prog, bad)
+    from diffplat.cli.outputs import check_out, staged
     from diffplat.training.checkpoint import export_step_schedules, load_module
+
+    check_out(args.out, args.overwrite)  # a link, a full folder: refused before any work
 
     assets = {}
     for item in args.asset:
@@ -73,16 +105,17 @@ def main(argv: list[str]) -> int:
         if option not in module.domain.assets():
             p.error(f"--asset {option}=...: the {module.domain.name} domain's evaluation does "
                     f"not read {option!r} (its assets: {sorted(module.domain.assets())})")
-    if extra or metrics:
-        from diffplat.api import Pipeline
+    with staged(args.out, args.overwrite, what="the export") as tmp:
+        if extra or metrics:
+            from diffplat.api import Pipeline
 
-        paths = Pipeline(module, args.ckpt).save(args.out, metrics=metrics, **extra)
-    else:
-        from diffplat.training.checkpoint import export
+            paths = Pipeline(module, args.ckpt).save(tmp, metrics=metrics, **extra)
+        else:
+            from diffplat.training.checkpoint import export
 
-        paths = export(module, args.out)
-    steps = export_step_schedules(args.ckpt, args.out)
-    if steps is not None:
-        paths.append(steps)
-    print("wrote " + ", ".join(str(x) for x in paths))
+            paths = export(module, tmp)
+        steps = export_step_schedules(args.ckpt, tmp)
+        if steps is not None:
+            paths.append(steps)
+    print("wrote " + ", ".join(str(Path(args.out) / Path(x).relative_to(tmp)) for x in paths))
     return 0

@@ -7,12 +7,22 @@ import json
 import time
 from pathlib import Path
 
-from diffplat.cli.options import parse_options
+from diffplat.cli.options import given_options, parse_options, refuse_unused, usage_error
 
 META_FILE = "meta.json"
 
-__all__ = ["META_FILE", "add_sampling_args", "generate", "main", "parse_options",
-           "prepare_out_dir", "model_source"]
+__all__ = ["META_FILE", "SAMPLING", "add_sampling_args", "check_sampling_args", "generate",
+           "main", "parse_options", "prepare_out_dir", "model_source"]
+
+#: The flags of add_sampling_args and the modes they apply to: "sample" draws from the
+#: prior, "inpaint" keeps part of a given file (--inpaint) and generates the rest.
+SAMPLING = {**{dest: ("sample", "inpaint") for dest in (
+    "ckpt", "model", "config", "num", "sampler", "steps", "nfe", "spacing", "seed",
+    "batch_size", "option", "prior", "guidance", "inpaint", "device", "no_progress")},
+    "mask": ("inpaint",), "resample": ("inpaint",)}
+#: `diffplat sample`'s table: the sampling flags, and where the samples go.
+TABLE = {**SAMPLING, "out": ("sample", "inpaint"), "overwrite": ("sample", "inpaint")}
+MODES = {"sample": "sampling without --inpaint", "inpaint": "--inpaint"}
 
 
 def _mask_help() -> str:
@@ -99,16 +109,34 @@ def model_source(args: argparse.Namespace) -> str | Path | None:
     return None
 
 
-def prepare_out_dir(path: str | Path) -> Path:
-    """Check that ``--out`` can be written before any sampling is spent on it."""
-    out = Path(path)
-    if out.exists() and not out.is_dir():
-        raise ValueError(f"--out {out} is an existing file, not a folder")
-    out.mkdir(parents=True, exist_ok=True)
-    probe = out / ".diffplat-write-test"
-    probe.write_bytes(b"")  # OSError (read-only, no permission) here, not after sampling
-    probe.unlink()
-    return out
+def prepare_out_dir(path: str | Path, overwrite: bool = False) -> Path:
+    """Check that ``--out`` can take the samples before any sampling is spent on it (it is
+    written only at the end, by diffplat.cli.outputs.staged)."""
+    from diffplat.cli.outputs import check_out
+
+    return check_out(path, overwrite)
+
+
+def check_sampling_args(args: argparse.Namespace) -> None:
+    """The sampling flags' values, before any model is loaded: ValueError naming the
+    flag."""
+    from diffplat.cli.options import resolve_device
+    from diffplat.sampling import check_guidance
+
+    if args.num < 1:
+        raise ValueError(f"--num must be >= 1, got {args.num}")
+    for flag, value in (("--steps", args.steps), ("--nfe", args.nfe),
+                        ("--batch-size", args.batch_size), ("--resample", args.resample)):
+        if value is not None and value < 1:
+            raise ValueError(f"{flag} must be >= 1, got {value}")
+    if args.steps is not None and args.nfe is not None:
+        raise ValueError("give --steps or --nfe, not both")
+    if args.sampler is not None and args.sampler.lower() != "auto":
+        from diffplat import samplers
+
+        samplers.get(args.sampler)
+    check_guidance(args.guidance, "--guidance")
+    args.device = resolve_device(args.device)
 
 
 def generate(args: argparse.Namespace):
@@ -118,22 +146,9 @@ def generate(args: argparse.Namespace):
     from diffplat.sampling import check_sampler_options, resolve_sampler
     from diffplat.training.checkpoint import load_module
 
-    if args.num < 1:
-        raise ValueError(f"--num must be >= 1, got {args.num}")
-    for flag, value in (("--steps", args.steps), ("--nfe", args.nfe),
-                        ("--batch-size", args.batch_size)):
-        if value is not None and value < 1:
-            raise ValueError(f"{flag} must be >= 1, got {value}")
-    if args.steps is not None and args.nfe is not None:
-        raise ValueError("give --steps or --nfe, not both")
-    if args.sampler is not None and args.sampler.lower() != "auto":
-        from diffplat import samplers
-
-        samplers.get(args.sampler)
+    check_sampling_args(args)
     source = model_source(args)
-    import torch
-
-    device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
+    device = args.device
     module = load_module(source, map_location=device).to(device)
     hp = module.hparams
     name, steps, options = resolve_sampler(
@@ -170,22 +185,39 @@ def generate(args: argparse.Namespace):
     return module, samples, stats
 
 
-def main(argv: list[str]) -> int:
+def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="diffplat sample",
         description="Draw samples with a trained model's EMA weights and write them in the "
                     "domain's own file formats, plus preview.png and meta.json (what was run).")
     add_sampling_args(p)
-    p.add_argument("--out", required=True, help="output folder")
+    p.add_argument("--out", required=True,
+                   help="output folder: new or empty, written in one piece when sampling ends")
+    p.add_argument("--overwrite", action="store_true",
+                   help="replace the content of a non-empty --out (only once the new samples "
+                        "are complete)")
+    return p
+
+
+def main(argv: list[str]) -> int:
+    p = build_parser()
     args = p.parse_args(argv)
-    out = prepare_out_dir(args.out)
+    bad = refuse_unused(given_options(p, argv), "inpaint" if args.inpaint else "sample",
+                        TABLE, MODES)
+    if bad:
+        return usage_error(p.prog, bad)
+    check_sampling_args(args)
+    out = prepare_out_dir(args.out, args.overwrite)
     module, samples, stats = generate(args)
-    paths = module.domain.write(samples, out)
-    preview = module.domain.preview(samples, out / "preview.png")
+    from diffplat.cli.outputs import staged
+
     meta = {"ckpt": stats["source"], "domain": module.hparams["domain"], "num": args.num,
             "seed": args.seed, "batch_size": args.batch_size, **stats,
             "created": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
-    (out / META_FILE).write_text(json.dumps(meta, indent=2, default=str))
+    with staged(out, args.overwrite, what=f"the {args.num} samples") as tmp:
+        paths = module.domain.write(samples, tmp)
+        preview = module.domain.preview(samples, tmp / "preview.png")
+        (tmp / META_FILE).write_text(json.dumps(meta, indent=2, default=str))
     names = [p.name for p in [*paths, preview]]
     if len(names) > 8:                  # one file per sample (audio): name a few of them
         names = [*names[:3], f"... {len(names) - 5} more ...", *names[-2:]]

@@ -9,6 +9,7 @@ an export folder) and used by ``diffplat sample --spacing fitted``.
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
 
 
 def main(argv: list[str]) -> int:
@@ -40,14 +41,18 @@ def main(argv: list[str]) -> int:
                    help="what to sample, passed to the domain (as for `diffplat sample`)")
     p.add_argument("--device", default=None, help="cpu or cuda (default: cuda when available)")
     args = p.parse_args(argv)
-    import torch
-
+    from diffplat.cli.options import resolve_device
+    from diffplat.cli.outputs import check_file_target
     from diffplat.sampling import tune_resolve as resolve
     from diffplat.sampling import tune_steps as tune_module
-    from diffplat.training.checkpoint import load_module
+    from diffplat.training.checkpoint import load_module, step_schedules_path
 
-    args.device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
+    args.device = resolve_device(args.device)
     resolve(args.sampler, args.nfe, parse_options(args.option))  # bad input fails before loading
+    if not Path(args.ckpt).exists():
+        raise FileNotFoundError(f"checkpoint not found: {args.ckpt}")
+    # where the schedule goes: an unwritable place fails now, not after the fit
+    check_file_target(step_schedules_path(args.ckpt), "the fitted schedule file")
     module = load_module(args.ckpt, map_location=args.device).to(args.device)
     entry = tune_module(module, args.ckpt, args.sampler, args.nfe, parse_options(args.option),
                         args.batches, args.batch_size, args.seed, args.reference_steps,

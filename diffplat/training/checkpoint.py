@@ -19,6 +19,7 @@ import os
 import shutil
 import tempfile
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import torch
@@ -116,6 +117,12 @@ def read_checkpoint(path: str | Path, map_location: Any = "cpu") -> dict[str, An
                          "`diffplat sample --ckpt DIR`)")
     if not path.is_file():
         raise FileNotFoundError(f"checkpoint not found: {path}")
+    if isinstance(map_location, str):
+        try:
+            torch.device(map_location)
+        except (RuntimeError, ValueError) as err:
+            raise ValueError(f"{map_location!r} is not a device (reading {path}): "
+                             f"{str(err).strip().splitlines()[0]}") from None
     try:
         ckpt = torch.load(path, map_location=map_location, weights_only=True)
     except Exception as err:  # truncated, corrupt, or objects that need unpickling
@@ -162,20 +169,88 @@ def load_module(path: str | Path, map_location: Any = "cpu",
     if not hparams or "domain" not in hparams:
         raise ValueError(f"checkpoint {path} carries no diffplat model configuration")
     module = build_module(hparams, trusted_prefixes, source=f"checkpoint {path}")
+    check_weights(module.state_dict(), ckpt["state_dict"], f"checkpoint {path}")
     module.load_state_dict(ckpt["state_dict"])
     extra = ckpt.get("diffplat") or {}
     module.run_config = extra.get("run_config")
     module.train_record = dict(extra.get("train_record") or {})
     if extra.get("domain_state"):
-        module.domain.load_sampling_state(extra["domain_state"])
+        _load_domain_state(module, extra["domain_state"], f"checkpoint {path}")
     return module.eval()
+
+
+def check_weights(expected: dict[str, Any], stored: Any, source: str) -> None:
+    """ValueError naming ``source`` and the first tensor whose shape differs between the
+    weights a file stores and the model its configuration builds (or that one of the two
+    lacks): the sizes it records disagree with its weights, or the file is incomplete."""
+    if not isinstance(stored, dict):
+        raise ValueError(f"{source}: its weights are not a name -> tensor mapping")
+    for name, want in expected.items():
+        have = stored.get(name)
+        if have is None:
+            raise ValueError(f"{source} is incomplete: it lacks the weight {name} "
+                             f"{tuple(want.shape)} of the model its configuration describes "
+                             f"({sum(k not in stored for k in expected)} of {len(expected)} "
+                             "missing)")
+        if not hasattr(have, "shape"):
+            raise ValueError(f"{source}: {name} is not a tensor")
+        if tuple(have.shape) != tuple(want.shape):
+            raise ValueError(f"{source}: its weights disagree with the sizes it stores: "
+                             f"{name} is {tuple(have.shape)} in the file but "
+                             f"{tuple(want.shape)} in the model its configuration describes")
+    extra = [k for k in stored if k not in expected]
+    if extra:
+        raise ValueError(f"{source}: {len(extra)} weights (e.g. {extra[0]}) belong to no "
+                         "part of the model its configuration describes")
+
+
+def _load_domain_state(module, state: dict[str, Any], source: str) -> None:
+    try:
+        module.domain.load_sampling_state(state)
+    except (KeyError, ValueError, TypeError, RuntimeError, IndexError) as err:
+        reason = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        raise ValueError(f"{source}: the domain's sampling state does not fit the "
+                         f"{type(module.domain).__name__} it configures ({type(err).__name__}: "
+                         f"{reason})") from None
+
+
+def _refuse_link(path: Path) -> None:
+    if path.is_symlink():
+        raise ValueError(f"refusing to write through the symbolic link {path} (to "
+                         f"{os.readlink(path)}); remove it or export to a new folder")
+
+
+def _save_tensors(tensors: dict[str, torch.Tensor], path: Path) -> None:
+    """safetensors' save_file, with a link refused and a full disk said as ENOSPC (the
+    partial file removed)."""
+    from safetensors.torch import save_file
+
+    _refuse_link(path)
+    try:
+        save_file(tensors, path)
+    except Exception as err:
+        path.unlink(missing_ok=True)
+        text = str(err)
+        if (isinstance(err, OSError) and err.errno == errno.ENOSPC) or \
+                "No space left" in text or "os error 28" in text:
+            raise OSError(errno.ENOSPC, "No space left on device while exporting",
+                          str(path)) from None
+        raise
+
+
+def _umask_modes(paths: list[Path]) -> None:
+    """Files as open() would create them (0o666 & ~umask); safetensors makes them 0600."""
+    mask = os.umask(0)
+    os.umask(mask)
+    for f in paths:
+        if f.is_file() and not f.is_symlink():
+            os.chmod(f, 0o666 & ~mask)
 
 
 def export(module, out_dir: str | Path) -> list[Path]:
     """Write the EMA weights (safetensors) and the model configuration (JSON)."""
-    from safetensors.torch import save_file
-
     out = Path(out_dir)
+    _refuse_link(out)
     out.mkdir(parents=True, exist_ok=True)
     config = module_config(dict(module.hparams))
     if "domain" not in config or not isinstance(config["domain"], dict):
@@ -186,11 +261,11 @@ def export(module, out_dir: str | Path) -> list[Path]:
     if bad:
         raise NonFiniteCheckpointError(f"refusing to export: {len(bad)} weights hold NaN or "
                                        f"Inf (e.g. {', '.join(bad[:3])})")
-    save_file(weights, out / WEIGHTS_FILE)
+    _save_tensors(weights, out / WEIGHTS_FILE)
     written = [out / WEIGHTS_FILE, out / CONFIG_FILE]
     tensors, plain = split_state(module.domain.sampling_state())
     if tensors:
-        save_file(tensors, out / DOMAIN_STATE_FILE)
+        _save_tensors(tensors, out / DOMAIN_STATE_FILE)
         written.append(out / DOMAIN_STATE_FILE)
     assets = {}
     for option, src in sorted(module.domain.assets().items()):
@@ -199,15 +274,21 @@ def export(module, out_dir: str | Path) -> list[Path]:
             raise FileNotFoundError(f"refusing to export: the domain's {option} {src} does "
                                     "not exist (the folder would not score as its card)")
         rel = f"{ASSETS_DIR}/{option}{''.join(src.suffixes)}"
+        _refuse_link(out / ASSETS_DIR)
+        _refuse_link(out / rel)
         (out / ASSETS_DIR).mkdir(exist_ok=True)
         if src.resolve() != (out / rel).resolve():
             shutil.copyfile(src, out / rel)
         assets[option] = rel
         written.append(out / rel)
     meta = {"model": config, "run_config": module.run_config, "domain_state": plain,
+            # the shapes, so that a replaced or incomplete domain_state file is named
+            "domain_state_shapes": {k: list(v.shape) for k, v in tensors.items()},
             "train_record": getattr(module, "train_record", {}), "assets": assets,
             "format": "diffplat-export-2"}
+    _refuse_link(out / CONFIG_FILE)
     (out / CONFIG_FILE).write_text(json.dumps(meta, indent=2))
+    _umask_modes(written)
     return written
 
 
@@ -233,10 +314,20 @@ def export_step_schedules(ckpt: str | Path, out_dir: str | Path) -> Path | None:
     return path
 
 
-def load_export(out_dir: Path, map_location: Any = "cpu",
-                trusted_prefixes: tuple[str, ...] | None = None):
+def _read_tensors(path: Path, map_location: Any) -> dict[str, torch.Tensor]:
+    """A safetensors file, or ValueError naming it (truncated, corrupt, not safetensors)."""
     from safetensors.torch import load_file
 
+    try:
+        return load_file(path, device=str(map_location))
+    except Exception as err:  # noqa: BLE001 - SafetensorError, OSError, ...
+        reason = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        raise ValueError(f"cannot read {path} ({path.stat().st_size} bytes): {reason}; it is "
+                         "truncated, corrupt or not a safetensors file") from None
+
+
+def load_export(out_dir: Path, map_location: Any = "cpu",
+                trusted_prefixes: tuple[str, ...] | None = None):
     cfg_file, w_file = out_dir / CONFIG_FILE, out_dir / WEIGHTS_FILE
     for f in (cfg_file, w_file):
         if not f.is_file():
@@ -247,16 +338,28 @@ def load_export(out_dir: Path, map_location: Any = "cpu",
     except (ValueError, KeyError) as err:
         raise ValueError(f"{cfg_file}: not a diffplat export configuration ({err})") from None
     module = build_module(model_cfg, trusted_prefixes, source=str(cfg_file))
-    weights = load_file(w_file, device=str(map_location))
+    weights = _read_tensors(w_file, map_location)
+    check_weights(module.backbone.state_dict(), weights, str(w_file))
     module.backbone.load_state_dict(weights)
     module.ema.shadow.load_state_dict(weights)
     module.run_config = meta.get("run_config")
     module.train_record = dict(meta.get("train_record") or {})
     state = dict(meta.get("domain_state") or {})
-    if (out_dir / DOMAIN_STATE_FILE).is_file():
-        state.update(load_file(out_dir / DOMAIN_STATE_FILE))
+    d_file, shapes = out_dir / DOMAIN_STATE_FILE, meta.get("domain_state_shapes")
+    if d_file.is_file() or shapes:
+        if not d_file.is_file():
+            raise FileNotFoundError(f"export folder {out_dir} lacks {d_file.name}")
+        tensors = _read_tensors(d_file, "cpu")
+        if isinstance(shapes, dict):  # recorded by export (older folders have no record)
+            try:  # shapes only (nothing allocated)
+                recorded = {k: SimpleNamespace(shape=torch.Size(v)) for k, v in shapes.items()}
+            except (TypeError, ValueError, RuntimeError):
+                raise ValueError(f"{cfg_file}: domain_state_shapes is not a record of "
+                                 "shapes") from None
+            check_weights(recorded, tensors, str(d_file))
+        state.update(tensors)
     if state:
-        module.domain.load_sampling_state(state)
+        _load_domain_state(module, state, str(d_file if d_file.is_file() else cfg_file))
     options = inspect.signature(type(module.domain)).parameters
     for option, rel in dict(meta.get("assets") or {}).items():  # the copies scored on the card
         if option not in options or not isinstance(rel, str):  # only a constructor option
