@@ -19,7 +19,8 @@ TABLE = {**SAMPLING,
          "samples": ("samples",), "reference": ("reference",),
          "data": ("samples", "reference"),
          "split": ("sample", "inpaint", "samples", "reference"),
-         "json": ("sample", "inpaint", "samples", "reference")}
+         "json": ("sample", "inpaint", "samples", "reference"),
+         "stability_protocol": ("sample", "inpaint", "samples", "reference")}
 MODES = {"sample": "sampling from a model (--ckpt, --model or -c)",
          "inpaint": "inpainting with a model (--inpaint)",
          "samples": "scoring a sample folder (--samples)",
@@ -32,7 +33,6 @@ def mode_of(args: argparse.Namespace) -> str:
     if args.reference:
         return "reference"
     return "inpaint" if args.inpaint else "sample"
-
 
 
 def _domain_from_meta(folder: Path, data: str | None = None):
@@ -55,7 +55,7 @@ def _domain_from_meta(folder: Path, data: str | None = None):
         return instantiate_domain(cfg)
 
 
-def _domain_from_config(path: Path):
+def _domain_from_config(path: Path, data: str | None = None):
     from diffplat.configs import load_yaml
 
     if not path.is_file():
@@ -63,7 +63,14 @@ def _domain_from_config(path: Path):
     domain = (load_yaml(path).get("model") or {}).get("domain")
     if not isinstance(domain, dict):
         raise ValueError(f"{path}: no model.domain section")
-    return instantiate_domain(domain)
+    return instantiate_domain(_with_data(domain, data))
+
+
+def _with_data(cfg: dict, data: str | None) -> dict:
+    """A domain configuration whose data_path is ``data`` (unchanged when None)."""
+    if data is None:
+        return cfg
+    return {**cfg, "init_args": {**(cfg.get("init_args") or {}), "data_path": data}}
 
 
 def print_table(metrics: dict[str, float], title: str) -> None:
@@ -91,10 +98,17 @@ def main(argv: list[str]) -> int:
     p.add_argument("--samples", help="a folder written by `diffplat sample`")
     p.add_argument("--reference", action="store_true",
                    help="score the domain's reference data instead of generated samples")
-    p.add_argument("--split", default="test", help="reference split (default test)")
+    p.add_argument("--split", default=None,
+                   help="reference split (default test; with --reference --data: all, every "
+                        "molecule of the given data where the domain has it)")
     p.add_argument("--data", default=None, metavar="PATH",
                    help="with --samples: the dataset to score against, when it is not where "
-                        "the model was trained (the domain's data_path)")
+                        "the model was trained (the domain's data_path); with --reference: "
+                        "the data to score as the reference (e.g. your own SDF)")
+    p.add_argument("--stability-protocol", choices=("auto", "edm", "drugs"), default=None,
+                   help="molecules: score stability with EDM's QM9 tables (edm), the "
+                        "drug-like protocol of Nikitin et al. 2025 (drugs) or as the data's "
+                        "elements choose (auto, the domain's default); see docs/molecules.md")
     p.add_argument("--json", help="write the metrics to this JSON file")
     args = p.parse_args(argv)
     bad = refuse_unused(given_options(p, argv), mode_of(args), TABLE, MODES)
@@ -118,12 +132,15 @@ def main(argv: list[str]) -> int:
         info["samples"] = args.samples
     elif args.reference:
         if args.config:
-            domain = _domain_from_config(Path(args.config))
+            domain = _domain_from_config(Path(args.config), args.data)
         else:
             from diffplat.cli.sample import model_source
             from diffplat.training.checkpoint import load_module
 
-            domain = load_module(model_source(args)).domain
+            module = load_module(model_source(args))
+            domain = module.domain
+            if args.data is not None:  # the given data is the reference, not the model's
+                domain = instantiate_domain(_with_data(module.hparams["domain"], args.data))
         domain.setup("test")
         samples = None
     else:
@@ -131,12 +148,16 @@ def main(argv: list[str]) -> int:
         domain = module.domain
         info.update(ckpt=stats["source"], **{k: v for k, v in stats.items()
                                              if k not in ("options", "source")})
+    if args.stability_protocol is not None:
+        if not hasattr(domain, "stability_protocol"):
+            raise ValueError(f"--stability-protocol applies to molecules, not {domain.name}")
+        domain.stability_protocol = args.stability_protocol
+    split = args.split or ("all" if args.reference and args.data else "test")
     if args.reference:
-        num = len(samples) if samples is not None else args.num
-        samples = domain.reference(num, args.split)
-        info.update(reference=args.split)
+        samples = domain.reference(args.num, split)
+        info.update(reference=split, **({"data": args.data} if args.data else {}))
     num = len(samples)
-    metrics = domain.metrics(samples, args.split)
+    metrics = domain.metrics(samples, split)
     title = f"{domain.name}: {num} " + ("reference samples" if args.reference else "samples")
     print_table(metrics, title)
     if args.json:

@@ -333,6 +333,8 @@ class DiffusionModule(pl.LightningModule):
             return
         samples, _ = self.generate(hp.sample_num, seed=hp.seed)
         for k, v in self.domain.metrics(samples, split).items():
+            if isinstance(v, str):  # a label (molecules: the stability protocol), not logged
+                continue
             self.log(f"{split}/{k}", float(v), rank_zero_only=True)
         self._log_preview(samples, split)
 

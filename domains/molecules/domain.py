@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import sys
 from pathlib import Path
@@ -60,17 +61,27 @@ class MoleculeDomain(Domain):
             property`` scores this model's molecules with when ``--predictor`` is left out;
             an export carries a copy (``Domain.assets``), so a shipped conditional model is
             scored with the predictor of its card.
+        stability_protocol: ``"auto"`` (default), ``"edm"`` or ``"drugs"``: how atom and
+            molecule stability are scored (``domains.molecules.druglike``). ``auto`` takes
+            EDM's tables for data within QM9's elements and sizes (H, C, N, O, F, at most 29
+            atoms) and the drug-like protocol of Nikitin et al. 2025 otherwise; the metrics
+            name the one applied.
     """
 
     name = "molecules"
     default_data_dir = "data/qm9"
-    eval_options = ("data_path", "max_eval", "skip_bad")
+    eval_options = ("data_path", "max_eval", "skip_bad", "stability_protocol")
 
     def __init__(self, data_path: str = "data/qm9/qm9.npz", elements: list[str] | None = None,
                  include_charges: bool = True, max_train: int | None = None,
                  max_eval: int | None = None, split_seed: int = 0, skip_bad: bool = False,
                  context: list[str] | None = None, train_subset: str | None = None,
-                 property_predictor: str | None = None, onehot_scale: float = 4.0):
+                 property_predictor: str | None = None, onehot_scale: float = 4.0,
+                 stability_protocol: str = "auto"):
+        from domains.molecules.druglike import choose_protocol
+
+        choose_protocol(stability_protocol, (), None)    # a bad name fails here, not later
+        self.stability_protocol = stability_protocol
         if not onehot_scale > 0:
             raise ValueError(f"onehot_scale must be positive, got {onehot_scale}")
         self.data_path = data_path
@@ -332,10 +343,19 @@ class MoleculeDomain(Domain):
 
     # -- scoring and output -------------------------------------------------------------------
     def reference(self, num: int, split: str = "test") -> list[Molecule]:
+        """``num`` random molecules of a split (seed 0); ``split="all"``: of the whole data,
+        every molecule when it holds fewer than ``num``."""
         self.setup()
-        mols = self._splits[split]
+        if split == "all":
+            mols = [m for part in SPLITS for m in self._splits[part]]
+            num = min(num, len(mols))
+        elif split in self._splits:
+            mols = self._splits[split]
+        else:
+            raise ValueError(f"unknown split {split!r}; one of {', '.join(SPLITS)}, all")
         if num > len(mols):
-            raise ValueError(f"the {split} split holds {len(mols)} molecules, asked for {num}")
+            raise ValueError(f"the {split} split holds {len(mols)} molecules, asked for {num} "
+                             "(--split all scores the whole data)")
         order = torch.randperm(len(mols), generator=torch.Generator().manual_seed(0))[:num]
         return [Molecule(mols[i][0].double().numpy(),
                          [self.featurizer.elements[t] for t in mols[i][1].tolist()])
@@ -352,15 +372,62 @@ class MoleculeDomain(Domain):
         except FileNotFoundError as err:
             print(f"diffplat: novelty not scored: {err}", file=sys.stderr)
             train = None
-        return edm_metrics([(m.positions, m.symbols) for m in samples], train)
+        pairs = [(m.positions, m.symbols) for m in samples]
+        protocol = self.protocol(samples)
+        if protocol == "drugs":  # EDM-derived training SMILES would make everything novel
+            from domains.molecules.druglike import drugs_metrics
+
+            out = drugs_metrics(pairs, None)
+        else:
+            out = edm_metrics(pairs, train)
+        return {**out, "stability_protocol": protocol}
+
+    def protocol(self, samples: list[Molecule] | None = None) -> str:
+        """The stability protocol that applies: ``"edm"`` or ``"drugs"``, chosen by
+        ``stability_protocol`` and, for ``auto``, by the model's elements and largest
+        training molecule (or, without them, by the molecules scored)."""
+        from domains.molecules.druglike import choose_protocol
+
+        if self.stability_protocol != "auto":
+            return self.stability_protocol
+        with contextlib.suppress(FileNotFoundError):  # no data: judge by the molecules
+            self._ready_to_sample()
+        if self.featurizer is not None and self.size_histogram is not None:
+            return choose_protocol("auto", self.featurizer.elements,
+                                   len(self.size_histogram) - 1)
+        samples = samples or []
+        return choose_protocol("auto", {s for m in samples for s in m.symbols},
+                               max((len(m) for m in samples), default=None))
+
+    def bonds(self, molecule: Molecule) -> list[tuple[int, int, float]]:
+        """The bonds the applicable protocol reads from a molecule's coordinates: EDM's
+        tables, or the perceived graph of the drug-like protocol (aromatic bonds 1.5)."""
+        if self.protocol([molecule]) == "drugs":
+            from domains.molecules.druglike import perceive
+
+            mol, _ = perceive(molecule.positions, molecule.symbols)
+            return [(b.GetBeginAtomIdx(), b.GetEndAtomIdx(),
+                     1.5 if b.GetIsAromatic() else int(b.GetBondTypeAsDouble()))
+                    for b in mol.GetBonds()]
+        from domains.molecules.metrics import infer_bonds
+
+        return infer_bonds(molecule.positions, molecule.symbols)
+
+    def is_stable(self, molecule: Molecule) -> bool:
+        """Molecule stability of one molecule under the applicable protocol."""
+        if self.protocol([molecule]) == "drugs":
+            from domains.molecules.druglike import perceive, stable_atoms
+
+            return bool(stable_atoms(perceive(molecule.positions, molecule.symbols)[0]).all())
+        from domains.molecules.metrics import check_stability
+
+        return check_stability(molecule.positions, molecule.symbols)[0]
 
     def write(self, samples: list[Molecule], out_dir: Path) -> list[Path]:
         from domains.molecules.io import write_sdf, write_xyz
-        from domains.molecules.metrics import infer_bonds
 
         out_dir.mkdir(parents=True, exist_ok=True)
-        records = [(m.positions, m.symbols, infer_bonds(m.positions, m.symbols))
-                   for m in samples]
+        records = [(m.positions, m.symbols, self.bonds(m)) for m in samples]
         sdf, xyz = out_dir / "molecules.sdf", out_dir / "molecules.xyz"
         write_sdf(sdf, records)
         write_xyz(xyz, records)
@@ -387,15 +454,11 @@ class MoleculeDomain(Domain):
         return out
 
     def preview(self, samples: list[Molecule], path: Path) -> Path:
-        from domains.molecules.metrics import check_stability, infer_bonds
         from domains.molecules.render import render_grid
 
-        titles = []
-        for m in samples[:16]:
-            stable = check_stability(m.positions, m.symbols)[0]
-            titles.append(f"{len(m)} atoms{' (stable)' if stable else ''}")
-        return render_grid(samples, path, lambda m: infer_bonds(m.positions, m.symbols),
-                           titles)
+        titles = [f"{len(m)} atoms{' (stable)' if self.is_stable(m) else ''}"
+                  for m in samples[:16]]
+        return render_grid(samples, path, self.bonds, titles)
 
     # -- diffplat data prepare|info -----------------------------------------------------------
     @classmethod
@@ -406,8 +469,15 @@ class MoleculeDomain(Domain):
 
     @classmethod
     def describe(cls, path: Path) -> dict[str, Any]:
+        """The QM9 cache's statistics, or a summary of the user's SDF / XYZ file or folder
+        (``domains.molecules.io.describe_files``)."""
+        from domains.molecules.io import EXTENSIONS, describe_files
         from domains.molecules.qm9 import describe_qm9
 
-        file = path / "qm9.npz" if path.is_dir() else path
-        return describe_qm9(file)
+        path = Path(path)
+        if path.is_dir() and (path / "qm9.npz").is_file():
+            return describe_qm9(path / "qm9.npz")
+        if path.suffix == ".npz" or not (path.exists() or path.suffix.lower() in EXTENSIONS):
+            return describe_qm9(path)
+        return describe_files(path)
 

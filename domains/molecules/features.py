@@ -14,8 +14,14 @@ import numpy as np
 import torch
 from torch import Tensor
 
-SYMBOL_TO_Z = {"H": 1, "C": 6, "N": 7, "O": 8, "F": 9, "P": 15, "S": 16, "Cl": 17, "Br": 35,
-               "I": 53, "B": 5, "Si": 14}
+_PERIODIC_TABLE = """
+H He Li Be B C N O F Ne Na Mg Al Si P S Cl Ar K Ca Sc Ti V Cr Mn Fe Co Ni Cu Zn Ga Ge As Se
+Br Kr Rb Sr Y Zr Nb Mo Tc Ru Rh Pd Ag Cd In Sn Sb Te I Xe Cs Ba La Ce Pr Nd Pm Sm Eu Gd Tb Dy
+Ho Er Tm Yb Lu Hf Ta W Re Os Ir Pt Au Hg Tl Pb Bi Po At Rn Fr Ra Ac Th Pa U Np Pu Am Cm Bk Cf
+Es Fm Md No Lr Rf Db Sg Bh Hs Mt Ds Rg Cn Nh Fl Mc Lv Ts Og
+"""
+#: atomic numbers of every element (a user's data may hold any of them)
+SYMBOL_TO_Z = {s: z for z, s in enumerate(_PERIODIC_TABLE.split(), start=1)}
 QM9_ELEMENTS = ("H", "C", "N", "O", "F")
 
 

@@ -36,12 +36,15 @@ Record = tuple[np.ndarray, list[str], str]
 
 
 class MoleculeList(list):
-    """A list of ``Record`` with ``skipped``: {reason: count} of the records left out."""
+    """A list of ``Record`` with ``skipped``: {reason: count} of the records left out,
+    ``errors`` (their messages) and, per record kept, ``charges`` (the formal charges an
+    SDF gives, zeros for XYZ)."""
 
     def __init__(self, items=()):
         super().__init__(items)
         self.skipped: dict[str, int] = {}
         self.errors: list[str] = []
+        self.charges: list[list[int]] = []
 
 
 class _Bad(Exception):
@@ -90,7 +93,9 @@ def read_molecules(path: Path | str, skip_bad: bool = False,
                 out.skipped[item.reason] = out.skipped.get(item.reason, 0) + 1
                 out.errors.append(message)
             else:
-                out.append(item)
+                record, charges = item
+                out.append(record)
+                out.charges.append(charges)
     return out
 
 
@@ -108,8 +113,10 @@ def _read_file(file: Path, allowed: set[str] | None):
     records = _sdf_records(file, text) if suffix == ".sdf" else _xyz_records(file, text)
     for item in records:
         if not isinstance(item, _Bad):
-            pos, symbols, name, k = item
+            pos, symbols, name, k, charges = item
             item = _check(pos, symbols, name or f"{file.stem}:{k}", k, allowed)
+            if not isinstance(item, _Bad):
+                item = (item, charges or [0] * len(symbols))
         yield item
 
 
@@ -155,7 +162,7 @@ def _sdf_records(file: Path, text: str):
             symbols = [a.GetSymbol() for a in mol.GetAtoms()]
             pos = np.asarray(mol.GetConformer().GetPositions(), dtype=np.float64)
             name = mol.GetProp("_Name").strip() if mol.HasProp("_Name") else ""
-            yield pos, symbols, name, k
+            yield pos, symbols, name, k, [a.GetFormalCharge() for a in mol.GetAtoms()]
 
 
 def _symbol(token: str) -> str:
@@ -200,7 +207,51 @@ def _xyz_records(file: Path, text: str):
             yield _Bad("malformed", f"line {i - n + row + 1}: expected 'element x y z', "
                                     f"found {line.strip()[:40]!r}", k)
             continue
-        yield pos, symbols, name, k
+        yield pos, symbols, name, k, None
+
+
+def describe_files(path: Path | str) -> dict:
+    """A summary of a user's molecule file or folder (``diffplat data info molecules``).
+
+    Args:
+        path: an .sdf / .xyz file or a folder of them.
+
+    Returns:
+        dict: ``path``, ``molecules`` (records read), ``bad_records`` ({reason: count}) with
+        the first ``bad_example``, ``atoms_per_molecule`` (min / median / max),
+        ``elements`` ({symbol: atoms}, by atomic number), ``formal_charges`` ({charge:
+        atoms}) and ``charged_molecules``, ``coordinates_3d`` (molecules whose z
+        coordinates are not all zero) and ``flat`` (the others: 2D drawings, no 3D
+        geometry), and the stability protocol ``auto`` would choose for this data.
+    """
+    from domains.molecules.druglike import choose_protocol
+
+    mols = read_molecules(path, skip_bad=True)
+    sizes = np.array([len(s) for _, s, _ in mols], dtype=np.int64)
+    elements: dict[str, int] = {}
+    for _, symbols, _ in mols:
+        for s in symbols:
+            elements[s] = elements.get(s, 0) + 1
+    charges: dict[int, int] = {}
+    for row in mols.charges:
+        for c in row:
+            if c:
+                charges[c] = charges.get(c, 0) + 1
+    flat = sum(bool(np.all(pos[:, 2] == 0)) for pos, _, _ in mols)
+    out = {"path": str(path), "molecules": len(mols),
+           "bad_records": dict(sorted(mols.skipped.items()))}
+    if mols.errors:
+        out["bad_example"] = mols.errors[0]
+    if len(mols):
+        out.update(
+            atoms_per_molecule={"min": int(sizes.min()), "median": float(np.median(sizes)),
+                                "max": int(sizes.max())},
+            elements={s: elements[s] for s in sorted(elements, key=SYMBOL_TO_Z.get)},
+            formal_charges={f"{c:+d}": n for c, n in sorted(charges.items())},
+            charged_molecules=sum(any(row) for row in mols.charges),
+            coordinates_3d=len(mols) - flat, flat=flat,
+            stability_protocol=choose_protocol("auto", elements, int(sizes.max())))
+    return out
 
 
 def _molecule_parts(molecule: Sequence) -> tuple[np.ndarray, list[str], list, str]:
