@@ -40,6 +40,8 @@ def main(argv: list[str] | None = None) -> int:
 
         flush_subnormals()  # subnormal floats make CPU kernels ~50x slower (diffplat.runtime)
     try:
+        if not asks_help:
+            _threads(cmd)
         from diffplat.configs import resolve_args
 
         rest = resolve_args(rest)
@@ -75,6 +77,17 @@ def main(argv: list[str] | None = None) -> int:
         return sub(rest)
     except Exception as err:  # noqa: BLE001 - sorted below; anything else re-raises
         return _failure(cmd, err)
+
+
+def _threads(cmd: str) -> None:
+    """Set the torch thread count (diffplat.runtime.apply_threads: the idle cores unless the
+    user chose) and, for a training command, say so when it is fewer than the cores."""
+    from diffplat.runtime import apply_threads, usable_cpus
+
+    n, why = apply_threads()
+    if cmd in LIGHTNING and n is not None and n < usable_cpus() and "busy" in why:
+        print(f"diffplat {cmd}: {n} torch thread{'s' * (n > 1)}: {why}; DIFFPLAT_THREADS=N "
+              "chooses", file=sys.stderr)
 
 
 def _failure(cmd: str, err: Exception) -> int:

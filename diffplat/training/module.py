@@ -151,9 +151,10 @@ class DiffusionModule(pl.LightningModule):
     def setup(self, stage: str) -> None:
         self.domain.setup(stage)
         if self.device.type == "cpu":
-            from diffplat.runtime import flush_subnormals
+            from diffplat.runtime import flush_subnormals, reserve_for_workers
 
             flush_subnormals()  # ~50x faster CPU steps; why in diffplat/runtime.py
+            reserve_for_workers(self.hparams.num_workers)  # a core per DataLoader worker
         if self.hparams.compile and self.device.type == "cuda":
             # object.__setattr__ keeps the compiled wrapper out of the state dict
             object.__setattr__(self.denoiser, "compiled", torch.compile(self.backbone))
