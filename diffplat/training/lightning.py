@@ -28,6 +28,7 @@ from typing import Any
 from pytorch_lightning.callbacks import ModelCheckpoint
 from pytorch_lightning.cli import LightningArgumentParser, LightningCLI
 
+from diffplat import progress
 from diffplat.training.callbacks import LAST, Autosave
 from diffplat.training.checkpoint import (
     AtomicCheckpointIO,
@@ -156,6 +157,9 @@ class DiffplatCLI(LightningCLI):
             "checkpoint.enable_version_counter": False,
             "trainer.logger": WANDB_DEFAULT,
             "trainer.default_root_dir": "runs/default",
+            # its table counts the EMA copy as "modules in eval mode"; the module prints
+            # the model's size in one line instead (diffplat.progress)
+            "trainer.enable_model_summary": False,
         })
 
     # -- --ckpt_path ----------------------------------------------------------------------------
@@ -292,8 +296,27 @@ class DiffplatCLI(LightningCLI):
             if isinstance(cb, ModelCheckpoint) and cb.dirpath is None:
                 cb.dirpath = str(root / "checkpoints")
         trainer.strategy.checkpoint_io = AtomicCheckpointIO()
+        for logger in trainer.loggers:
+            progress.drop_wandb_anonymous(logger)
         self.model.run_config = self.config_dump
         return trainer
+
+    def _instantiate_trainer(self, config: dict[str, Any], callbacks: list[Any]):
+        """Progress as diffplat.progress.mode says: Lightning's bar on a terminal, plain
+        lines (LineProgress) in a log file or a pipe, nothing with DIFFPLAT_PROGRESS=0; a
+        progress bar the user configured is kept."""
+        from pytorch_lightning.callbacks.progress.progress_bar import ProgressBar
+
+        given = config.get("callbacks")
+        given = [] if given is None else given if isinstance(given, list) else [given]
+        if config.get("enable_progress_bar") is not False and not any(
+                isinstance(c, ProgressBar) for c in [*given, *callbacks]):
+            how = progress.mode(sys.stdout)
+            if how == "lines":
+                callbacks = [*callbacks, progress.progress_callback()()]
+            elif how == "off":
+                config["enable_progress_bar"] = False
+        return super()._instantiate_trainer(config, callbacks)
 
     def _dump_config(self) -> None:
         super()._dump_config()
@@ -342,6 +365,7 @@ def _run_cli(args: list[str]) -> DiffplatCLI:
     wandb run is finished afterwards, so the next run in this process gets its own."""
     saved = sys.argv
     sys.argv = [saved[0], *args]
+    progress.quiet_libraries()
     try:
         return DiffplatCLI(args=None, model_class=_other_model_class(args))
     finally:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import warnings
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -16,6 +17,7 @@ from diffplat import schedules as schedules_mod
 from diffplat.backbone import Backbone
 from diffplat.domain import Domain
 from diffplat.losses import DiffusionLoss
+from diffplat.progress import say
 from diffplat.schedules import LOG_SNR_LIMIT
 from diffplat.targets import Denoiser
 from diffplat.training.data import StepIndexedLoader
@@ -108,7 +110,12 @@ class DiffusionModule(pl.LightningModule):
                 f"{'takes' if supports else 'does not take'} x_self_cond: set both "
                 "model.self_condition and the backbone's self_condition (a backbone with "
                 "supports_self_condition), or neither")
-        self.save_hyperparameters()
+        with warnings.catch_warnings():
+            # built by hand (load_module) the backbone is a module, not a configuration;
+            # Lightning warns about it, and it is dropped from hparams just below
+            warnings.filterwarnings("ignore", message="Attribute 'backbone' is an instance of "
+                                                      "`nn.Module`")
+            self.save_hyperparameters()
         for key in ("domain", "backbone"):
             # inside LightningCLI (and build_module) these are their class_path/init_args
             # configurations; built by hand they are objects, which a checkpoint cannot hold
@@ -342,6 +349,43 @@ class DiffusionModule(pl.LightningModule):
     def on_validation_epoch_end(self) -> None:
         self._score_samples("val")
 
+    # -- what a run shows: the model's size, each validation, the end ------------------------
+    def on_fit_start(self) -> None:
+        n = sum(p.numel() for p in self.backbone.parameters())
+        k = torch.get_num_threads()
+        threads = f", {k} thread{'s' * (k > 1)}" if self.device.type == "cpu" else ""
+        steps = self.trainer.max_steps
+        if self.trainer.is_global_zero:
+            say(f"model: {type(self.backbone).__name__}, {n / 1e6:.2f}M parameters (and their "
+                f"EMA); {self.domain.name} on {self.device.type}{threads}"
+                + (f"; {steps} steps" if steps and steps > 0 else ""))
+
+    def on_validation_end(self) -> None:
+        """At each validation of ``fit``: one line (step and every ``val/`` metric) and
+        ``metrics.json`` beside the checkpoint (``diffplat.progress.write_metrics``)."""
+        trainer = self.trainer
+        if trainer.sanity_checking or trainer.state.fn != "fit" or not trainer.is_global_zero:
+            return
+        from diffplat.progress import validation_line, write_metrics
+
+        metrics = _val_metrics(trainer.callback_metrics)
+        if not metrics:
+            return
+        self._last_validation = {"step": int(self.global_step),
+                                 "epoch": int(self.current_epoch), "metrics": metrics}
+        path = write_metrics(_checkpoint_dir(trainer), self._last_validation)
+        self._metrics_path = path
+        say(validation_line(self._last_validation))
+
+    def on_fit_end(self) -> None:
+        if not self.trainer.is_global_zero:
+            return
+        from diffplat.progress import fit_summary
+
+        say(fit_summary(int(self.global_step), getattr(self, "_last_validation", None),
+                        getattr(self, "_metrics_path", None),
+                        self.trainer.check_val_every_n_epoch))
+
     def on_test_epoch_end(self) -> None:
         self._score_samples("test")
 
@@ -424,6 +468,31 @@ class DiffusionModule(pl.LightningModule):
         if logger is not None and type(logger).__name__ == "WandbLogger":
             extra["wandb_run_id"] = logger.version  # a resumed run continues this run
         checkpoint["diffplat"] = extra
+
+
+def _val_metrics(callback_metrics: dict[str, Any]) -> dict[str, float]:
+    """The ``val/`` scalars Lightning holds after a validation, as floats."""
+    out = {}
+    for key, value in callback_metrics.items():
+        if key.startswith("val/") and (not hasattr(value, "numel") or value.numel() == 1):
+            out[key] = float(value)
+    return out
+
+
+def _checkpoint_dir(trainer: pl.Trainer) -> Path:
+    """Where the run's ``last.ckpt`` goes: the Autosave folder, else ModelCheckpoint's,
+    else ``<default_root_dir>/checkpoints``."""
+    from pytorch_lightning.callbacks import ModelCheckpoint
+
+    from diffplat.training.callbacks import Autosave
+
+    for cb in trainer.callbacks:
+        if isinstance(cb, Autosave):
+            return cb.path(trainer).parent
+    for cb in trainer.callbacks:
+        if isinstance(cb, ModelCheckpoint) and cb.dirpath:
+            return Path(cb.dirpath)
+    return Path(trainer.default_root_dir) / "checkpoints"
 
 
 __all__ = ["DiffusionModule", "NonFiniteLossError"]
