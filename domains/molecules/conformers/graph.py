@@ -179,6 +179,12 @@ def mol_to_graph(mol: Chem.Mol, vocabulary: dict[str, int], name: str = "") -> M
         raise GraphError("charge", f"formal charge(s) {sorted(set(charges) - set(CHARGES))} "
                                    f"outside {list(CHARGES)}")
     hyb = {h: k for k, h in enumerate(HYBRIDISATION)}
+    # hydrogens added by Chem.AddHs (SMILES inputs) carry UNSPECIFIED until hybridisation is
+    # set again; sanitised training molecules have S: without this, every hydrogen of a
+    # SMILES input had a feature no training molecule had (and refinement went wrong)
+    typed = Chem.Mol(mol)
+    typed.UpdatePropertyCache(strict=False)
+    Chem.SetHybridization(typed)
     bond = np.zeros((n, n), np.int64)
     pairs = []
     for b in mol.GetBonds():
@@ -200,7 +206,7 @@ def mol_to_graph(mol: Chem.Mol, vocabulary: dict[str, int], name: str = "") -> M
         charge=np.array([CHARGES.index(c) for c in charges], np.int64),
         aromatic=np.array([a.GetIsAromatic() for a in mol.GetAtoms()], np.int64),
         hybrid=np.array([hyb.get(a.GetHybridization(), len(HYBRIDISATION))
-                         for a in mol.GetAtoms()], np.int64),
+                         for a in typed.GetAtoms()], np.int64),
         degree=np.array([min(a.GetDegree(), MAX_DEGREE) for a in mol.GetAtoms()], np.int64),
         ring=np.array([ring.NumAtomRings(a.GetIdx()) > 0 for a in mol.GetAtoms()], np.int64),
         bond=bond, hops=_graph_distances(n, pairs), ez=ez,
