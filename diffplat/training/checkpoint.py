@@ -61,12 +61,54 @@ def _disk_full(folder: Path, margin: int = 64 << 20) -> bool:
         return False
 
 
-def remove_stale_temporaries(folder: Path) -> list[Path]:
-    """Delete the temporaries of checkpoint writes that a kill interrupted (only the
-    process that writes a folder may call this)."""
+def _tmp_prefix(name: str) -> str:
+    """Temporaries carry their writer: ``.last.ckpt.pid<PID>~<host>~<random>.tmp``."""
+    import re
+    import socket
+
+    host = re.sub(r"[^A-Za-z0-9_.-]", "_", socket.gethostname() or "localhost")
+    return f".{name}.pid{os.getpid()}~{host}~"
+
+
+def _umask() -> int:
+    """The process's umask (read from /proc where it can be, without changing it)."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("Umask:"):
+                return int(line.split()[1], 8)
+    except (OSError, ValueError, IndexError):
+        pass
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+def remove_stale_temporaries(folder: Path, max_age: float = 3600.0) -> list[Path]:
+    """Delete the temporaries of checkpoint writes that a kill interrupted, never those of
+    a live writer: a temporary of this host is removed when its pid is no longer running,
+    one of another host (a shared file system) when it is older than ``max_age`` seconds
+    (no write takes that long), one without an owner (older versions) always."""
+    import re
+    import socket
+    import time
+
+    from diffplat.training.runlock import pid_alive
+
+    host = re.sub(r"[^A-Za-z0-9_.-]", "_", socket.gethostname() or "localhost")
     removed = []
     if Path(folder).is_dir():
         for f in Path(folder).glob(f".*.ckpt.*{_TMP_SUFFIX}"):
+            owner = re.search(r"\.pid(\d+)~([^~]*)~[^~]*\.tmp$", f.name)
+            if owner and owner.group(2) == host:
+                pid = int(owner.group(1))
+                if pid == os.getpid() or pid_alive(pid):
+                    continue
+            elif owner:
+                try:
+                    if time.time() - f.stat().st_mtime < max_age:
+                        continue
+                except FileNotFoundError:
+                    continue
             f.unlink(missing_ok=True)
             removed.append(f)
     return removed
@@ -74,7 +116,8 @@ def remove_stale_temporaries(folder: Path) -> list[Path]:
 
 class AtomicCheckpointIO(TorchCheckpointIO):
     """TorchCheckpointIO that never leaves a partially written file behind and never writes
-    NaN or Inf weights (NonFiniteCheckpointError instead, the previous file kept)."""
+    NaN or Inf weights (NonFiniteCheckpointError instead, the previous file kept). Files get
+    the permissions of the umask, as ``open`` would give them (0644 under umask 022)."""
 
     def save_checkpoint(self, checkpoint: dict[str, Any], path: Any,
                         storage_options: Any | None = None) -> None:
@@ -86,9 +129,10 @@ class AtomicCheckpointIO(TorchCheckpointIO):
                 f"refusing to write {path}: {len(bad)} tensors hold NaN or Inf (e.g. "
                 f"{', '.join(bad[:3])}); the previous checkpoint is kept")
         path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=_TMP_SUFFIX,
+        fd, tmp = tempfile.mkstemp(prefix=_tmp_prefix(path.name), suffix=_TMP_SUFFIX,
                                    dir=path.parent)
         try:
+            os.fchmod(fd, 0o666 & ~_umask())  # mkstemp makes 0600; a checkpoint is a file
             with os.fdopen(fd, "wb") as f:
                 torch.save(checkpoint, f)
                 f.flush()
