@@ -267,6 +267,12 @@ def test_fit_on_an_element_outside_the_tables(tmp_path, capsys, skip_bad):
     assert m["stability_protocol"] == "drugs"
     with_se = sum("Se" in r.symbols for r in refs)
     assert m["mol_stability"] == pytest.approx(1 - with_se / len(refs))
+    # the trained model's checkpoint with --data scores that data as the reference
+    out = tmp_path / "ref.json"
+    ckpt = tmp_path / "run" / "checkpoints" / "last.ckpt"
+    assert main(["evaluate", "--reference", "--ckpt", str(ckpt), "--data", str(data),
+                 "--json", str(out)]) == 0
+    assert json.loads(out.read_text())["metrics"] == m
     # EDM's tables, asked for, name the element in one line
     capsys.readouterr()
     assert main(["evaluate", "--reference", "-c", str(cfg), "--split", "all",

@@ -152,7 +152,8 @@ def main(argv: list[str]) -> int:
         if not hasattr(domain, "stability_protocol"):
             raise ValueError(f"--stability-protocol applies to molecules, not {domain.name}")
         domain.stability_protocol = args.stability_protocol
-    split = args.split or ("all" if args.reference and args.data else "test")
+    whole = "all" in getattr(domain, "reference_splits", ())   # a domain that can score all
+    split = args.split or ("all" if args.reference and args.data and whole else "test")
     if args.reference:
         samples = domain.reference(args.num, split)
         info.update(reference=split, **({"data": args.data} if args.data else {}))

@@ -71,6 +71,8 @@ class MoleculeDomain(Domain):
     name = "molecules"
     default_data_dir = "data/qm9"
     eval_options = ("data_path", "max_eval", "skip_bad", "stability_protocol")
+    #: ``reference`` also takes "all" (``evaluate --reference --data`` scores the whole data)
+    reference_splits = (*SPLITS, "all")
 
     def __init__(self, data_path: str = "data/qm9/qm9.npz", elements: list[str] | None = None,
                  include_charges: bool = True, max_train: int | None = None,
