@@ -41,7 +41,9 @@ lock:
 
 # Prepare QM9 (once), train qm9-tiny (or resume/reuse the checkpoint a previous run left in
 # runs/demo), sample 200 molecules, print EDM's metrics. SDF/XYZ files and preview.png land
-# in runs/demo/samples.
+# in runs/demo/samples. A fit stopped early (SIGTERM, Ctrl-C) exits 143/130 after saving, so
+# make stops before sampling a half-trained model; `make demo` again resumes it (keep the
+# recipe's lines without `-` or `|| true`: tests/test_run_safety.py runs it).
 demo: $(STAMP)
 	test -f data/qm9/qm9.npz || $(BIN)/diffplat data prepare qm9
 	$(BIN)/diffplat fit -c configs/molecules/qm9-tiny.yaml --trainer.default_root_dir $(DEMO_DIR) --ckpt_path last

@@ -72,8 +72,15 @@ def resolve_args(argv: list[str]) -> list[str]:
     for i, tok in enumerate(out):
         if tok in ("-c", "--config") and i + 1 < len(out):
             out[i + 1] = resolve(out[i + 1])
-            load_yaml(Path(out[i + 1]))
+            _not_empty(Path(out[i + 1]))
         elif tok.startswith("--config="):
             out[i] = "--config=" + resolve(tok.split("=", 1)[1])
-            load_yaml(Path(out[i].split("=", 1)[1]))
+            _not_empty(Path(out[i].split("=", 1)[1]))
     return out
+
+
+def _not_empty(path: Path) -> None:
+    """A ``-c`` file must hold settings (an empty one gave jsonargparse's bare "Unexpected
+    config:")."""
+    if not load_yaml(path):
+        raise ValueError(f"{path}: the config file is empty (no trainer:, model:, ... keys)")

@@ -50,10 +50,7 @@ def main(argv: list[str] | None = None) -> int:
             rest = [plugins.help_name(a) if i and rest[i - 1] == "--model.domain.help" else a
                     for i, a in enumerate(rest)]
         if cmd in LIGHTNING:
-            from diffplat.training.lightning import run
-
-            run([cmd, *rest])
-            return 0
+            return _lightning(cmd, rest)
         if cmd == "sample":
             from diffplat.cli.sample import main as sub
         elif cmd == "tune-steps":
@@ -77,6 +74,28 @@ def main(argv: list[str] | None = None) -> int:
         return sub(rest)
     except Exception as err:  # noqa: BLE001 - sorted below; anything else re-raises
         return _failure(cmd, err)
+
+
+def _lightning(cmd: str, rest: list[str]) -> int:
+    """fit/validate/test: a run that a signal stopped exits 128 + its number with one line
+    (where it stopped, the checkpoint, how to resume); a run folder in use is refused (1);
+    Lightning's own configuration checks (``--trainer.max_steps -5``) are one line (2)."""
+    from lightning_fabric.utilities.exceptions import MisconfigurationException
+
+    from diffplat.training.callbacks import RunStopped
+    from diffplat.training.lightning import run
+    from diffplat.training.runlock import RunFolderLocked
+
+    try:
+        run([cmd, *rest])
+    except RunStopped as stop:
+        print(f"diffplat {cmd}: {stop}", file=sys.stderr)
+        return stop.exit_code
+    except RunFolderLocked as err:
+        return _error(cmd, err, 1)
+    except MisconfigurationException as err:
+        return _error(cmd, err, 2)
+    return 0
 
 
 def _threads(cmd: str) -> None:

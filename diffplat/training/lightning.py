@@ -29,7 +29,8 @@ from pytorch_lightning.callbacks import ModelCheckpoint
 from pytorch_lightning.cli import LightningArgumentParser, LightningCLI
 
 from diffplat import progress
-from diffplat.training.callbacks import LAST, Autosave
+from diffplat.training import runlock
+from diffplat.training.callbacks import LAST, Autosave, ResumedOptimiser
 from diffplat.training.checkpoint import (
     AtomicCheckpointIO,
     check_class_paths,
@@ -49,7 +50,7 @@ EVAL_OPTIONS = frozenset({"sample_num", "sampler", "sample_steps", "sample_every
 #: ... and those that only steer optimisation, which ``fit`` may change when resuming.
 FIT_OPTIONS = EVAL_OPTIONS | {"lr", "weight_decay", "betas", "warmup_steps", "decay_steps",
                               "min_lr_ratio", "clip", "clip_value", "ema_decay", "batch_size",
-                              "on_nonfinite", "compile"}
+                              "on_nonfinite", "max_skipped_fraction", "compile"}
 
 
 def _note(cmd: str, message: str) -> None:
@@ -136,15 +137,20 @@ class DiffplatCLI(LightningCLI):
         # give the model as class_path + init_args
         self._argv = list(sys.argv[1:] if args is None else args)
         self._resumed: dict[str, Any] | None = None
-        super().__init__(
-            model_class or DiffusionModule,
-            subclass_mode_model=model_class is not None,
-            save_config_kwargs={"overwrite": True},
-            parser_kwargs={"exit_on_error": False},
-            auto_configure_optimizers=False,
-            args=args,
-            run=run,
-        )
+        self._locked: list[Path] = []  # run folders this process locked (runlock)
+        try:
+            super().__init__(
+                model_class or DiffusionModule,
+                subclass_mode_model=model_class is not None,
+                save_config_kwargs={"overwrite": True},
+                parser_kwargs={"exit_on_error": False},
+                auto_configure_optimizers=False,
+                args=args,
+                run=run,
+            )
+        finally:
+            while self._locked:
+                runlock.release(self._locked.pop())
 
     def add_arguments_to_parser(self, parser: LightningArgumentParser) -> None:
         parser.add_lightning_class_args(ModelCheckpoint, "checkpoint")
@@ -176,7 +182,13 @@ class DiffplatCLI(LightningCLI):
             return
         cfg = self.config[sub]
         ckpt_path = cfg.get("ckpt_path")
-        if ckpt_path in (None, "best", "hpc", "registry"):
+        if ckpt_path == "hpc":  # Lightning's SLURM checkpoint: read it as any other
+            found = _hpc_checkpoint(Path(cfg["trainer"]["default_root_dir"]))
+            if found is None:
+                raise FileNotFoundError("--ckpt_path hpc: no hpc_ckpt_<n>.ckpt in "
+                                        f"{cfg['trainer']['default_root_dir']}")
+            cfg["ckpt_path"] = ckpt_path = str(found)
+        if ckpt_path in (None, "best", "registry"):
             return
         if ckpt_path == "last":
             path = self._checkpoint_dir(cfg) / LAST
@@ -244,9 +256,21 @@ class DiffplatCLI(LightningCLI):
         cfg = self.config[self.subcommand] if self.subcommand else self.config
         self._default_logger_dir(cfg)
         self._fill_backbone_sizes(cfg)
+        self._lock_run_folders(cfg)
 
     def _default_logger_dir(self, cfg: Any) -> None:
         """wandb writes under the run folder and, when resuming, into the same run id."""
+    def _lock_run_folders(self, cfg: Any) -> None:
+        """One writer per run folder (diffplat.training.runlock), taken before anything is
+        written there (config.yaml, wandb, the clean-up of stale temporaries); global rank
+        0 only, released when the run ends, also on an exception."""
+        if self.subcommand is None or not runlock.is_rank_zero():
+            return
+        for folder in runlock.run_folders(cfg["trainer"]["default_root_dir"],
+                                          self._checkpoint_dir(cfg)):
+            runlock.acquire(folder, f"this {self.subcommand}")
+            self._locked.append(folder)
+
         logger = cfg["trainer"].get("logger")
         if not (hasattr(logger, "get") and str(logger.get("class_path")) == WANDB_CLASS):
             return
@@ -300,9 +324,30 @@ class DiffplatCLI(LightningCLI):
             progress.drop_wandb_anonymous(logger)
         self.model.run_config = self.config_dump
         return trainer
+        if isinstance(self.model, DiffusionModule):
+            trainer.callbacks.append(ResumedOptimiser())
 
     def _instantiate_trainer(self, config: dict[str, Any], callbacks: list[Any]):
         """Progress as diffplat.progress.mode says: Lightning's bar on a terminal, plain
+    def _run_subcommand(self, subcommand: str) -> None:
+        """Check a restored checkpoint's weights against the model its configuration builds
+        (one line naming the first tensor, not Lightning's hundred), and turn a stop by a
+        signal into RunStopped (callbacks.Autosave), never a quiet exit 0."""
+        if self._resumed is not None and isinstance(self.model, DiffusionModule):
+            from diffplat.training.checkpoint import check_weights
+
+            check_weights(self.model.state_dict(), self._resumed.get("state_dict"),
+                          f"checkpoint {self.config[subcommand]['ckpt_path']}")
+        self._resumed = None  # read again by Lightning; not held during the run
+        try:
+            super()._run_subcommand(subcommand)
+        except SystemExit:  # SIGTERMException, or Lightning's exit after a KeyboardInterrupt
+            stopped = next((cb.stopped for cb in self.trainer.callbacks
+                            if isinstance(cb, Autosave) and cb.stopped is not None), None)
+            if stopped is None:
+                raise
+            raise stopped from None
+
         lines (LineProgress) in a log file or a pipe, nothing with DIFFPLAT_PROGRESS=0; a
         progress bar the user configured is kept."""
         from pytorch_lightning.callbacks.progress.progress_bar import ProgressBar
@@ -325,6 +370,16 @@ class DiffplatCLI(LightningCLI):
 
 def _plain(obj: Any) -> Any:
     """Keep only what torch.load(weights_only=True) accepts."""
+def _hpc_checkpoint(root: Path) -> Path | None:
+    """The ``hpc_ckpt_<n>.ckpt`` with the largest n in ``root`` (Lightning's rule)."""
+    import re
+
+    found = [(int(m.group(1)), f) for f in (root.glob("hpc_ckpt_*.ckpt") if root.is_dir()
+                                            else [])
+             if (m := re.fullmatch(r"hpc_ckpt_(\d+)\.ckpt", f.name))]
+    return max(found)[1] if found else None
+
+
     if isinstance(obj, dict):
         return {str(k): _plain(v) for k, v in obj.items()}
     if isinstance(obj, (list, tuple)):
@@ -386,7 +441,9 @@ def fit(config: str | Path | dict[str, Any], *overrides: str,
     """Train from a config file (or a config dict) with ``diffplat fit`` semantics: the
     same defaults, checks, autosave and resume rules. ``overrides`` are command-line style
     (``"--trainer.max_steps", "100"``); ``ckpt_path`` resumes (``"last"``). Returns the
-    run's ``last.ckpt``; any failure raises (no exit codes, no log scraping).
+    run's ``last.ckpt``; any failure raises (no exit codes, no log scraping): a run that
+    SIGTERM or Ctrl-C stopped before ``max_steps`` raises ``RunStopped`` (its checkpoint
+    saved), and a run folder another process uses raises ``runlock.RunFolderLocked``.
     """
     import tempfile
 

@@ -70,7 +70,12 @@ class DiffusionModule(pl.LightningModule):
             and scoring with the domain's metrics (``sample_num = 0`` turns it off).
         log_snr_buckets: the training loss is also logged per equal-width log-SNR bucket.
         on_nonfinite: "stop" (raise, naming the step; the last good checkpoint stays) or
-            "skip" (skip the batch and count it in ``train/skipped_batches``).
+            "skip" (skip the batch and count it in ``train/skipped_batches``; the count is
+            printed at the end of ``fit``).
+        max_skipped_fraction: with ``on_nonfinite="skip"``, the run fails once more than
+            this fraction of its batches were skipped (counted over at least 100 batches,
+            so up to 10 of the first 100 at the default 0.1): a run that skips most of its
+            batches learns nothing and must not look finished.
         compile: wrap the backbone in torch.compile when training on a GPU.
         self_condition: self-conditioning (Chen et al. 2022, "Analog Bits", sec. 3.2):
             trained with an earlier no-gradient x0_hat as input for half the batches, and
@@ -92,7 +97,8 @@ class DiffusionModule(pl.LightningModule):
                  val_batch_size: int | None = None, num_workers: int = 0, seed: int = 0,
                  sampler: str = "heun", sample_steps: int = 18, sample_num: int = 1000,
                  sample_every_n_epochs: int = 1, log_snr_buckets: int = 8,
-                 on_nonfinite: str = "stop", compile: bool = False,
+                 on_nonfinite: str = "stop", max_skipped_fraction: float = 0.1,
+                 compile: bool = False,
                  self_condition: bool = False, coupling: str = "independent"):
         super().__init__()
         if coupling != "independent" and schedule != "flow":
@@ -102,6 +108,9 @@ class DiffusionModule(pl.LightningModule):
             raise ValueError(f"clip must be one of none, norm, adaptive; got {clip!r}")
         if on_nonfinite not in ("stop", "skip"):
             raise ValueError(f"on_nonfinite must be 'stop' or 'skip', got {on_nonfinite!r}")
+        if not 0.0 <= max_skipped_fraction <= 1.0:
+            raise ValueError("max_skipped_fraction must be in [0, 1], got "
+                             f"{max_skipped_fraction!r}")
         samplers_mod.get(sampler)  # unknown names fail at construction, listing the valid ones
         supports = bool(getattr(backbone, "supports_self_condition", False))
         if self_condition != supports:
@@ -201,18 +210,37 @@ class DiffusionModule(pl.LightningModule):
                                  noise_space=space, **cond)
         loss = losses.mean()
         if not torch.isfinite(loss):
+            bad_data = _nonfinite_inputs(x0, cond)
             if self.hparams.on_nonfinite == "skip":
-                self._skipped = True
-                self.skipped_batches += 1
-                self.log("train/skipped_batches", self.skipped_batches.float())
+                self._skip()
                 return None
+            if bad_data:  # the data, not the optimisation: say so
+                raise NonFiniteLossError(
+                    f"training batch {step} (step {self.global_step}) holds NaN or Inf in "
+                    f"its data ({', '.join(bad_data[:3])}): the training data is bad, not the "
+                    "learning rate; clean the data (or set model.on_nonfinite=skip to skip "
+                    "such batches). The last checkpoint written before it is kept")
             raise NonFiniteLossError(
-                f"training loss is {loss.item()} at step {self.global_step} (batch {step}); "
-                "the last checkpoint written before it is kept. Lower the learning rate, "
-                "check the data, or set model.on_nonfinite=skip")
+                f"training loss is {loss.item()} at step {self.global_step} (batch {step}) "
+                "from finite data; the last checkpoint written before it is kept. Lower the "
+                "learning rate, or set model.on_nonfinite=skip")
         self._bucket(losses.detach(), t.detach())
         self.log("train/loss", loss, prog_bar=True, batch_size=len(losses))
         return loss
+
+    def _skip(self) -> None:
+        """Count a skipped batch; fail past ``max_skipped_fraction`` of the batches."""
+        self._skipped = True
+        self.skipped_batches += 1
+        self.log("train/skipped_batches", self.skipped_batches.float())
+        skipped, batches = int(self.skipped_batches), self._batches_done()
+        limit = self.hparams.get("max_skipped_fraction", 0.1)
+        if skipped > limit * max(batches, 100):
+            raise NonFiniteLossError(
+                f"{skipped} of {batches} batches skipped for NaN or Inf (model.on_nonfinite="
+                f"skip), more than model.max_skipped_fraction={limit:g} allows; the last "
+                "checkpoint written before it is kept. Check the data and the learning rate, "
+                "or raise model.max_skipped_fraction")
 
     def _bucket(self, losses: Tensor, t: Tensor) -> None:
         lam = self.schedule.log_snr(t.to(torch.float64)).to(self.bucket_edges.dtype)
@@ -256,11 +284,9 @@ class DiffusionModule(pl.LightningModule):
         try:
             super().optimizer_step(*args, **kwargs)
         except _SkipStep:
-            self._skipped = True
-            self.skipped_batches += 1
-            self.log("train/skipped_batches", self.skipped_batches.float())
             for p in self.backbone.parameters():
                 p.grad = None
+            self._skip()
         # here rather than in on_train_batch_end, which runs after the checkpoint callback:
         # a checkpoint must hold the EMA of every step it counts
         if not self._skipped:
@@ -275,6 +301,14 @@ class DiffusionModule(pl.LightningModule):
                 f"training ended with {len(bad)} non-finite tensors (e.g. {', '.join(bad[:3])}"
                 f"); {int(self.skipped_batches)} batches were skipped. The last checkpoint "
                 "written before it is kept")
+        skipped = int(self.skipped_batches)
+        if skipped and self.trainer.is_global_zero:
+            import sys
+
+            print(f"diffplat fit: skipped {skipped} of {self._batches_done()} batches for NaN "
+                  "or Inf (model.on_nonfinite=skip; the run fails past "
+                  f"model.max_skipped_fraction={self.hparams.get('max_skipped_fraction', 0.1):g})",
+                  file=sys.stderr)
 
     def configure_gradient_clipping(self, optimizer, gradient_clip_val=None,
                                     gradient_clip_algorithm=None) -> None:
@@ -468,6 +502,13 @@ class DiffusionModule(pl.LightningModule):
         if logger is not None and type(logger).__name__ == "WandbLogger":
             extra["wandb_run_id"] = logger.version  # a resumed run continues this run
         checkpoint["diffplat"] = extra
+
+
+def _nonfinite_inputs(x0: Any, cond: dict[str, Any]) -> list[str]:
+    """Names of the batch's floating-point tensors (x0, conditions) that hold NaN or Inf."""
+    from diffplat.training.checkpoint import nonfinite_tensors
+
+    return nonfinite_tensors({"x0": x0, **{f"cond.{k}": v for k, v in cond.items()}})
 
 
 def _val_metrics(callback_metrics: dict[str, Any]) -> dict[str, float]:
