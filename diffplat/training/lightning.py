@@ -254,12 +254,10 @@ class DiffplatCLI(LightningCLI):
     # -- before the classes exist ----------------------------------------------------------------
     def before_instantiate_classes(self) -> None:
         cfg = self.config[self.subcommand] if self.subcommand else self.config
+        self._lock_run_folders(cfg)
         self._default_logger_dir(cfg)
         self._fill_backbone_sizes(cfg)
-        self._lock_run_folders(cfg)
 
-    def _default_logger_dir(self, cfg: Any) -> None:
-        """wandb writes under the run folder and, when resuming, into the same run id."""
     def _lock_run_folders(self, cfg: Any) -> None:
         """One writer per run folder (diffplat.training.runlock), taken before anything is
         written there (config.yaml, wandb, the clean-up of stale temporaries); global rank
@@ -271,6 +269,8 @@ class DiffplatCLI(LightningCLI):
             runlock.acquire(folder, f"this {self.subcommand}")
             self._locked.append(folder)
 
+    def _default_logger_dir(self, cfg: Any) -> None:
+        """wandb writes under the run folder and, when resuming, into the same run id."""
         logger = cfg["trainer"].get("logger")
         if not (hasattr(logger, "get") and str(logger.get("class_path")) == WANDB_CLASS):
             return
@@ -322,13 +322,11 @@ class DiffplatCLI(LightningCLI):
         trainer.strategy.checkpoint_io = AtomicCheckpointIO()
         for logger in trainer.loggers:
             progress.drop_wandb_anonymous(logger)
-        self.model.run_config = self.config_dump
-        return trainer
         if isinstance(self.model, DiffusionModule):
             trainer.callbacks.append(ResumedOptimiser())
+        self.model.run_config = self.config_dump
+        return trainer
 
-    def _instantiate_trainer(self, config: dict[str, Any], callbacks: list[Any]):
-        """Progress as diffplat.progress.mode says: Lightning's bar on a terminal, plain
     def _run_subcommand(self, subcommand: str) -> None:
         """Check a restored checkpoint's weights against the model its configuration builds
         (one line naming the first tensor, not Lightning's hundred), and turn a stop by a
@@ -348,6 +346,8 @@ class DiffplatCLI(LightningCLI):
                 raise
             raise stopped from None
 
+    def _instantiate_trainer(self, config: dict[str, Any], callbacks: list[Any]):
+        """Progress as diffplat.progress.mode says: Lightning's bar on a terminal, plain
         lines (LineProgress) in a log file or a pipe, nothing with DIFFPLAT_PROGRESS=0; a
         progress bar the user configured is kept."""
         from pytorch_lightning.callbacks.progress.progress_bar import ProgressBar
@@ -368,8 +368,6 @@ class DiffplatCLI(LightningCLI):
         self.config_dump = _plain(self.config_dump)
 
 
-def _plain(obj: Any) -> Any:
-    """Keep only what torch.load(weights_only=True) accepts."""
 def _hpc_checkpoint(root: Path) -> Path | None:
     """The ``hpc_ckpt_<n>.ckpt`` with the largest n in ``root`` (Lightning's rule)."""
     import re
@@ -380,6 +378,8 @@ def _hpc_checkpoint(root: Path) -> Path | None:
     return max(found)[1] if found else None
 
 
+def _plain(obj: Any) -> Any:
+    """Keep only what torch.load(weights_only=True) accepts."""
     if isinstance(obj, dict):
         return {str(k): _plain(v) for k, v in obj.items()}
     if isinstance(obj, (list, tuple)):
