@@ -176,6 +176,11 @@ def perceive(positions: np.ndarray, symbols: Sequence[str]) -> tuple[Chem.Mol, b
         True; or, when no closed-shell reading with a net charge in ``NET_CHARGES`` exists,
         the connectivity with single bonds and no charges, and False.
     """
+    with rdBase.BlockLogs():    # RDKit's valence messages, one per rejected reading
+        return _perceive(positions, symbols)
+
+
+def _perceive(positions: np.ndarray, symbols: Sequence[str]) -> tuple[Chem.Mol, bool]:
     skeletons = list(_connectivities(positions, symbols))
     first = None
     for skeleton in skeletons:
