@@ -86,9 +86,9 @@ def progress_callback():
     class LineProgress(ProgressBar):
         """Training progress as plain lines on stdout, for logs and pipes."""
 
-        def __init__(self, every_seconds: float = LINE_SECONDS):
+        def __init__(self, every_seconds: float | None = None):
             super().__init__()
-            self.every_seconds = every_seconds
+            self.every_seconds = LINE_SECONDS if every_seconds is None else every_seconds
             self._enabled = True
             self._start: tuple[float, int] | None = None
             self._last = 0.0

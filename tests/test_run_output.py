@@ -247,6 +247,18 @@ def test_a_forced_bar_still_draws_carriage_returns(tmp_path):
     assert b"\r" in proc.stdout + proc.stderr
 
 
+def test_progress_lines_in_a_log(tmp_path, monkeypatch, capsys):
+    monkeypatch.setattr(progress, "LINE_SECONDS", 0.0)  # a line after every step
+    monkeypatch.delenv(progress.ENV, raising=False)  # capsys: stdout is not a terminal
+    cfg = _toy_config(tmp_path / "c.yaml", tmp_path / "run", steps=6, val_every=1000)
+    assert main(["fit", "-c", str(cfg), "--trainer.logger", "false"]) == 0
+    out = capsys.readouterr().out
+    lines = [line for line in out.splitlines() if line.startswith("step ")]
+    assert [line.split(" ", 2)[1] for line in lines] == [f"{k}/6" for k in range(1, 7)]
+    assert all("steps/s" in line and "train/loss" in line for line in lines[1:])
+    assert "left" in lines[1] and "left" not in lines[-1]
+
+
 def test_progress_mode_follows_the_terminal_and_the_variable(monkeypatch):
     class Stream:
         def __init__(self, tty):
