@@ -37,9 +37,6 @@ def _add_generation_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--noise-level", type=float, default=None, metavar="T",
                    help="with --refine-from: schedule time in (0, 1] of the start (1: from "
                         "the top, as ordinary sampling); default: the model card's")
-    p.add_argument("--allow-out-of-range", action="store_true",
-                   help="run molecules outside the model's training range (atoms, elements, "
-                        "rings...) with a warning instead of refusing them")
 
 
 def _resolve_model(p: argparse.ArgumentParser, args) -> None:
@@ -133,6 +130,9 @@ def conformers_main(argv: list[str]) -> int:
     p.add_argument("--sdf", help="an SDF file of input molecules (one per record)")
     p.add_argument("-n", "--num", type=int, default=10, help="conformers per molecule")
     p.add_argument("--out", required=True, help="output SDF file")
+    p.add_argument("--allow-out-of-range", action="store_true",
+                   help="run molecules outside the model's training range (atoms, elements, "
+                        "rings...) with a warning instead of refusing them")
     p.add_argument("--report", action="store_true",
                    help="print each molecule's MMFF94 energy (median over its conformers) "
                         "and bond-length error against the MMFF-minimised geometry, and, "
