@@ -162,6 +162,8 @@ def choose_threads(cpus: int, busy: float, default: int, env: Mapping[str, str] 
 
 _torch_default: int | None = None
 _busy: float | None = None
+#: (busy cores, reason) of the choice apply_threads made itself
+_chosen: tuple[float, str] = (0.0, "")
 
 
 def _busy_once() -> float:
@@ -176,7 +178,7 @@ def apply_threads(busy: float | None = None) -> tuple[int | None, str]:
     """Choose the torch thread count (``choose_threads``) and set it; returns the choice.
     ``busy``: cores busy with other processes (default: measured by ``busy_cores()``, only
     when the user has not chosen)."""
-    global _auto, _torch_default
+    global _auto, _torch_default, _chosen
     import torch
 
     if _torch_default is None:
@@ -186,16 +188,30 @@ def apply_threads(busy: float | None = None) -> tuple[int | None, str]:
         busy = 0.0 if user else _busy_once()
     n, why = choose_threads(usable_cpus(), busy, _torch_default)
     _auto = None if user else n
+    _chosen = (busy, why)
     if n is not None:
         torch.set_num_threads(n)
     return n, why
 
 
+def thread_note() -> str:
+    """Why this process runs fewer torch threads than it has cores, when ``apply_threads``
+    chose so itself (``"1 of 2 cores (1.0 busy with other processes)"``); else ""."""
+    import torch
+
+    if _auto is None or torch.get_num_threads() >= usable_cpus():
+        return ""
+    return f"{_chosen[1]}; DIFFPLAT_THREADS=N chooses"
+
+
 def reserve_for_workers(workers: int) -> int:
     """One core fewer per DataLoader worker when ``apply_threads`` chose the count itself
     (never below one thread); returns the thread count now in force."""
+    global _chosen
     import torch
 
     if _auto is not None and workers > 0:
-        torch.set_num_threads(max(1, _auto - workers))
+        n, why = choose_threads(usable_cpus(), _chosen[0], _auto, env={}, workers=workers)
+        torch.set_num_threads(n)
+        _chosen = (_chosen[0], why)
     return torch.get_num_threads()

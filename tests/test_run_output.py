@@ -123,7 +123,7 @@ from diffplat import runtime
 n, why = runtime.apply_threads(busy={busy})
 first = torch.get_num_threads()
 after_workers = runtime.reserve_for_workers(1)
-print(json.dumps([n, first, after_workers, torch.get_num_threads(), runtime.usable_cpus()]))
+print(json.dumps([n, first, after_workers, runtime.thread_note(), runtime.usable_cpus()]))
 """
 
 
@@ -141,15 +141,18 @@ def test_apply_threads_sets_torch_and_respects_the_user():
         [sys.executable, "-c", "import torch; print(torch.get_num_threads())"],
         env={k: v for k, v in ENV.items() if k not in ("OMP_NUM_THREADS", "MKL_NUM_THREADS")},
         capture_output=True, text=True, check=True).stdout)
-    n, first, after_workers, _, cpus = _apply(busy=100.0)  # every core taken: one thread
+    n, first, after_workers, note, cpus = _apply(busy=100.0)  # every core taken: one thread
     assert n == first == after_workers == 1
-    n, first, after_workers, _, cpus = _apply(busy=0.0)
+    if cpus > 1:  # fit's first line says why
+        assert note.startswith(f"1 of {cpus} cores (100.0 busy with other processes, 1 "
+                               "DataLoader workers)")
+    n, first, after_workers, note, cpus = _apply(busy=0.0)
     assert n == first == min(default, cpus)
-    assert after_workers == max(1, first - 1)  # one core left to the DataLoader worker
-    n, first, after_workers, _, _ = _apply(busy=100.0, DIFFPLAT_THREADS="2")
-    assert (n, first, after_workers) == (2, 2, 2)  # the user's count; workers do not change it
-    n, first, after_workers, _, _ = _apply(busy=100.0, OMP_NUM_THREADS="2")
-    assert (n, first, after_workers) == (None, 2, 2)  # left to PyTorch, which read it
+    assert after_workers == max(1, min(first, cpus - 1))  # a core left to the worker
+    n, first, after_workers, note, _ = _apply(busy=100.0, DIFFPLAT_THREADS="2")
+    assert (n, first, after_workers, note) == (2, 2, 2, "")  # the user's count, as it is
+    n, first, after_workers, note, _ = _apply(busy=100.0, OMP_NUM_THREADS="2")
+    assert (n, first, after_workers, note) == (None, 2, 2, "")  # left to PyTorch
 
 
 def test_fit_records_the_chosen_thread_count(tmp_path):

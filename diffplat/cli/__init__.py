@@ -100,13 +100,10 @@ def _lightning(cmd: str, rest: list[str]) -> int:
 
 def _threads(cmd: str) -> None:
     """Set the torch thread count (diffplat.runtime.apply_threads: the idle cores unless the
-    user chose) and, for a training command, say so when it is fewer than the cores."""
-    from diffplat.runtime import apply_threads, usable_cpus
+    user chose); ``fit`` names the choice in its first line (DiffusionModule.on_fit_start)."""
+    from diffplat.runtime import apply_threads
 
-    n, why = apply_threads()
-    if cmd in LIGHTNING and n is not None and n < usable_cpus() and "busy" in why:
-        print(f"diffplat {cmd}: {n} torch thread{'s' * (n > 1)}: {why}; DIFFPLAT_THREADS=N "
-              "chooses", file=sys.stderr)
+    apply_threads()
 
 
 def _failure(cmd: str, err: Exception) -> int:

@@ -387,7 +387,12 @@ class DiffusionModule(pl.LightningModule):
     def on_fit_start(self) -> None:
         n = sum(p.numel() for p in self.backbone.parameters())
         k = torch.get_num_threads()
-        threads = f", {k} thread{'s' * (k > 1)}" if self.device.type == "cpu" else ""
+        threads = ""
+        if self.device.type == "cpu":
+            from diffplat.runtime import thread_note
+
+            note = thread_note()
+            threads = f", {k} thread{'s' * (k > 1)}" + (f" ({note})" if note else "")
         steps = self.trainer.max_steps
         if self.trainer.is_global_zero:
             say(f"model: {type(self.backbone).__name__}, {n / 1e6:.2f}M parameters (and their "
