@@ -112,7 +112,8 @@ def test_python_refuses_or_warns_as_the_cli_does():
         assert len(model.sample(2, smiles=["CCO"], refine_from="etkdg")) == 2
 
 
-def test_a_new_model_stores_its_range_and_an_old_export_still_loads(qm9_small, tmp_path):
+def test_a_new_model_stores_its_range_and_an_old_export_still_loads(qm9_small, tmp_path,
+                                                                   capsys):
     """A model trained now carries the range of its own training molecules (independently
     re-measured from the data here) through checkpoint and export; the same export without
     it (as saved before) loads and falls back to QM9's range."""
@@ -140,6 +141,12 @@ def test_a_new_model_stores_its_range_and_an_old_export_still_loads(qm9_small, t
         pipe.sample(1, smiles=[too_big], steps=2)
     with pytest.warns(OutOfRangeWarning):
         assert len(pipe.sample(1, smiles=[too_big], steps=2, allow_out_of_range=True)) == 1
+    # the generic sampler refuses it in one line too
+    capsys.readouterr()
+    assert main(["sample", "--ckpt", str(export), "--num", "1", "--steps", "2", "--no-progress",
+                 "--prior", f"smiles=[{too_big}]", "--out", str(tmp_path / "s")]) != 0
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "training range" in err[0] and too_big in err[0]
     old = tmp_path / "old"
     shutil.copytree(export, old)
     meta = json.loads((old / "config.json").read_text())
