@@ -168,9 +168,10 @@ def test_export_on_a_full_disk_leaves_nothing(ckpt, tmp_path, capsys, monkeypatc
     # an existing export asked to be overwritten keeps its content
     out.mkdir()
     (out / "model.safetensors").write_bytes(b"old")
+    (out / "config.json").write_text("{}")
     assert main(["export", "--ckpt", str(ckpt), "--out", str(out), "--overwrite"]) == 1
     assert "No space left" in _one_line(capsys)
-    assert [p.name for p in out.iterdir()] == ["model.safetensors"]
+    assert sorted(p.name for p in out.iterdir()) == ["config.json", "model.safetensors"]
     assert (out / "model.safetensors").read_bytes() == b"old" and _leftovers(tmp_path) == []
 
 
@@ -334,6 +335,34 @@ def test_a_used_out_folder_is_refused_unless_overwritten(ckpt, tmp_path, capsys)
     assert main(["evaluate", "--samples", str(out)]) == 0
     assert "toy: 4 samples" in capsys.readouterr().out
     assert _leftovers(tmp_path) == []
+
+
+def test_overwrite_replaces_only_what_the_command_wrote(ckpt, tmp_path, capsys,
+                                                        monkeypatch):
+    mine = tmp_path / "mine"
+    mine.mkdir()
+    (mine / "thesis.tex").write_text("years of work")
+    for cmd in (_sample(ckpt, mine, "--overwrite"),
+                ["export", "--ckpt", str(ckpt), "--out", str(mine), "--overwrite"]):
+        assert main(cmd) == 1
+        line = _one_line(capsys)
+        assert "refusing to overwrite" in line and str(mine) in line
+    (mine / "meta.json").write_text("{}")  # looks like a sample folder, but holds the cwd
+    monkeypatch.chdir(mine)
+    assert main(_sample(ckpt, ".", "--overwrite")) == 1
+    assert "current folder" in _one_line(capsys)
+    assert (mine / "thesis.tex").read_text() == "years of work"
+
+
+def test_a_mixed_sample_folder_is_refused_by_evaluate(ckpt, tmp_path, capsys):
+    out = tmp_path / "s"
+    assert main(_sample(ckpt, out)) == 0
+    meta = json.loads((out / "meta.json").read_text())
+    stale = np.concatenate([np.load(out / "samples.npy")] * 2)  # files of an older run
+    np.save(out / "samples.npy", stale)
+    assert main(["evaluate", "--samples", str(out)]) == 1
+    line = _one_line(capsys)
+    assert f"holds {len(stale)} samples" in line and f"records {meta['num']}" in line
 
 
 def test_an_out_folder_filled_meanwhile_is_not_mixed(ckpt, tmp_path, capsys, monkeypatch):

@@ -73,6 +73,15 @@ def _with_data(cfg: dict, data: str | None) -> dict:
     return {**cfg, "init_args": {**(cfg.get("init_args") or {}), "data_path": data}}
 
 
+def check_count(folder: Path, count: int) -> None:
+    """More samples in a folder than its meta.json records: files of another run (an
+    --out reused before diffplat refused it) would be scored with these."""
+    num = json.loads((folder / META_FILE).read_text()).get("num")
+    if isinstance(num, int) and count > num:
+        raise ValueError(f"{folder} holds {count} samples but its {META_FILE} records {num}: "
+                         "files of another run are mixed in; sample again into a new folder")
+
+
 def print_table(metrics: dict[str, float], title: str) -> None:
     width = max(len(k) for k in metrics)
     print(title)
@@ -129,6 +138,7 @@ def main(argv: list[str]) -> int:
     if args.samples:
         domain = _domain_from_meta(Path(args.samples), args.data)  # metrics set it up
         samples = domain.read(Path(args.samples))
+        check_count(Path(args.samples), len(samples))
         info["samples"] = args.samples
     elif args.reference:
         if args.config:

@@ -67,7 +67,8 @@ def main(argv: list[str]) -> int:
     from diffplat.cli.outputs import check_out, staged
     from diffplat.training.checkpoint import export_step_schedules, load_module
 
-    check_out(args.out, args.overwrite)  # a link, a full folder: refused before any work
+    # a link, a used folder (unless --overwrite, and then only an export): refused now
+    check_out(args.out, args.overwrite, marker="config.json", command="diffplat export")
 
     assets = {}
     for item in args.asset:

@@ -46,10 +46,13 @@ def _link_message(flag: str, out: Path, link: Path) -> str:
             "which would be written through or replaced; remove it or choose another folder")
 
 
-def check_out(path: str | Path, overwrite: bool = False, flag: str = "--out") -> Path:
+def check_out(path: str | Path, overwrite: bool = False, flag: str = "--out",
+              marker: str | None = None, command: str = "diffplat") -> Path:
     """Refuse an output folder that cannot take a command's files, before any work:
-    a link, a file, or a non-empty folder without ``overwrite``; and check that a
-    temporary folder can be made beside it (read-only or full file system)."""
+    a link, a file, a non-empty folder without ``overwrite``, and with it a folder that
+    the command did not write (no ``marker`` file in it) or that holds the working
+    folder; and check that a temporary folder can be made beside it (read-only or full
+    file system)."""
     out = Path(path)
     if out.is_symlink():
         raise ValueError(_link_message(flag, out, out))
@@ -65,6 +68,13 @@ def check_out(path: str | Path, overwrite: bool = False, flag: str = "--out") ->
             raise ValueError(f"{flag} {out} is not empty ({len(entries)} entries: {shown}); "
                              "give --overwrite to replace its content once the new content "
                              "is complete, or choose a new folder")
+        if entries and marker is not None and marker not in entries:
+            raise ValueError(f"refusing to overwrite {flag} {out}: it has no {marker}, so "
+                             f"`{command}` did not write it; choose a new folder")
+        cwd = Path.cwd().resolve()
+        if entries and (cwd == out.resolve() or out.resolve() in cwd.parents):
+            raise ValueError(f"refusing to overwrite {flag} {out}: it holds the current "
+                             "folder; choose a new folder")
     parent = _parent(out)
     try:
         parent.mkdir(parents=True, exist_ok=True)
@@ -92,9 +102,10 @@ def disk_full(err: BaseException, folder: Path, margin: int = 1 << 20) -> bool:
     text = str(err)
     if re.search(r"requested and \d+ written|No space left|os error 28|unexpected pos", text):
         return True
+    if not (isinstance(err, RuntimeError) or isinstance(err, OSError) and err.errno is None):
+        return False  # a permission or other error says itself
     try:
-        return shutil.disk_usage(folder).free < margin and isinstance(
-            err, (OSError, RuntimeError))
+        return shutil.disk_usage(folder).free < margin
     except OSError:
         return False
 

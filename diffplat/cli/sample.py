@@ -114,7 +114,7 @@ def prepare_out_dir(path: str | Path, overwrite: bool = False) -> Path:
     written only at the end, by diffplat.cli.outputs.staged)."""
     from diffplat.cli.outputs import check_out
 
-    return check_out(path, overwrite)
+    return check_out(path, overwrite, marker=META_FILE, command="diffplat sample")
 
 
 def check_sampling_args(args: argparse.Namespace) -> None:
