@@ -230,6 +230,8 @@ def check_weights(expected: dict[str, Any], stored: Any, source: str) -> None:
     if not isinstance(stored, dict):
         raise ValueError(f"{source}: its weights are not a name -> tensor mapping")
     for name, want in expected.items():
+        if not hasattr(want, "shape"):  # a module's extra state: not a weight
+            continue
         have = stored.get(name)
         if have is None:
             raise ValueError(f"{source} is incomplete: it lacks the weight {name} "
