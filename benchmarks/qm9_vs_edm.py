@@ -360,7 +360,8 @@ def train_ours(args) -> Path:
     fit_seconds = time.perf_counter() - t0
     _diffplat("sample", "--ckpt", str(run / "checkpoints" / "last.ckpt"), "--num",
               str(args.num), "--sampler", args.sampler, "--steps", str(args.sampler_steps),
-              "--seed", str(args.seed), "--out", str(run / "samples"), "--no-progress",
+              "--seed", str(args.seed), "--overwrite", "--out", str(run / "samples"),
+              "--no-progress",
               threads=args.threads)
     _diffplat("evaluate", "--samples", str(run / "samples"), "--json",
               str(run / "metrics.json"), threads=args.threads)
