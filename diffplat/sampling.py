@@ -39,7 +39,8 @@ def check_guidance(weight: float | None, name: str = "guidance") -> float | None
         return None
     w = float(weight)
     if w != w or w in (float("inf"), float("-inf")):
-        raise ValueError(f"{name} must be a finite number, got {weight}")
+        raise ValueError(f"{name} must be a finite number, got {weight}: the guided "
+                         "denoiser D_u + w (D_c - D_u) would make every sample NaN")
     if w < 0:
         raise ValueError(f"{name} must be >= 0, got {weight}: guidance samples p(x) p(c|x)^w "
                          "(0 = unconditional, 1 = conditional, > 1 sharper); a negative "
