@@ -170,6 +170,13 @@ def test_own_sounds_are_scored_without_a_classifier(own, tmp_path, capsys):
                      str(tmp_path / f"{name}.json")]) == 0
         scores[name] = json.loads((tmp_path / f"{name}.json").read_text())["metrics"]
     assert scores["like"]["num"] == 20
+    # clips made elsewhere (no meta.json), scored from Python as docs/audio.md shows
+    from domains.audio.domain import AudioDomain
+
+    domain = AudioDomain(str(data), seconds=0.25, conditional=True)
+    got = domain.metrics(domain.read(tmp_path / "like"))
+    assert got["fd_mel"] == pytest.approx(scores["like"]["fd_mel"], rel=1e-9)
+    assert got["mmd_mel"] == pytest.approx(scores["like"]["mmd_mel"], rel=1e-9, abs=1e-12)
     assert scores["like"]["fd_mel"] < scores["noise"]["fd_mel"] / 10
     assert scores["like"]["mmd_mel"] < 0.2 < scores["noise"]["mmd_mel"]
     # and the reference row of the user's folder (its random test split)
