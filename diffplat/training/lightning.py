@@ -16,7 +16,9 @@ Defaults added here:
   where they are safe to change (optimisation for ``fit``, sampling and evaluation options
   for all) and refused in one line otherwise; ``--ckpt_path last`` without a checkpoint says
   that it starts fresh (``fit``) or fails (``validate``/``test``);
-* backbone sizes that follow from the data (``Domain.backbone_sizes``) are filled in.
+* backbone sizes that follow from the data (``Domain.backbone_sizes``) are filled in;
+* progress as plain lines off a terminal, no model summary table, library noise silenced
+  (``diffplat.progress``); the module prints each validation and writes ``metrics.json``.
 """
 
 from __future__ import annotations
