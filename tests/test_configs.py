@@ -31,10 +31,25 @@ def small_data(tmp_path_factory):
         for word in DIGIT_WORDS:
             (root / "digits" / split / word).mkdir(parents=True)
             sf.write(root / "digits" / split / word / "a.wav", np.zeros(800), 8000)
-    return {"domains.shapes.ShapeDomain": root / "shapes",
+    _conformer_sdf(root / "my-conformers.sdf")
+    return {"data/my-conformers.sdf": root / "my-conformers.sdf",  # a user's file, by path
+            "domains.shapes.ShapeDomain": root / "shapes",
             "domains.shapes.domain.ShapeDomain": root / "shapes",
             "domains.audio.AudioDomain": root / "digits",
             "domains.audio.domain.AudioDomain": root / "digits"}
+
+
+def _conformer_sdf(path: Path) -> None:
+    """Two conformers each of two molecules (with S and Cl), the layout of a user's SDF."""
+    from rdkit import Chem
+    from rdkit.Chem import AllChem
+
+    writer = Chem.SDWriter(str(path))
+    for smiles in ("CCS", "ClCC(=O)O"):
+        mol = Chem.AddHs(Chem.MolFromSmiles(smiles))
+        for cid in AllChem.EmbedMultipleConfs(mol, 2, randomSeed=0):
+            writer.write(mol, confId=cid)
+    writer.close()
 
 
 @pytest.mark.parametrize("path", CONFIGS, ids=lambda p: f"{p.parent.name}/{p.name}")
@@ -46,6 +61,9 @@ def test_config_builds(path, small_data):
     domain = model.get("domain") or {}
     if domain.get("class_path") in small_data:
         domain.setdefault("init_args", {})["data_path"] = str(small_data[domain["class_path"]])
+    data_path = (domain.get("init_args") or {}).get("data_path")
+    if data_path in small_data:
+        domain["init_args"]["data_path"] = str(small_data[data_path])
     if "class_path" in model:  # a model other than the DiffusionModule (the audio classifier)
         from jsonargparse import ArgumentParser
         from pytorch_lightning import LightningModule
