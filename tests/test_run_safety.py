@@ -74,7 +74,7 @@ class SignalAt(pl.Callback):
 
 # -- 1. one writer per run folder -------------------------------------------------------------
 def test_a_second_fit_in_a_live_run_folder_is_refused_and_the_first_completes(tmp_path):
-    steps = 400  # ~20 s at 0.05 s a step: it outlasts the second run's start-up
+    steps = 600  # >= 30 s at 0.05 s a step: it outlasts the second run's start-up
     first = write_config(tmp_path / "a.yaml", tmp_path / "run", max_steps=steps,
                          ckpt_every=NO_CKPT)
     proc = _popen("fit", "-c", str(first), "--autosave.every_n_steps", "1",
