@@ -128,6 +128,11 @@ class Autosave(pl.Callback):
             self._restore_sigint()
             raise KeyboardInterrupt
         self._signal = signal.SIGINT
+        if not trainer.is_global_zero:
+            # under DDP, rank 0's flag reaches every rank at the next batch (Lightning
+            # broadcasts it), so that all stop at the same step; a rank that stopped on
+            # its own would leave the others waiting in a collective
+            return
         trainer._signal_connector.received_sigterm = True
         if trainer.is_global_zero:
             print("\ndiffplat fit: Ctrl-C: saving at the end of this step (Ctrl-C again stops "
@@ -170,7 +175,8 @@ class Autosave(pl.Callback):
                 signum, saved = self._signal or signal.SIGTERM, False
                 if self.on_sigterm and stage == "fit":
                     self._save(trainer)
-                    saved = self._last_step == trainer.global_step
+                    saved = self._last_step == trainer.global_step and \
+                        self.path(trainer).is_file()
             elif isinstance(exception, KeyboardInterrupt):  # mid-step: nothing consistent
                 signum, saved = signal.SIGINT, False
             else:
