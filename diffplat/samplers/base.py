@@ -105,7 +105,7 @@ class VEModel:
 
 
 def setup(denoise: Denoise, noise: Tensor, schedule: Schedule, steps: int,
-          spacing: str | None = None, rho: float = 7.0, level_min: float | None = None,
+          spacing: str | None = None, rho: float | None = None, level_min: float | None = None,
           level_max: float | None = None, denoise_final: bool = True,
           levels: Any = None, start: Tensor | None = None,
           **kw: Any) -> tuple[VEModel, Tensor]:

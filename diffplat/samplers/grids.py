@@ -46,8 +46,10 @@ def _levels_from_t(schedule: Schedule, t: Tensor) -> Tensor:
 
 
 @spacings.register("karras")
-def karras(schedule: Schedule, steps: int, rho: float, smin: float, smax: float) -> Tensor:
-    """Karras et al. (2022, eq. 5): uniform in sigma^(1/rho)."""
+def karras(schedule: Schedule, steps: int, rho: float | None, smin: float,
+           smax: float) -> Tensor:
+    """Karras et al. (2022, eq. 5): uniform in sigma^(1/rho), rho = 7 by default."""
+    rho = 7.0 if rho is None else rho
     if steps == 1:
         return torch.tensor([smax], dtype=torch.float64)
     ramp = torch.linspace(0, 1, steps, dtype=torch.float64)
@@ -84,6 +86,37 @@ def log_snr(schedule: Schedule, steps: int, rho: float, smin: float, smax: float
         return torch.tensor([smax], dtype=torch.float64)
     return torch.exp(torch.linspace(math.log(smax), math.log(smin), steps,
                                     dtype=torch.float64))
+
+
+#: rho of the arcsin grid: VEDA's default (``sampling_scheduler_factor_rho``, Zhang et al.
+#: 2026); its README's QM9/GEOM runs use 2.5
+ARCSIN_RHO = 2.0
+
+
+@spacings.register("arcsin")
+def arcsin(schedule: Schedule, steps: int, rho: float | None, smin: float,
+           smax: float) -> Tensor:
+    """VEDA's grid (Zhang et al., AAAI 2026, arXiv 2511.09568; models/fm.py of its code):
+    with u uniform on [0, 1] and a(u) = 2/pi arcsin(sqrt(u)) (the arcsine law's CDF),
+    m(u) = (1 - rho) u + rho a(u) places log(level) = log smin + m(u) (log smax - log smin),
+    level K at u = 0. rho = 0 is uniform in log-SNR; rho = 1 crowds the steps at both ends
+    (a'(u) -> inf there), rho > 1 more so; the grid stays monotone while
+    1 - rho (1 - 2/pi) > 0 (rho < 2.75). Runs over [smin, smax] like every continuous
+    spacing: [0.002, 80] by default, so VEDA's [0.001, 80] needs ``level_min=0.001``. As in
+    VEDA, a grid that ends in 0 (``denoise_final``) is the K + 1 point grid with its
+    smallest level, smin, replaced by 0 (see ``noise_levels``)."""
+    rho = ARCSIN_RHO if rho is None else float(rho)
+    limit = 1 / (1 - 2 / math.pi)
+    if not 0.0 <= rho < limit:
+        raise ValueError(f"the arcsin spacing needs 0 <= rho < {limit:.4f} (a decreasing "
+                         f"grid), got rho={rho}")
+    if steps == 1:
+        return torch.tensor([smax], dtype=torch.float64)
+    u = torch.linspace(1, 0, steps, dtype=torch.float64)  # u = 1 is smax
+    mixed = (1 - rho) * u + rho * (2 / math.pi) * torch.arcsin(u.sqrt())
+    levels = torch.exp(math.log(smin) + mixed * (math.log(smax) - math.log(smin)))
+    levels[0], levels[-1] = smax, smin  # the ends exactly, not through exp(log(.))
+    return levels
 
 
 def _discrete(schedule: Schedule, spacing: str) -> DiscreteVPSchedule:
@@ -142,19 +175,23 @@ def default_spacing(schedule: Schedule) -> str:
 
 
 DISCRETE = frozenset({"leading", "trailing", "linspace"})
+#: spacings whose grid ending in 0 replaces their smallest level by 0 instead of appending
+#: 0 after it (VEDA's arcsin grid: its u = 0 point becomes the clean data)
+REPLACE_LAST = frozenset({"arcsin"})
 
 
 def noise_levels(schedule: Schedule, steps: int, spacing: str | None = None,
-                 rho: float = 7.0, level_min: float | None = None,
+                 rho: float | None = None, level_min: float | None = None,
                  level_max: float | None = None, denoise_final: bool = True) -> Tensor:
     """K + 1 decreasing noise levels: the last one 0, or the smallest level.
 
     Args:
         schedule: the schedule the model was trained with.
         steps: K >= 1 sampler steps.
-        spacing: "karras", "uniform_t", "polynomial", "log_snr", "leading", "trailing" or
-            "linspace"; None picks ``default_spacing(schedule)``.
-        rho: exponent of the Karras spacing.
+        spacing: "karras", "uniform_t", "polynomial", "log_snr", "arcsin", "leading",
+            "trailing" or "linspace"; None picks ``default_spacing(schedule)``.
+        rho: exponent of the Karras spacing (default 7), or the arcsin spacing's mixing
+            weight (default 2, VEDA's).
         level_min, level_max: end levels of the continuous spacings (default 0.002 and 80,
             clipped to the schedule; ``level_max=inf`` keeps the schedule's own top level);
             the discrete spacings use the training steps instead.
@@ -169,7 +206,10 @@ def noise_levels(schedule: Schedule, steps: int, spacing: str | None = None,
     fn = spacings.get(name)
     smin, smax = level_range(schedule, level_min, level_max)
     if denoise_final:
-        levels = fn(schedule, steps, rho, smin, smax)
+        if name in REPLACE_LAST:
+            levels = fn(schedule, steps + 1, rho, smin, smax)[:-1]
+        else:
+            levels = fn(schedule, steps, rho, smin, smax)
         return torch.cat([levels, levels.new_zeros(1)])
     if name not in DISCRETE:
         return fn(schedule, steps + 1, rho, smin, smax)

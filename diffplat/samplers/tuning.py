@@ -107,7 +107,7 @@ def fit_levels(sampler: Callable[..., Tensor], batches: list[Batch], schedule: S
     options = dict(options or {})
     denoise_final = bool(options.get("denoise_final", True))
     smin, smax = level_range(schedule, options.get("level_min"), options.get("level_max"))
-    start = noise_levels(schedule, steps, options.get("spacing"), options.get("rho", 7.0),
+    start = noise_levels(schedule, steps, options.get("spacing"), options.get("rho"),
                          options.get("level_min"), options.get("level_max"),
                          denoise_final).tolist()
     smax = start[0]
