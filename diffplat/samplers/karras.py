@@ -19,27 +19,43 @@ from diffplat.schedules import Schedule
 
 
 def _churn(model, y: Tensor, i: int, steps: int, s_churn: float, s_tmin: float,
-           s_tmax: float, s_noise: float) -> tuple[Tensor, float, int | None]:
-    """Karras et al. Alg. 2 lines 4-6: raise the noise level by gamma before the step."""
+           s_tmax: float, s_noise: float,
+           gamma: float | None = None) -> tuple[Tensor, float, int | None]:
+    """Raise the noise level by a factor 1 + g before step i (Karras et al. 2022, Alg. 2
+    lines 4-6): level_hat = level (1 + g), y += s_noise sqrt(level_hat^2 - level^2) z, for
+    levels in [s_tmin, s_tmax]. g = min(s_churn / K, sqrt(2) - 1) (Karras), or, with
+    ``gamma``, the fixed g = gamma of VEDA's sampler (Zhang et al., AAAI 2026; its
+    ``coord_noise_std`` in models/fm.py ``_generate``), which is not capped."""
     level = model.levels[i]
-    gamma = 0.0
-    if s_churn > 0 and s_tmin <= level <= s_tmax:
-        gamma = min(s_churn / steps, math.sqrt(2) - 1)
-    if gamma == 0.0:
+    g = 0.0
+    if s_tmin <= level <= s_tmax:
+        if gamma is not None:
+            g = float(gamma)
+        elif s_churn > 0:
+            g = min(s_churn / steps, math.sqrt(2) - 1)
+    if g == 0.0:
         return y, level, i
-    hat = level * (1 + gamma)
+    hat = level * (1 + g)
     y = y + model.randn_like(y) * s_noise * math.sqrt(hat**2 - level**2)
     return y, hat, None
 
 
+def _check_churn(s_churn: float, gamma: float | None) -> None:
+    if gamma is not None and (s_churn > 0 or not gamma >= 0):
+        raise ValueError("churn: give s_churn (Karras et al.) or a gamma >= 0 (fixed, "
+                         f"VEDA), not both; got s_churn={s_churn}, gamma={gamma}")
+
+
 def sample_euler(denoise: Denoise, noise: Tensor, schedule: Schedule, steps: int, *,
                  s_churn: float = 0.0, s_tmin: float = 0.0, s_tmax: float = float("inf"),
-                 s_noise: float = 1.0, **kw: Any) -> Tensor:
+                 s_noise: float = 1.0, gamma: float | None = None, **kw: Any) -> Tensor:
     """Euler's method on the probability-flow ODE (Karras et al. 2022, Alg. 2 without the
-    second-order correction; churn options as there). One evaluation per step."""
+    second-order correction; churn options as there, or a fixed ``gamma``: see ``_churn``).
+    One evaluation per step."""
+    _check_churn(s_churn, gamma)
     model, y = setup(denoise, noise, schedule, steps, **kw)
     for i in range(steps):
-        y, level, at = _churn(model, y, i, steps, s_churn, s_tmin, s_tmax, s_noise)
+        y, level, at = _churn(model, y, i, steps, s_churn, s_tmin, s_tmax, s_noise, gamma)
         den = model(y, i=at, level=level)
         nxt = model.levels[i + 1]
         # y + d (next - level) with d = (y - den) / level, in one fused pass
@@ -50,12 +66,14 @@ def sample_euler(denoise: Denoise, noise: Tensor, schedule: Schedule, steps: int
 
 def sample_heun(denoise: Denoise, noise: Tensor, schedule: Schedule, steps: int, *,
                 s_churn: float = 0.0, s_tmin: float = 0.0, s_tmax: float = float("inf"),
-                s_noise: float = 1.0, **kw: Any) -> Tensor:
-    """Heun's 2nd-order method, Karras et al. (2022) Alg. 2 (Euler on the final step to 0).
+                s_noise: float = 1.0, gamma: float | None = None, **kw: Any) -> Tensor:
+    """Heun's 2nd-order method, Karras et al. (2022) Alg. 2 with its churn (Euler on the
+    final step to 0; a fixed ``gamma`` instead of ``s_churn``: see ``_churn``).
     2K - 1 evaluations for K steps."""
+    _check_churn(s_churn, gamma)
     model, y = setup(denoise, noise, schedule, steps, **kw)
     for i in range(steps):
-        y, level, at = _churn(model, y, i, steps, s_churn, s_tmin, s_tmax, s_noise)
+        y, level, at = _churn(model, y, i, steps, s_churn, s_tmin, s_tmax, s_noise, gamma)
         den = model(y, i=at, level=level)
         nxt = model.levels[i + 1]
         y_next = torch.lerp(den, y, nxt / level)  # the Euler step
@@ -68,6 +86,24 @@ def sample_heun(denoise: Denoise, noise: Tensor, schedule: Schedule, steps: int,
         y = y_next
         model.step_done(i, y, den)
     return model.finish(y, steps)
+
+
+#: VEDA's annealing (Zhang et al., AAAI 2026): gamma 0.4 (its README's and use_qm9_model.sh's
+#: ``--coord_noise_std_dev``; the code's default is 0, no churn) for levels in [0.03, 3]
+ANNEAL = {"gamma": 0.4, "s_tmin": 0.03, "s_tmax": 3.0}
+
+
+def sample_anneal(denoise: Denoise, noise: Tensor, schedule: Schedule, steps: int, *,
+                  gamma: float = ANNEAL["gamma"], s_tmin: float = ANNEAL["s_tmin"],
+                  s_tmax: float = ANNEAL["s_tmax"], s_noise: float = 1.0,
+                  **kw: Any) -> Tensor:
+    """VEDA's sampler (Zhang et al., AAAI 2026; models/fm.py ``_generate``): Euler with a
+    fixed churn, level_hat = level (1 + gamma) for levels in [s_tmin, s_tmax], fresh noise
+    of std sqrt(level_hat^2 - level^2), then the Euler step from level_hat to the next
+    level. ``euler`` with these options; VEDA samples on the ``arcsin`` spacing
+    (``spacing="arcsin", level_min=0.001``). One evaluation per step."""
+    return sample_euler(denoise, noise, schedule, steps, gamma=gamma, s_tmin=s_tmin,
+                        s_tmax=s_tmax, s_noise=s_noise, **kw)
 
 
 def ancestral_levels(level: float, nxt: float, eta: float) -> tuple[float, float]:
