@@ -83,7 +83,7 @@ def test_heun_churn_is_karras_algorithm_2(spacing):
 def test_anneal_is_vedas_sampler(spacing, steps):
     den = ExactDenoiser(MIX, VE)
     levels = noise_levels(VE, steps, spacing, level_min=0.001)
-    ours = samplers.get("anneal")(den, _noise(), VE, steps, spacing=spacing, level_min=0.001,
+    ours = samplers.get("euler_anneal")(den, _noise(), VE, steps, spacing=spacing, level_min=0.001,
                                   generator=torch.Generator().manual_seed(5))
     ref = veda_euler(den, _noise(), levels, 0.4, torch.Generator().manual_seed(5))
     torch.testing.assert_close(ours, ref, rtol=1e-10, atol=1e-10)
@@ -105,14 +105,14 @@ def test_no_churn_is_bit_identical_to_the_plain_sampler(name, sched_name):
         out = samplers.get(name)(den, _noise(), sched, 12,
                                  generator=torch.Generator().manual_seed(1), **opts)
         assert torch.equal(out, plain), opts
-    out = samplers.get("anneal")(den, _noise(), sched, 12, gamma=0.0)
+    out = samplers.get("euler_anneal")(den, _noise(), sched, 12, gamma=0.0)
     assert torch.equal(out, samplers.get("euler")(den, _noise(), sched, 12))
     with pytest.raises(ValueError, match="not both"):
         samplers.get(name)(den, _noise(), sched, 12, s_churn=1.0, gamma=0.2)
 
 
-@pytest.mark.parametrize("name,opts", [("anneal", {}),
-                                       ("anneal", {"spacing": "arcsin", "level_min": 0.001}),
+@pytest.mark.parametrize("name,opts", [("euler_anneal", {}),
+                                       ("euler_anneal", {"spacing": "arcsin", "level_min": 0.001}),
                                        ("heun", {"s_churn": 40.0, "s_tmin": 0.05,
                                                  "s_tmax": 50.0})])
 def test_churned_samplers_reach_the_mixture(name, opts):

@@ -29,11 +29,11 @@ from diffplat.samplers.dpm import (
 )
 from diffplat.samplers.grids import noise_levels, spacings
 from diffplat.samplers.karras import (
-    sample_anneal,
     sample_ddim,
     sample_ddpm,
     sample_euler,
     sample_euler_ancestral,
+    sample_euler_anneal,
     sample_heun,
 )
 from diffplat.samplers.unipc import sample_unipc
@@ -47,7 +47,7 @@ registry.register("ddim", sample_ddim)
 registry.register("euler", sample_euler)
 registry.register("euler_ancestral", sample_euler_ancestral)
 registry.register("heun", sample_heun)
-registry.register("anneal", sample_anneal)
+registry.register("euler_anneal", sample_euler_anneal)
 registry.register("dpmpp_2m", sample_dpmpp_2m)
 registry.register("dpmpp_2m_sde", sample_dpmpp_2m_sde)
 registry.register("dpmpp_3m", sample_dpmpp_3m)
@@ -59,7 +59,8 @@ registry.register("adaptive", sample_adaptive)
 registry.register("auto", sample_auto)
 
 #: Samplers whose output depends on the generator beyond the starting noise.
-STOCHASTIC = frozenset({"ddpm", "euler_ancestral", "dpmpp_2m_sde", "dpmpp_3m_sde", "anneal"})
+STOCHASTIC = frozenset({"ddpm", "euler_ancestral", "dpmpp_2m_sde", "dpmpp_3m_sde",
+                        "euler_anneal"})
 
 
 def get(name: str) -> Sampler:

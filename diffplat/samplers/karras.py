@@ -93,7 +93,7 @@ def sample_heun(denoise: Denoise, noise: Tensor, schedule: Schedule, steps: int,
 ANNEAL = {"gamma": 0.4, "s_tmin": 0.03, "s_tmax": 3.0}
 
 
-def sample_anneal(denoise: Denoise, noise: Tensor, schedule: Schedule, steps: int, *,
+def sample_euler_anneal(denoise: Denoise, noise: Tensor, schedule: Schedule, steps: int, *,
                   gamma: float = ANNEAL["gamma"], s_tmin: float = ANNEAL["s_tmin"],
                   s_tmax: float = ANNEAL["s_tmax"], s_noise: float = 1.0,
                   **kw: Any) -> Tensor:
