@@ -101,7 +101,8 @@ def fitted_options(module, ckpt: Path, sampler: str, nfe: int, steps: int,
 
     entry = load_step_schedules(ckpt)["schedules"].get(f"{sampler}/{steps}")
     if entry is None:
-        prior = {k: v for k, v in (spec.get("sampling") or {}).items() if k != "batch_size"}
+        prior = {k: v for k, v in (spec.get("sampling") or {}).items()
+                 if k not in ("batch_size", "sampler_options")}
         tune = dict(spec.get("tune") or {})
         entry = tune_module(module, ckpt, sampler, nfe, tune.pop("options", None),
                             batches=tune.get("batches", 1),
@@ -119,18 +120,22 @@ def score(module, cell: dict[str, Any], spec: dict[str, Any],
     t0 = time.perf_counter()
     opts = dict(spec.get("sampling") or {})
     batch_size = opts.pop("batch_size", None)
+    # ``sampling: {sampler_options: {...}}``: options of every sampler cell of this entry
+    # (spacing, churn, ...); a fitted schedule's levels replace its grid options
+    sampler_options = dict(opts.pop("sampler_options", None) or {})
     sampler, fitted = base_sampler(cell["sampler"])
-    sampler_options, tune_seconds = None, 0.0
+    tune_seconds = 0.0
     if fitted:
-        sampler_options = fitted_options(module, ckpt, sampler, cell["nfe"], cell["steps"],
-                                         spec)
-        sampler_options = {k: v for k, v in sampler_options.items()
+        fitted_opts = fitted_options(module, ckpt, sampler, cell["nfe"], cell["steps"],
+                                     spec)
+        sampler_options = {k: v for k, v in {**sampler_options, **fitted_opts}.items()
                            if k not in GRID_OPTIONS or k == "levels"}
         tune_seconds = time.perf_counter() - t0
         t0 = time.perf_counter()
     samples, stats = module.generate(spec["num_samples"], sampler=sampler,
                                      steps=cell["steps"], seed=spec["seed"],
-                                     batch_size=batch_size, sampler_options=sampler_options,
+                                     batch_size=batch_size,
+                                     sampler_options=sampler_options or None,
                                      **opts)
     seconds = time.perf_counter() - t0
     metrics = module.domain.metrics(samples, "test")

@@ -1,0 +1,98 @@
+"""configs/compare/qm9-ve.yaml, VEDA's recipe on qm9-tiny (issue #24): each variant's
+settings pinned, every sampler option valid, and the per-entry sampler options reaching
+the sampler through the compare worker."""
+
+import math
+from pathlib import Path
+
+import torch
+import yaml
+
+from diffplat import losses, schedules
+from diffplat.sampling import check_sampler_options
+
+ROOT = Path(__file__).resolve().parents[1]
+PRESET = ROOT / "configs/compare/qm9-ve.yaml"
+VE_MODEL = {"schedule": "edm", "schedule_options": {"sigma_min": 0.001, "sigma_max": 80.0},
+            "target": "edm", "sigma_data": 1.4, "weighting": "edm", "t_sampler": "lognormal",
+            "t_options": {"p_mean": -0.9264, "p_std": 1.4112}}
+
+
+def test_the_ve_preset_pins_each_variant():
+    from diffplat.compare.grid import load_grid
+
+    grid = load_grid(PRESET, root=ROOT)
+    tiny = yaml.safe_load((ROOT / "configs/molecules/qm9-tiny.yaml").read_text())["model"]
+    cells = {c.domain: c for c in grid.train_cells}
+    assert set(cells) == {"qm9-base", "qm9-ve", "qm9-ve-arcsin"}
+    # the base is qm9-tiny's recipe at its own budget (make demo), scoring 200 molecules
+    base = cells["qm9-base"].config
+    for key in ("schedule", "target", "lr", "batch_size", "sampler", "sample_steps"):
+        assert base["model"][key] == tiny[key], key
+    assert base["trainer"]["max_steps"] == 6000 and base["model"]["sample_num"] == 0
+    for name in ("qm9-ve", "qm9-ve-arcsin"):
+        model = cells[name].config["model"]
+        assert {k: model[k] for k in VE_MODEL} == VE_MODEL, name
+        assert cells[name].config["trainer"]["max_steps"] == 6000
+        assert model["backbone"] == tiny["backbone"] and model["lr"] == tiny["lr"]
+    # the two VE entries train the same model (same config but for the entry's name)
+    assert cells["qm9-ve"].config == cells["qm9-ve-arcsin"].config
+    samples = {(c.train.domain, c.sampler): c for c in grid.sample_cells}
+    assert set(samples) == {("qm9-base", "dpmpp_2m_sde")} | {
+        (d, s) for d in ("qm9-ve", "qm9-ve-arcsin") for s in ("dpmpp_2m_sde", "euler",
+                                                                 "euler_anneal")}
+    assert all(c.nfe == 100 and c.steps == 100 for c in samples.values())
+    for name, spec in grid.domains.items():
+        assert spec.num_samples == 200 and spec.metric == "mol_stability"
+        opts = spec.sampling.get("sampler_options", {})
+        for sampler in {s for d, s in samples if d == name}:
+            check_sampler_options(sampler, opts)
+    assert grid.domains["qm9-ve"].sampling == {"batch_size": 200}
+    assert grid.domains["qm9-ve-arcsin"].sampling["sampler_options"] == {
+        "spacing": "arcsin", "rho": 2.0, "level_min": 0.001}
+
+
+def test_the_ve_training_levels_are_vedas_in_units_of_sigma_data():
+    """ln(sigma / sigma_data) ~ N(ln sqrt(0.001 * 80), ((ln 80 - ln 0.001) / 8)^2): VEDA's
+    rule with its coordinates in units of their std (sigma_data 1 there)."""
+    sd = VE_MODEL["sigma_data"]
+    p = VE_MODEL["t_options"]
+    assert abs(p["p_mean"] - (math.log(sd) + math.log(math.sqrt(0.001 * 80)))) < 1e-4
+    assert abs(p["p_std"] - (math.log(80) - math.log(0.001)) / 8) < 1e-4
+    sched = schedules.get("edm", **VE_MODEL["schedule_options"])
+    t = losses.sample_t("lognormal", 20000, sched, torch.Generator().manual_seed(0), **p)
+    z = torch.log(sched.noise_level(t.double()) / sd)
+    assert abs(float(z.mean()) + 1.2629) < 0.03 and abs(float(z.std()) - 1.4112) < 0.03
+
+
+class _Module:
+    """What compare's worker needs of a module: generate() and the domain's metrics."""
+
+    def __init__(self):
+        self.calls = []
+        self.domain = self
+
+    def generate(self, num, **kw):
+        self.calls.append(kw)
+        return None, {"nfe": 100}
+
+    def metrics(self, samples, split):
+        return {"mol_stability": 0.5}
+
+
+def test_the_worker_passes_an_entrys_sampler_options_to_every_cell():
+    from diffplat.compare.worker import score
+
+    module = _Module()
+    spec = {"sampling": {"batch_size": 200, "sampler_options": {"spacing": "arcsin"}},
+            "num_samples": 200, "seed": 0, "metric": "mol_stability"}
+    out = score(module, {"sampler": "euler_anneal", "nfe": 100, "steps": 100}, spec)
+    assert out["status"] == "ok"
+    call = module.calls[0]
+    assert call["sampler"] == "euler_anneal" and call["batch_size"] == 200
+    assert call["sampler_options"] == {"spacing": "arcsin"}
+    assert "spacing" not in call and "batch_size" not in call.get("prior", {})
+    # without options, none are passed (as before)
+    score(module, {"sampler": "euler", "nfe": 100, "steps": 100},
+          {**spec, "sampling": {"batch_size": 200}})
+    assert module.calls[1]["sampler_options"] is None
