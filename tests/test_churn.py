@@ -109,6 +109,8 @@ def test_no_churn_is_bit_identical_to_the_plain_sampler(name, sched_name):
     assert torch.equal(out, samplers.get("euler")(den, _noise(), sched, 12))
     with pytest.raises(ValueError, match="not both"):
         samplers.get(name)(den, _noise(), sched, 12, s_churn=1.0, gamma=0.2)
+    with pytest.raises(ValueError, match="gamma must be >= 0"):
+        samplers.get(name)(den, _noise(), sched, 12, gamma=-0.1)
 
 
 @pytest.mark.parametrize("name,opts", [("euler_anneal", {}),

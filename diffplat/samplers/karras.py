@@ -41,9 +41,11 @@ def _churn(model, y: Tensor, i: int, steps: int, s_churn: float, s_tmin: float,
 
 
 def _check_churn(s_churn: float, gamma: float | None) -> None:
-    if gamma is not None and (s_churn > 0 or not gamma >= 0):
-        raise ValueError("churn: give s_churn (Karras et al.) or a gamma >= 0 (fixed, "
-                         f"VEDA), not both; got s_churn={s_churn}, gamma={gamma}")
+    if gamma is not None and not float(gamma) >= 0:  # also NaN
+        raise ValueError(f"churn: gamma must be >= 0, got {gamma}")
+    if gamma is not None and s_churn > 0:
+        raise ValueError("churn: give s_churn (Karras et al.) or gamma (fixed, VEDA), not "
+                         f"both; got s_churn={s_churn}, gamma={gamma}")
 
 
 def sample_euler(denoise: Denoise, noise: Tensor, schedule: Schedule, steps: int, *,
@@ -93,10 +95,10 @@ def sample_heun(denoise: Denoise, noise: Tensor, schedule: Schedule, steps: int,
 ANNEAL = {"gamma": 0.4, "s_tmin": 0.03, "s_tmax": 3.0}
 
 
-def sample_euler_anneal(denoise: Denoise, noise: Tensor, schedule: Schedule, steps: int, *,
-                  gamma: float = ANNEAL["gamma"], s_tmin: float = ANNEAL["s_tmin"],
-                  s_tmax: float = ANNEAL["s_tmax"], s_noise: float = 1.0,
-                  **kw: Any) -> Tensor:
+def sample_euler_anneal(denoise: Denoise, noise: Tensor, schedule: Schedule, steps: int,
+                        *, gamma: float = ANNEAL["gamma"], s_tmin: float = ANNEAL["s_tmin"],
+                        s_tmax: float = ANNEAL["s_tmax"], s_noise: float = 1.0,
+                        **kw: Any) -> Tensor:
     """VEDA's sampler (Zhang et al., AAAI 2026; models/fm.py ``_generate``): Euler with a
     fixed churn, level_hat = level (1 + gamma) for levels in [s_tmin, s_tmax], fresh noise
     of std sqrt(level_hat^2 - level^2), then the Euler step from level_hat to the next
