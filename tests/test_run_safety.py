@@ -316,6 +316,20 @@ def test_checkpoints_honour_the_umask(tmp_path, umask, mode):
     assert (tmp_path / "last.ckpt").stat().st_mode & 0o777 == mode
 
 
+@pytest.mark.parametrize("umask,mode", [(0o022, 0o644), (0o077, 0o600)])
+def test_fitted_step_schedules_honour_the_umask(tmp_path, umask, mode):
+    from diffplat.training.checkpoint import save_step_schedule, step_schedules_path
+
+    ckpt = tmp_path / "last.ckpt"
+    ckpt.write_bytes(b"weights")
+    old = os.umask(umask)
+    try:
+        save_step_schedule(ckpt, {"sampler": "euler", "steps": 3, "levels": [1.0, 0.5, 0.0]})
+    finally:
+        os.umask(old)
+    assert step_schedules_path(ckpt).stat().st_mode & 0o777 == mode
+
+
 # -- 6. one line instead of a traceback ---------------------------------------------------------
 def test_an_empty_config_file_is_named(tmp_path, capsys):
     empty = tmp_path / "empty.yaml"

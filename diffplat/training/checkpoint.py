@@ -446,6 +446,7 @@ def weights_fingerprint(ckpt: str | Path) -> str:
 def _atomic_write_text(path: Path, text: str) -> None:
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
+        os.fchmod(fd, 0o666 & ~_umask())  # mkstemp makes 0600; honour the umask
         with os.fdopen(fd, "w") as f:
             f.write(text)
             f.flush()
