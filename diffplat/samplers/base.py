@@ -80,7 +80,7 @@ class VEModel:
             where = f"step {i}" if i is not None else f"noise level {level:.4g}"
             raise NonFiniteError(
                 f"denoiser returned NaN or Inf at {where} (t={float(t_b[0]):.4f}, "
-                f"evaluation {self.nfe}); check the model or lower the learning rate")
+                f"evaluation {self.nfe}); check the model's weights and the sampler settings")
         return out
 
     def randn_like(self, y: Tensor) -> Tensor:
