@@ -208,20 +208,12 @@ def write_metrics(folder: Any, report: dict[str, Any]) -> Any:
     import json
     from pathlib import Path
 
+    from diffplat.fileio import atomic_write_text
+
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
-    path = folder / METRICS_FILE
-    tmp = folder / f".{METRICS_FILE}.{os.getpid()}.tmp"
     data = {**report, "written": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
-    try:
-        with open(tmp, "w") as f:
-            f.write(json.dumps(data, indent=2) + "\n")
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
-    return path
+    return atomic_write_text(folder / METRICS_FILE, json.dumps(data, indent=2) + "\n")
 
 
 def fit_summary(step: int, report: dict[str, Any] | None, path: Any,

@@ -43,3 +43,11 @@ def test_models_lists_each_shipped_model_with_its_card_figures(capsys):
         assert name in text
         first = card["headline"][0]
         assert f"{first} {card['metrics'][first]:.4g}" in text
+
+
+def test_models_lists_without_importing_torch():
+    code = ("import sys; from diffplat.cli import main; main(['models']); "
+            "print('torch' in sys.modules, file=sys.stderr)")
+    res = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True,
+                         text=True, timeout=120)
+    assert res.returncode == 0 and res.stderr.strip().splitlines()[-1] == "False", res.stderr

@@ -19,6 +19,7 @@ from diffplat import plugins
 
 USAGE = __doc__.split("\n", 2)[2]
 LIGHTNING = ("fit", "validate", "test")
+NO_COMPUTE = ("models",)  # commands that only read files and print
 
 
 def _error(cmd: str, msg: str, code: int) -> int:
@@ -35,12 +36,14 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     cmd, rest = argv[0], argv[1:]
     asks_help = any(a in ("-h", "--help") or a.endswith(".help") for a in rest)
-    if not asks_help:  # --help imports neither torch nor Lightning where it can
+    # --help and the listings compute nothing: no torch, no thread measurement for them
+    computes = not asks_help and cmd not in NO_COMPUTE
+    if computes:
         from diffplat.runtime import flush_subnormals
 
         flush_subnormals()  # subnormal floats make CPU kernels ~50x slower (diffplat.runtime)
     try:
-        if not asks_help:
+        if computes:
             _threads(cmd)
         from diffplat.configs import resolve_args
 

@@ -25,13 +25,9 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+from diffplat.fileio import atomic_write_text, umask
+
 PARTIAL = ".partial"  # suffix of a folder being written (.NAME.XXXX.partial)
-
-
-def umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
 
 
 def _links_inside(folder: Path) -> list[Path]:
@@ -202,15 +198,10 @@ def write_text(path: str | Path, text: str, flag: str = "the file") -> Path:
     """Write ``text`` to a temporary file beside ``path`` and rename it over ``path``
     (mode as the umask says); a failure leaves the old file, or none."""
     target = Path(path)
-    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=_parent(target))
     try:
-        with os.fdopen(fd, "w") as f:
-            f.write(text)
-        os.chmod(tmp, 0o666 & ~umask())
-        os.replace(tmp, target)
-    except BaseException as err:
-        Path(tmp).unlink(missing_ok=True)
-        if isinstance(err, Exception) and disk_full(err, _parent(target)):
+        atomic_write_text(target, text)
+    except Exception as err:
+        if disk_full(err, _parent(target)):
             raise OSError(errno.ENOSPC, f"No space left on device while writing {flag}",
                           str(target)) from None
         raise

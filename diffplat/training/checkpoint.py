@@ -25,6 +25,7 @@ from typing import Any
 import torch
 from lightning_fabric.plugins.io.torch_io import TorchCheckpointIO
 
+from diffplat.fileio import atomic_write_text, file_mode
 from diffplat.trust import TRUSTED_PREFIXES, check_class_paths, enforced, trusted_prefixes
 
 __all__ = ["TRUSTED_PREFIXES", "check_class_paths", "trusted_prefixes"]  # the trust rule
@@ -68,19 +69,6 @@ def _tmp_prefix(name: str) -> str:
 
     host = re.sub(r"[^A-Za-z0-9_.-]", "_", socket.gethostname() or "localhost")
     return f".{name}.pid{os.getpid()}~{host}~"
-
-
-def _umask() -> int:
-    """The process's umask (read from /proc where it can be, without changing it)."""
-    try:
-        for line in Path("/proc/self/status").read_text().splitlines():
-            if line.startswith("Umask:"):
-                return int(line.split()[1], 8)
-    except (OSError, ValueError, IndexError):
-        pass
-    mask = os.umask(0o022)
-    os.umask(mask)
-    return mask
 
 
 def remove_stale_temporaries(folder: Path, max_age: float = 3600.0) -> list[Path]:
@@ -132,7 +120,7 @@ class AtomicCheckpointIO(TorchCheckpointIO):
         fd, tmp = tempfile.mkstemp(prefix=_tmp_prefix(path.name), suffix=_TMP_SUFFIX,
                                    dir=path.parent)
         try:
-            os.fchmod(fd, 0o666 & ~_umask())  # mkstemp makes 0600; a checkpoint is a file
+            os.fchmod(fd, file_mode())  # mkstemp makes 0600; a checkpoint is a file
             with os.fdopen(fd, "wb") as f:
                 torch.save(checkpoint, f)
                 f.flush()
@@ -286,11 +274,10 @@ def _save_tensors(tensors: dict[str, torch.Tensor], path: Path) -> None:
 
 def _umask_modes(paths: list[Path]) -> None:
     """Files as open() would create them (0o666 & ~umask); safetensors makes them 0600."""
-    mask = os.umask(0)
-    os.umask(mask)
+    mode = file_mode()
     for f in paths:
         if f.is_file() and not f.is_symlink():
-            os.chmod(f, 0o666 & ~mask)
+            os.chmod(f, mode)
 
 
 def export(module, out_dir: str | Path) -> list[Path]:
@@ -355,7 +342,7 @@ def export_step_schedules(ckpt: str | Path, out_dir: str | Path) -> Path | None:
         return None
     out = Path(out_dir)
     path = out / STEPS_FILE
-    _atomic_write_text(path, json.dumps({"fingerprint": weights_fingerprint(out),
+    atomic_write_text(path, json.dumps({"fingerprint": weights_fingerprint(out),
                                          "schedules": data["schedules"]}, indent=2))
     return path
 
@@ -443,20 +430,6 @@ def weights_fingerprint(ckpt: str | Path) -> str:
     return digest.hexdigest()
 
 
-def _atomic_write_text(path: Path, text: str) -> None:
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        os.fchmod(fd, 0o666 & ~_umask())  # mkstemp makes 0600; honour the umask
-        with os.fdopen(fd, "w") as f:
-            f.write(text)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
 def load_step_schedules(ckpt: str | Path, check: bool = True) -> dict[str, Any]:
     """{"fingerprint": ..., "schedules": {"<sampler>/<steps>": entry}} (empty when none).
     With ``check``, schedules fitted to other weights raise ValueError."""
@@ -479,7 +452,7 @@ def save_step_schedule(ckpt: str | Path, entry: dict[str, Any]) -> Path:
     if data.get("fingerprint") != fingerprint:
         data = {"fingerprint": fingerprint, "schedules": {}}  # weights changed: start over
     data["schedules"][f"{entry['sampler']}/{entry['steps']}"] = entry
-    _atomic_write_text(path, json.dumps(data, indent=2))
+    atomic_write_text(path, json.dumps(data, indent=2))
     return path
 
 
