@@ -38,7 +38,8 @@ def main(argv: list[str]) -> int:
         formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("action", choices=["prepare", "info"])
     p.add_argument("domain", help=f"one of: {', '.join(names)}")
-    p.add_argument("path", nargs="?", help="for info: the prepared file or folder")
+    p.add_argument("path", nargs="?", help="for info: the prepared file or folder "
+                                           "(molecules: also an SDF of your own)")
     p.add_argument("--out", help="for prepare: output folder (default: the domain's "
                                  "default_data_dir, e.g. data/toy)")
     p.add_argument("--option", "-o", action="append", default=[], metavar="KEY=VALUE",
