@@ -283,10 +283,10 @@ def test_the_qm9_recipe_preset_loads_and_builds_its_sixteen_variants():
         DiffusionModule(ToyDomain(), backbone, self_condition=got[1], schedule=got[2],
                         target=got[3], coupling=got[4])
     assert len({c.dirname for c in cells.values()}) == len(want)
-    # qm9-tiny (make demo) carries round three's winner
+    # qm9-tiny (make demo) carries round three's optimisation (round four made it VE)
     tiny = yaml.safe_load((ROOT / "configs/molecules/qm9-tiny.yaml").read_text())
     assert (tiny["model"]["target"], tiny["model"]["lr"], tiny["model"]["batch_size"],
-            tiny["trainer"]["max_steps"]) == ("v", 0.004, 32, 6000)
+            tiny["trainer"]["max_steps"]) == ("edm", 0.004, 32, 6000)
 
 
 # -- minibatch optimal-transport coupling -------------------------------------------------

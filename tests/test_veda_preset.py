@@ -13,6 +13,10 @@ from diffplat.sampling import check_sampler_options
 
 ROOT = Path(__file__).resolve().parents[1]
 PRESET = ROOT / "configs/compare/qm9-ve.yaml"
+# qm9-tiny's recipe after round three and before round four (docs/molecules.md)
+ROUND_THREE = {"schedule": "polynomial", "schedule_options": None, "target": "v",
+               "sigma_data": 1.0, "weighting": "uniform", "t_sampler": "uniform",
+               "t_options": None, "sampler": "dpmpp_2m_sde"}
 VE_MODEL = {"schedule": "edm", "schedule_options": {"sigma_min": 0.001, "sigma_max": 80.0},
             "target": "edm", "sigma_data": 1.4, "weighting": "edm", "t_sampler": "lognormal",
             "t_options": {"p_mean": -0.9264, "p_std": 1.4112}}
@@ -25,11 +29,14 @@ def test_the_ve_preset_pins_each_variant():
     tiny = yaml.safe_load((ROOT / "configs/molecules/qm9-tiny.yaml").read_text())["model"]
     cells = {c.domain: c for c in grid.train_cells}
     assert set(cells) == {"qm9-base", "qm9-ve", "qm9-ve-arcsin"}
-    # the base is qm9-tiny's recipe at its own budget (make demo), scoring 200 molecules
+    # the base is qm9-tiny's recipe before round four (VP, v target) at make demo's budget,
+    # scoring 200 molecules; qm9-tiny itself is VEDA's recipe now
     base = cells["qm9-base"].config
-    for key in ("schedule", "target", "lr", "batch_size", "sampler", "sample_steps"):
+    assert {k: base["model"][k] for k in ROUND_THREE} == ROUND_THREE
+    for key in ("lr", "batch_size", "sample_steps", "backbone"):
         assert base["model"][key] == tiny[key], key
     assert base["trainer"]["max_steps"] == 6000 and base["model"]["sample_num"] == 0
+    assert {k: tiny[k] for k in VE_MODEL} == VE_MODEL and tiny["sampler"] == "euler_anneal"
     for name in ("qm9-ve", "qm9-ve-arcsin"):
         model = cells[name].config["model"]
         assert {k: model[k] for k in VE_MODEL} == VE_MODEL, name
@@ -96,3 +103,52 @@ def test_the_worker_passes_an_entrys_sampler_options_to_every_cell():
     score(module, {"sampler": "euler", "nfe": 100, "steps": 100},
           {**spec, "sampling": {"batch_size": 200}})
     assert module.calls[1]["sampler_options"] is None
+
+
+def test_older_presets_on_qm9_tiny_keep_the_recipe_their_tables_measured():
+    """qm9-recipe.yaml (rounds one to three) and quick.yaml's molecule entry were measured
+    on qm9-tiny's VP recipe: they pin it, so qm9-tiny turning VE does not change their rows."""
+    from diffplat.compare.grid import load_grid
+
+    grid = load_grid(ROOT / "configs/compare/qm9-recipe.yaml", root=ROOT)
+    for cell in grid.train_cells:
+        model = cell.config["model"]
+        if model["schedule"] == "flow":
+            assert model["target"] == "flow", cell.domain
+        else:
+            assert model["schedule"] == "polynomial", cell.domain
+        assert model["schedule_options"] is None and model["sigma_data"] == 1.0, cell.domain
+        assert model["weighting"] == "uniform", cell.domain
+        if cell.domain not in ("qm9-v-lownoise", "qm9-v-lowdisc"):
+            assert model["t_sampler"] == "uniform" and model["t_options"] is None, cell.domain
+    quick = load_grid(ROOT / "configs/compare/quick.yaml", root=ROOT)
+    mols = [c for c in quick.train_cells if c.domain == "molecules"]
+    assert {c.config["model"]["schedule"] for c in mols} == {"polynomial", "edm"}
+    for cell in mols:
+        model = cell.config["model"]
+        assert model["schedule_options"] is None and model["sigma_data"] == 1.0
+        assert (model["target"], model["weighting"], model["t_sampler"]) == ("eps", "uniform",
+                                                                            "uniform")
+
+
+def test_make_demo_samples_qm9_tiny_with_vedas_full_sampler():
+    """make demo's sampler is qm9-tiny's (euler_anneal) on the arcsin grid of the preset's
+    winning cell, and the shipped (VP) model keeps its card's sampler."""
+    import json
+    import re
+
+    make = (ROOT / "Makefile").read_text()
+    var = dict(re.findall(r"^(\w+) \?= (.*)$", make, flags=re.M))
+    tiny = yaml.safe_load((ROOT / "configs/molecules/qm9-tiny.yaml").read_text())["model"]
+    assert var["DEMO_SAMPLER"] == tiny["sampler"] == "euler_anneal"
+    from diffplat.compare.grid import load_grid
+
+    opts = load_grid(PRESET, root=ROOT).domains["qm9-ve-arcsin"].sampling["sampler_options"]
+    args = var["DEMO_SAMPLER_ARGS"].split()
+    assert args[:2] == ["--spacing", opts["spacing"]]
+    assert args[2:] == ["-o", f"level_min={opts['level_min']}"]
+    card = json.loads((ROOT / "models/qm9-small/card.json").read_text())
+    assert var["SHIPPED_SAMPLER"] == card["measured_with"]["sampler"]
+    demo = [line for line in make.splitlines() if "diffplat sample" in line
+            and "DEMO_DIR" in line][0]
+    assert "$(DEMO_SAMPLER) $(DEMO_SAMPLER_ARGS)" in demo
