@@ -46,6 +46,7 @@ import importlib.util
 import io
 import json
 import os
+import shlex
 import subprocess
 import sys
 import time
@@ -359,7 +360,8 @@ def train_ours(args) -> Path:
               *args.ours_arg, threads=args.threads)
     fit_seconds = time.perf_counter() - t0
     _diffplat("sample", "--ckpt", str(run / "checkpoints" / "last.ckpt"), "--num",
-              str(args.num), "--sampler", args.sampler, "--steps", str(args.sampler_steps),
+              str(args.num), "--sampler", args.sampler, *shlex.split(args.sampler_args),
+              "--steps", str(args.sampler_steps),
               "--seed", str(args.seed), "--overwrite", "--out", str(run / "samples"),
               "--no-progress",
               threads=args.threads)
@@ -450,7 +452,10 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--ours-arg", action="append", default=[], metavar="ARG",
                    help="an extra argument for our `diffplat fit` (repeat; e.g. "
                         "--ours-arg=--trainer.max_steps=50)")
-    p.add_argument("--sampler", default="dpmpp_2m_sde", help="our sampler (make demo's)")
+    p.add_argument("--sampler", default="euler_anneal", help="our sampler (make demo's)")
+    p.add_argument("--sampler-args", default="--spacing arcsin -o level_min=0.001",
+                   help="more `diffplat sample` flags for our sampler (make demo's: the "
+                        "arcsin grid)")
     p.add_argument("--sampler-steps", type=int, default=100, help="our sampler's steps")
     p.add_argument("--minutes", type=float, default=None,
                    help="EDM's training wall-clock minutes (default: our run's training time)")
