@@ -103,7 +103,8 @@ def _check_molecules(pipe, info, tmp_path, monkeypatch):
         for prop in pipe.domain.context:
             _check_property(pipe, info, prop)
         return
-    mols = pipe.sample(n, sampler=how["sampler"], steps=how["steps"], seed=12345)
+    mols = pipe.sample(n, sampler=how["sampler"], steps=how["steps"], seed=12345,
+                       spacing=how.get("spacing"), options=how.get("sampler_options"))
     got = pipe.metrics(mols)
     for key in ("atom_stability", "mol_stability", "validity"):
         want = info["metrics"][key]

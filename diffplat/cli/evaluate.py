@@ -158,6 +158,11 @@ def main(argv: list[str]) -> int:
         domain = module.domain
         info.update(ckpt=stats["source"], **{k: v for k, v in stats.items()
                                              if k not in ("options", "source")})
+        # the sampler's own options (-o), so a card can repeat the sampling exactly
+        extra = {k: v for k, v in (stats.get("options") or {}).items()
+                 if k not in ("levels", "spacing")}
+        if extra:
+            info["sampler_options"] = extra
     if args.stability_protocol is not None:
         if not hasattr(domain, "stability_protocol"):
             raise ValueError(f"--stability-protocol applies to molecules, not {domain.name}")

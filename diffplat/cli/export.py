@@ -8,7 +8,8 @@ from pathlib import Path
 from diffplat.cli.options import given_options, refuse_unused, usage_error
 
 #: the sampling settings of `diffplat evaluate --json` a model card keeps beside its metrics
-MEASURED_WITH = ("sampler", "steps", "nfe", "spacing", "guidance", "prior", "refine")
+MEASURED_WITH = ("sampler", "steps", "nfe", "spacing", "sampler_options", "guidance", "prior",
+                 "refine")
 #: Which flag goes with which mode: a plain export, a model card, a card with --metrics.
 _ALL = ("plain", "card", "metrics")
 TABLE = {"ckpt": _ALL, "out": _ALL, "overwrite": _ALL, "asset": _ALL,

@@ -32,8 +32,9 @@ def _figure(value: Any) -> str:
 
 
 def _how(measured: dict[str, Any]) -> str:
-    parts = [f"{k} {measured[k]}" for k in ("sampler", "steps", "nfe", "guidance")
+    parts = [f"{k} {measured[k]}" for k in ("sampler", "steps", "nfe", "spacing", "guidance")
              if k in measured]
+    parts += [f"{k}={v}" for k, v in (measured.get("sampler_options") or {}).items()]
     return ", ".join(parts)
 
 
