@@ -43,6 +43,11 @@ def test_models_lists_each_shipped_model_with_its_card_figures(capsys):
         assert name in text
         first = card["headline"][0]
         assert f"{first} {card['metrics'][first]:.4g}" in text
+        m = card["metrics"]
+        for key in card["headline"]:   # a 95% interval where the card has one
+            if f"{key}_ci_low" in m:
+                assert (f"{key} {m[key]:.4g} [{m[key + '_ci_low']:.4g}, "
+                        f"{m[key + '_ci_high']:.4g}]") in text
 
 
 def test_models_lists_without_importing_torch():

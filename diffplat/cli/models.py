@@ -20,6 +20,9 @@ def rows() -> list[dict[str, Any]]:
         out.append({"name": name, "domain": info.get("domain", "?"),
                     "description": info.get("description", ""),
                     "headline": {k: metrics[k] for k in keys if k in metrics},
+                    "intervals": {k: [metrics[f"{k}_ci_low"], metrics[f"{k}_ci_high"]]
+                                  for k in keys if f"{k}_ci_low" in metrics
+                                  and f"{k}_ci_high" in metrics},
                     "measured_with": info.get("measured_with") or {},
                     "card": str(folder / "MODEL_CARD.md")})
     return out
@@ -54,7 +57,10 @@ def main(argv: list[str]) -> int:
         return 0
     for r in records:
         print(f"{r['name']}  ({r['domain']})  {r['description']}")
-        figures = "  ".join(f"{k} {_figure(v)}" for k, v in r["headline"].items())
+        ci = r["intervals"]
+        figures = "  ".join(f"{k} {_figure(v)}" + (f" [{_figure(ci[k][0])}, {_figure(ci[k][1])}]"
+                                                    if k in ci else "")
+                            for k, v in r["headline"].items())
         how = _how(r["measured_with"])
         print(f"    {figures}" + (f"   [{how}]" if how else ""))
         print(f"    card: {r['card']}")
