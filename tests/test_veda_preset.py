@@ -28,7 +28,10 @@ def test_the_ve_preset_pins_each_variant():
     grid = load_grid(PRESET, root=ROOT)
     tiny = yaml.safe_load((ROOT / "configs/molecules/qm9-tiny.yaml").read_text())["model"]
     cells = {c.domain: c for c in grid.train_cells}
-    assert set(cells) == {"qm9-base", "qm9-ve", "qm9-ve-arcsin"}
+    assert set(cells) == {"qm9-base", "qm9-ve", "qm9-ve-arcsin", "qm9-ve-selfcond"}
+    sc = cells["qm9-ve-selfcond"].config["model"]
+    assert sc["self_condition"] and sc["backbone"]["init_args"]["self_condition"]
+    assert {k: sc[k] for k in VE_MODEL} == VE_MODEL
     # the base is qm9-tiny's recipe before round four (VP, v target) at make demo's budget,
     # scoring 200 molecules; qm9-tiny itself is VEDA's recipe now
     base = cells["qm9-base"].config
@@ -45,7 +48,7 @@ def test_the_ve_preset_pins_each_variant():
     # the two VE entries train the same model (same config but for the entry's name)
     assert cells["qm9-ve"].config == cells["qm9-ve-arcsin"].config
     samples = {(c.train.domain, c.sampler): c for c in grid.sample_cells}
-    assert set(samples) == {("qm9-base", "dpmpp_2m_sde")} | {
+    assert set(samples) == {("qm9-base", "dpmpp_2m_sde"), ("qm9-ve-selfcond", "euler_anneal")} | {
         (d, s) for d in ("qm9-ve", "qm9-ve-arcsin") for s in ("dpmpp_2m_sde", "euler",
                                                                  "euler_anneal")}
     assert all(c.nfe == 100 and c.steps == 100 for c in samples.values())
