@@ -32,11 +32,11 @@ def main() -> None:
     from diffplat.runtime import flush_subnormals
 
     flush_subnormals()
-    from diffplat.training.checkpoint import load_module
+    from diffplat.store import load_model
     from domains.molecules.conformers.baseline import rdkit_conformers
     from domains.molecules.conformers.sample import model_conformers
 
-    module = load_module(args.ckpt)
+    module = load_model(args.ckpt)
     domain = module.domain
     graphs = [domain.graphs("test")[i] for i in domain.order("test")[: args.num_mols]]
     rows = {"model": model_conformers(module, graphs, args.n, steps=args.steps),

@@ -21,10 +21,10 @@ import torch
 
 
 def build(args, device):
-    from diffplat.training.checkpoint import build_module, load_module
+    from diffplat.store import build_model, load_model
 
     if args.ckpt:
-        return load_module(args.ckpt, map_location=device).to(device)
+        return load_model(args.ckpt, map_location=device).to(device)
     cfg = {
         "domain": {"class_path": "domains.molecules.conformers.domain.ConformerDomain",
                    "init_args": {"data_path": args.data, "max_train": 100,
@@ -35,7 +35,7 @@ def build(args, device):
         "schedule": "polynomial", "target": "eps", "sampler": "dpmpp_2m",
         "sample_steps": args.steps,
     }
-    return build_module(cfg).to(device)
+    return build_model(cfg).to(device)
 
 
 def main() -> None:

@@ -19,7 +19,7 @@ CELLS = [("dpmpp_2m", 50, {}), ("ddpm", 100, {"spacing": "uniform_t"}),
 
 
 def main() -> None:
-    from diffplat.training.checkpoint import load_module
+    from diffplat.store import load_model
 
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--ckpt", required=True)
@@ -30,7 +30,7 @@ def main() -> None:
 
     flush_subnormals()
     device = "cuda" if torch.cuda.is_available() else "cpu"
-    module = load_module(args.ckpt, map_location=device).to(device)
+    module = load_model(args.ckpt, map_location=device).to(device)
     module.domain.setup("test")
     print(f"{args.ckpt}: {args.num} molecules, seed {args.seed}, {device}")
     for name, steps, options in CELLS:

@@ -374,7 +374,7 @@ def train_ours(args) -> Path:
 def read_ours(run: Path) -> dict[str, Any]:
     """Our figures from a run folder: metrics.json (``diffplat evaluate``), samples/meta.json
     (``diffplat sample``) and the checkpoint's training record (steps, seconds)."""
-    from diffplat.training.checkpoint import read_checkpoint
+    from diffplat.store import read_checkpoint
 
     run = Path(run)
     need = [run / "metrics.json", run / "checkpoints" / "last.ckpt"]

@@ -16,19 +16,25 @@ pipeline needs no training data: checkpoints and exports carry what sampling nee
 from __future__ import annotations
 
 import json
-import platform
-import time
 from pathlib import Path
 from typing import Any
 
-CARD_JSON, CARD_MD = "card.json", "MODEL_CARD.md"
+from diffplat.store.cards import (  # noqa: F401 - model_card, cpu_name, ... were here
+    CARD_JSON,
+    CARD_MD,
+    card_markdown,
+    cpu_name,
+    device_name,
+    model_card,
+)
 
 
 class Pipeline:
     """A trained model ready to sample.
 
     Attributes:
-        module: the ``DiffusionModule`` (EMA weights in ``module.ema_denoiser``).
+        module: the ``diffplat.model.DiffusionModel`` (EMA weights in
+            ``module.ema_denoiser``).
         domain: its domain plug-in (what ``sample`` returns, ``write`` and ``metrics``).
         source: where it was loaded from.
         card: the model card, when the source has one (``card.json``).
@@ -89,7 +95,7 @@ class Pipeline:
         from diffplat.sampling import check_sampler_options, resolve_sampler
 
         hp = self.module.hparams
-        max_t = getattr(self.module.ema_denoiser, "max_t", 1.0)
+        max_t = self.module.ema_denoiser.max_t
         if refine_from is not None or noise_level is not None or mmff:
             return self._refine(num, refine_from, noise_level, mmff, sampler, steps, nfe,
                                 seed, options, prior)
@@ -178,7 +184,7 @@ class Pipeline:
         state) with a model card (``card.json`` and ``MODEL_CARD.md``: data, training
         command, steps, wall time, device, metrics). ``metrics`` and ``card`` entries add
         to or replace what the checkpoint knows."""
-        from diffplat.training.checkpoint import export
+        from diffplat.store import export
 
         out = Path(out_dir)
         paths = export(self.module, out)
@@ -189,77 +195,9 @@ class Pipeline:
         return [*paths, out / CARD_JSON, out / CARD_MD]
 
 
-def model_card(module, extra: dict[str, Any] | None = None) -> dict[str, Any]:
-    """What is known about how a model was made, from its stored run configuration and
-    training record, updated with ``extra``."""
-    hp = dict(module.hparams)
-    run = module.run_config or {}
-    record = getattr(module, "train_record", None) or {}
-    domain = hp.get("domain") if isinstance(hp.get("domain"), dict) else {}
-    card: dict[str, Any] = {
-        "domain": module.domain.name,
-        "data": (domain.get("init_args") or {}).get("data_path"),
-        "schedule": hp.get("schedule"), "target": hp.get("target"),
-        "backbone": (hp.get("backbone") or {}).get("class_path")
-        if isinstance(hp.get("backbone"), dict) else None,
-        "parameters": sum(p.numel() for p in module.backbone.parameters()),
-        "sampler": hp.get("sampler"), "sample_steps": hp.get("sample_steps"),
-        "steps": record.get("steps"), "train_seconds": record.get("seconds"),
-        "device": record.get("device"),
-        "command": record.get("command") or (f"diffplat fit -c {run['config'][0]}"
-                                             if run.get("config") else None),
-        "created": time.strftime("%Y-%m-%d"),
-    }
-    card.update(extra or {})
-    return card
-
-
-def card_markdown(card: dict[str, Any]) -> str:
-    lines = [f"# {card.get('name') or card['domain']} model", ""]
-    for key in ("description", "domain", "data", "data_license", "config", "command",
-                "steps", "train_seconds", "device", "backbone", "parameters", "schedule",
-                "target", "sampler", "sample_steps", "created"):
-        if card.get(key) not in (None, ""):
-            lines.append(f"- **{key.replace('_', ' ')}**: {card[key]}")
-    metrics = card.get("metrics") or {}
-    if metrics:
-        lines += ["", "## Metrics", "", "| metric | value |", "|---|---:|"]
-        for k, v in metrics.items():
-            lines.append(f"| {k} | {v:.4g} |" if isinstance(v, float) else f"| {k} | {v} |")
-        if card.get("metrics_command"):
-            lines += ["", f"Measured with `{card['metrics_command']}`."]
-        if card.get("measured_with"):
-            lines += ["", "Sampling: " + ", ".join(f"{k} {v}" for k, v in
-                                                  card["measured_with"].items()) + "."]
-    if card.get("notes"):
-        lines += ["", "## Notes", "", str(card["notes"])]
-    return "\n".join(lines) + "\n"
-
-
-def cpu_name() -> str:
-    """The processor's model name (/proc/cpuinfo), else what platform knows."""
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine() or "unknown"
-
-
-def device_name(device: Any) -> str:
-    """A readable name of the machine part a model trained on."""
-    import torch
-
-    device = torch.device(device)
-    if device.type == "cuda":
-        return torch.cuda.get_device_name(device)
-    return f"CPU {cpu_name()} ({torch.get_num_threads()} threads)"
-
-
 def load(source: str | Path, device: Any = "cpu") -> Pipeline:
     """A Pipeline from a checkpoint, an export folder or a shipped model's name."""
-    from diffplat.training.checkpoint import load_module
+    from diffplat.store import load_model
 
     path = Path(source)
     if not path.exists():
@@ -269,5 +207,5 @@ def load(source: str | Path, device: Any = "cpu") -> Pipeline:
     card = None
     if path.is_dir() and (path / CARD_JSON).is_file():
         card = json.loads((path / CARD_JSON).read_text())
-    module = load_module(path, map_location=device).to(device)
+    module = load_model(path, map_location=device).to(device)
     return Pipeline(module, path, card)

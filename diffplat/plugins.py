@@ -10,7 +10,7 @@ A domain package declares one ``DomainPlugin`` and names it in its ``pyproject.t
 Once the package is installed (``pip install``), the domain appears in ``diffplat --help``,
 ``diffplat data prepare|info``, its extra commands (if any) and ``diffplat compare``, and the
 classes of its package may be named by stored configurations (the trust rule of
-``diffplat.training.checkpoint``). Nothing in ``diffplat/`` names a domain: the domains of
+``diffplat.store``). Nothing in ``diffplat/`` names a domain: the domains of
 this repository register the same way (pyproject.toml). The module holding ``PLUGIN`` should
 import little (the CLI loads every plugin to print its help): the ``Domain`` class is named
 by a string and imported only when used.

@@ -158,6 +158,9 @@ class Denoiser(nn.Module):
         self_condition: the backbone was trained with self-conditioning (it takes an earlier
             x0_hat as ``x_self_cond``); ``diffplat.sampling.generate`` then feeds every call
             the previous call's estimate. ``predict`` hands the backbone a(t) * x0_hat.
+        max_t: the largest schedule time the backbone was trained on (``t_options: {high:
+            ...}``); below 1 the denoiser only refines (``generate(start=(x, t))`` with
+            t <= max_t) and cannot sample from pure noise.
 
     Shapes:
         x_t: data shape with batch size B (or a ragged batch the noise space understands);
@@ -166,17 +169,17 @@ class Denoiser(nn.Module):
 
     def __init__(self, backbone: nn.Module, schedule: Any = "cosine", target: Any = "eps",
                  noise_space: NoiseSpace | None = None, sigma_data: float = 1.0,
-                 self_condition: bool = False):
+                 self_condition: bool = False, max_t: float = 1.0):
         super().__init__()
+        if not 0.0 < float(max_t) <= 1.0:
+            raise ValueError(f"max_t must be in (0, 1], got {max_t}")
         self.backbone = backbone
         self.self_condition = bool(self_condition)
         self.schedule = schedules_mod.get(schedule) if isinstance(schedule, str) else schedule
         self.sigma_data = float(sigma_data)
         self.target = get(target, sigma_data=sigma_data) if isinstance(target, str) else target
         self.noise_space = noise_space or GaussianNoise()
-        #: the largest schedule time the backbone was trained on (``t_options: {high: ...}``);
-        #: below 1 the denoiser only refines (``generate(start=(x, t))`` with t <= max_t)
-        self.max_t = 1.0
+        self.max_t = float(max_t)
         #: an optional compiled version of the backbone (kept out of the state dict)
         self.compiled: Any = None
 

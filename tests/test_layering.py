@@ -102,3 +102,28 @@ def test_help_of_the_non_training_commands_loads_no_lightning():
     torch_for_top_help, heavy = out.stdout.strip().splitlines()[-2:]
     assert torch_for_top_help == "False"
     assert heavy == "[]"
+
+
+def test_only_training_and_the_commands_that_train_import_training_or_lightning():
+    """The model, the store, sampling and the Python API sit below training: only
+    training/, the fit/validate/test dispatch of cli/__init__.py, compare/'s worker (it
+    trains the grid's cells) and progress.py's Lightning progress bar import
+    ``diffplat.training`` or Lightning (tests/test_no_lightning.py checks the running
+    process)."""
+    root = Path(__file__).resolve().parents[1] / "diffplat"
+    allowed = {"cli/__init__.py", "compare/worker.py", "progress.py"}
+    lightning = ("pytorch_lightning", "lightning", "lightning_fabric")
+    found = []
+    for path in sorted(root.rglob("*.py")):
+        rel = str(path.relative_to(root))
+        if rel.startswith("training/") or rel in allowed:
+            continue
+        for node in ast.walk(ast.parse(path.read_text())):
+            names = []
+            if isinstance(node, ast.Import):
+                names = [a.name for a in node.names]
+            elif isinstance(node, ast.ImportFrom) and node.module:
+                names = [node.module]
+            found += [f"{rel}: {n}" for n in names if n.split(".")[0] in lightning
+                      or n == "diffplat.training" or n.startswith("diffplat.training.")]
+    assert not found, "\n".join(found)

@@ -301,7 +301,7 @@ def test_a_run_that_ends_with_nonfinite_weights_fails(trained):
 
 def test_full_disk_while_saving_is_one_line_and_keeps_the_last_file(trained, tmp_path,
                                                                     monkeypatch, capsys):
-    import diffplat.training.checkpoint as ck
+    import diffplat.training.atomic as ck
 
     cfg, _ = trained
     root = tmp_path / "run"

@@ -3,8 +3,8 @@ import math
 import pytest
 import torch
 
+from diffplat.ema import EMA
 from diffplat.training.data import StepIndexedLoader
-from diffplat.training.ema import EMA
 from diffplat.training.optim import AdaptiveClipper, warmup_cosine
 
 

@@ -145,9 +145,9 @@ def main(argv: list[str]) -> int:
             domain = _domain_from_config(Path(args.config), args.data)
         else:
             from diffplat.cli.sample import model_source
-            from diffplat.training.checkpoint import load_module
+            from diffplat.store import load_model
 
-            module = load_module(model_source(args))
+            module = load_model(model_source(args))
             domain = module.domain
             if args.data is not None:  # the given data is the reference, not the model's
                 domain = instantiate_domain(_with_data(module.hparams["domain"], args.data))

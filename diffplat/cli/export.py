@@ -66,7 +66,7 @@ def main(argv: list[str]) -> int:
     if bad:
         return usage_error(p.prog, bad)
     from diffplat.cli.outputs import check_out, staged
-    from diffplat.training.checkpoint import export_step_schedules, load_module
+    from diffplat.store import export_step_schedules, load_model
 
     # a link, a used folder (unless --overwrite, and then only an export): refused now
     check_out(args.out, args.overwrite, marker="config.json", command="diffplat export")
@@ -98,7 +98,7 @@ def main(argv: list[str]) -> int:
         how = {k: data[k] for k in MEASURED_WITH if data.get(k) not in (None, {}, [])}
         if how:
             extra["measured_with"] = how
-    module = load_module(args.ckpt)
+    module = load_model(args.ckpt)
     for option, path in assets.items():
         if not hasattr(module.domain, option):
             p.error(f"--asset {option}=...: the {module.domain.name} domain has no option "
@@ -113,7 +113,7 @@ def main(argv: list[str]) -> int:
 
             paths = Pipeline(module, args.ckpt).save(tmp, metrics=metrics, **extra)
         else:
-            from diffplat.training.checkpoint import export
+            from diffplat.store import export
 
             paths = export(module, tmp)
         steps = export_step_schedules(args.ckpt, tmp)

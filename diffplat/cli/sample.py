@@ -144,12 +144,12 @@ def generate(args: argparse.Namespace):
     Returns (module, samples, stats)."""
     from diffplat.progress import bar as progress_bar
     from diffplat.sampling import check_sampler_options, resolve_sampler
-    from diffplat.training.checkpoint import load_module
+    from diffplat.store import load_model
 
     check_sampling_args(args)
     source = model_source(args)
     device = args.device
-    module = load_module(source, map_location=device).to(device)
+    module = load_model(source, map_location=device).to(device)
     hp = module.hparams
     name, steps, options = resolve_sampler(
         args.sampler, args.steps, args.nfe, args.spacing, parse_options(args.option),

@@ -43,9 +43,9 @@ def main(argv: list[str]) -> int:
     args = p.parse_args(argv)
     from diffplat.cli.options import resolve_device
     from diffplat.cli.outputs import check_file_target
-    from diffplat.sampling import tune_resolve as resolve
-    from diffplat.sampling import tune_steps as tune_module
-    from diffplat.training.checkpoint import load_module, step_schedules_path
+    from diffplat.store import load_model, step_schedules_path
+    from diffplat.tune import tune_resolve as resolve
+    from diffplat.tune import tune_steps as tune_module
 
     args.device = resolve_device(args.device)
     resolve(args.sampler, args.nfe, parse_options(args.option))  # bad input fails before loading
@@ -53,7 +53,7 @@ def main(argv: list[str]) -> int:
         raise FileNotFoundError(f"checkpoint not found: {args.ckpt}")
     # where the schedule goes: an unwritable place fails now, not after the fit
     check_file_target(step_schedules_path(args.ckpt), "the fitted schedule file")
-    module = load_module(args.ckpt, map_location=args.device).to(args.device)
+    module = load_model(args.ckpt, map_location=args.device).to(args.device)
     entry = tune_module(module, args.ckpt, args.sampler, args.nfe, parse_options(args.option),
                         args.batches, args.batch_size, args.seed, args.reference_steps,
                         args.max_evals, parse_options(args.prior),

@@ -167,12 +167,13 @@ def _names(axis: str) -> list[str]:
 
 
 def _module_default(name: str) -> Any:
-    """DiffusionModule's default for a constructor argument (schedule, target, ...)."""
+    """DiffusionModule's default for a constructor argument (schedule, target, ...), as the
+    store declares them (``diffplat.store.config.model_arguments``)."""
     import inspect
 
-    from diffplat.training.module import DiffusionModule
+    from diffplat.store.config import model_arguments
 
-    return inspect.signature(DiffusionModule.__init__).parameters[name].default
+    return inspect.signature(model_arguments).parameters[name].default
 
 
 def _check_axis(axis: str, values: Any, where: str) -> list:

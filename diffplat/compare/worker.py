@@ -96,8 +96,8 @@ def fitted_options(module, ckpt: Path, sampler: str, nfe: int, steps: int,
                    spec: dict[str, Any]) -> dict[str, Any]:
     """The sampler options of a ``NAME@fitted`` cell: the step schedule fitted to this model
     (fitted now and stored beside the checkpoint if it is not there yet)."""
-    from diffplat.sampling import tune_steps as tune_module
-    from diffplat.training.checkpoint import load_step_schedules
+    from diffplat.store import load_step_schedules
+    from diffplat.tune import tune_steps as tune_module
 
     entry = load_step_schedules(ckpt)["schedules"].get(f"{sampler}/{steps}")
     if entry is None:
@@ -156,7 +156,7 @@ def score(module, cell: dict[str, Any], spec: dict[str, Any],
 
 def run(cell_dir: Path) -> int:
     from diffplat.runtime import flush_subnormals
-    from diffplat.training.checkpoint import load_module
+    from diffplat.training.checkpoint import load_module  # loss_curve reads its loaders
 
     flush_subnormals()
     spec = json.loads((cell_dir / "cell.json").read_text())

@@ -20,7 +20,7 @@ from torch import Tensor
 from diffplat.registry import Registry
 from diffplat.samplers.adams import sample_deis, sample_ipndm
 from diffplat.samplers.adaptive import sample_adaptive
-from diffplat.samplers.auto import sample_auto
+from diffplat.samplers.auto import choose
 from diffplat.samplers.dpm import (
     sample_dpmpp_2m,
     sample_dpmpp_2m_sde,
@@ -40,6 +40,15 @@ from diffplat.samplers.unipc import sample_unipc
 from diffplat.schedules import Schedule
 
 Sampler = Callable[..., Tensor]
+
+
+def sample_auto(denoise: Callable[[Tensor, Tensor], Tensor], noise: Tensor,
+                schedule: Schedule, steps: int, **kw: Any) -> Tensor:
+    """``auto``: the configuration of ``samplers.auto.choose(steps, schedule)`` (every entry
+    makes one evaluation per step, so steps = NFE); explicit options win over the table's."""
+    name, options = choose(steps, schedule)
+    return get(name)(denoise, noise, schedule, steps, **{**options, **kw})
+
 
 registry: Registry[Sampler] = Registry("sampler")
 registry.register("ddpm", sample_ddpm)

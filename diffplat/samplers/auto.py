@@ -8,7 +8,8 @@ EDM's sigmas for the others ("ve": their noise levels reach 0.002, the VP tables
 0.01). An NFE between two measured ones takes the entry of the nearest smaller one; options
 given by the caller override the table's. Every entry starts at noise level 20 (below the
 schedule's top), which assumes data of standard deviation well below 20, as in every domain
-here, and ends at the schedule's smallest level without a final denoising step.
+here, and ends at the schedule's smallest level without a final denoising step. The
+sampler itself (``diffplat.samplers.sample_auto``) is registered with the others.
 """
 
 from __future__ import annotations
@@ -16,9 +17,6 @@ from __future__ import annotations
 import math
 from typing import Any
 
-from torch import Tensor
-
-from diffplat.samplers.base import Denoise
 from diffplat.schedules import Schedule
 
 _END = {"denoise_final": False, "level_max": 20.0}
@@ -57,13 +55,3 @@ def choose(nfe: int, schedule: Schedule | None = None) -> tuple[str, dict[str, A
     key = max([k for k in table if k <= nfe], default=min(table))
     name, options = table[key]
     return name, {k: (math.inf if v == "inf" else v) for k, v in options.items()}
-
-
-def sample_auto(denoise: Denoise, noise: Tensor, schedule: Schedule, steps: int,
-                **kw: Any) -> Tensor:
-    """The configuration of ``choose(steps, schedule)`` (every entry makes one evaluation
-    per step, so steps = NFE); explicit options win over the table's."""
-    from diffplat import samplers
-
-    name, options = choose(steps, schedule)
-    return samplers.get(name)(denoise, noise, schedule, steps, **{**options, **kw})

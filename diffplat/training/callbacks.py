@@ -29,7 +29,7 @@ import pytorch_lightning as pl
 from pytorch_lightning.utilities.exceptions import SIGTERMException
 
 from diffplat.training import runlock
-from diffplat.training.checkpoint import remove_stale_temporaries
+from diffplat.training.atomic import remove_stale_temporaries
 
 LAST = "last.ckpt"
 

@@ -1,37 +1,42 @@
-"""DiffusionModule: the one LightningModule every domain trains with."""
+"""DiffusionModule: the one LightningModule every domain trains with.
+
+It wraps a ``diffplat.model.DiffusionModel`` (``self.model``: the domain, backbone,
+denoisers, EMA) for training only: the data loaders, the loss and its log-SNR buckets, the
+optimizer and clipping, the non-finite policy, the EMA update, the run's printed lines and
+what a checkpoint stores beside the weights. Sampling and scoring at validation is a
+callback (``diffplat.training.validation.SampleScoring``, brought by ``configure_callbacks``).
+
+Checkpoints keep the keys they always had: the model's entries appear without the
+``model.`` prefix (``backbone.*``, ``ema.*``), beside the training's own buffers.
+"""
 
 from __future__ import annotations
 
 import hashlib
 import warnings
-from collections.abc import Callable
-from pathlib import Path
 from typing import Any
 
 import pytorch_lightning as pl
 import torch
 from torch import Tensor
 
-from diffplat import samplers as samplers_mod
-from diffplat import schedules as schedules_mod
 from diffplat.backbone import Backbone
 from diffplat.domain import Domain
 from diffplat.losses import DiffusionLoss
-from diffplat.progress import say
+from diffplat.model import DiffusionModel
 from diffplat.schedules import LOG_SNR_LIMIT
-from diffplat.targets import Denoiser
+from diffplat.store.cards import device_name
+from diffplat.store.checkpoint import TRAINING_STATE
+from diffplat.store.config import check_arguments
 from diffplat.training.data import StepIndexedLoader
-from diffplat.training.ema import EMA
+from diffplat.training.nonfinite import (
+    NonFiniteLossError,
+    NonFinitePolicy,
+    _nonfinite_inputs,
+    _SkipStep,
+)
 from diffplat.training.optim import AdaptiveClipper, warmup_cosine
-
-
-class NonFiniteLossError(FloatingPointError):
-    """The training loss, a gradient or the weights became NaN or Inf; the message names
-    the step."""
-
-
-class _SkipStep(Exception):
-    """Raised inside the optimizer closure to skip a step whose gradients are not finite."""
+from diffplat.training.report import RunReport
 
 
 def _step_seed(seed: int, step: int, rank: int, salt: str) -> int:
@@ -39,7 +44,7 @@ def _step_seed(seed: int, step: int, rank: int, salt: str) -> int:
     return int.from_bytes(digest, "little") & ((1 << 62) - 1)
 
 
-class DiffusionModule(pl.LightningModule):
+class DiffusionModule(NonFinitePolicy, RunReport, pl.LightningModule):
     """A diffusion model: backbone + schedule + target + loss + the domain's data and noise.
 
     Args:
@@ -101,51 +106,27 @@ class DiffusionModule(pl.LightningModule):
                  compile: bool = False,
                  self_condition: bool = False, coupling: str = "independent"):
         super().__init__()
-        if coupling != "independent" and schedule != "flow":
-            raise ValueError(f"coupling={coupling!r} is for the flow schedule, got "
-                             f"schedule={schedule!r}")
-        if clip not in ("none", "norm", "adaptive"):
-            raise ValueError(f"clip must be one of none, norm, adaptive; got {clip!r}")
-        if on_nonfinite not in ("stop", "skip"):
-            raise ValueError(f"on_nonfinite must be 'stop' or 'skip', got {on_nonfinite!r}")
-        if not 0.0 <= max_skipped_fraction <= 1.0:
-            raise ValueError("max_skipped_fraction must be in [0, 1], got "
-                             f"{max_skipped_fraction!r}")
-        samplers_mod.get(sampler)  # unknown names fail at construction, listing the valid ones
-        supports = bool(getattr(backbone, "supports_self_condition", False))
-        if self_condition != supports:
-            raise ValueError(
-                f"self_condition={self_condition} but the backbone {type(backbone).__name__} "
-                f"{'takes' if supports else 'does not take'} x_self_cond: set both "
-                "model.self_condition and the backbone's self_condition (a backbone with "
-                "supports_self_condition), or neither")
+        check_arguments(schedule=schedule, coupling=coupling, clip=clip,
+                        on_nonfinite=on_nonfinite, max_skipped_fraction=max_skipped_fraction,
+                        sampler=sampler)
         with warnings.catch_warnings():
-            # built by hand (load_module) the backbone is a module, not a configuration;
-            # Lightning warns about it, and it is dropped from hparams just below
+            # built by hand the backbone is a module, not a configuration; Lightning warns
+            # about it, and it is dropped from hparams just below
             warnings.filterwarnings("ignore", message="Attribute 'backbone' is an instance of "
                                                       "`nn.Module`")
             self.save_hyperparameters()
         for key in ("domain", "backbone"):
-            # inside LightningCLI (and build_module) these are their class_path/init_args
-            # configurations; built by hand they are objects, which a checkpoint cannot hold
+            # inside LightningCLI these are their class_path/init_args configurations; built
+            # by hand they are objects, which a checkpoint cannot hold
             if not isinstance(self.hparams.get(key), dict):
                 self.hparams.pop(key, None)
-        self.domain = domain
-        self.backbone = backbone
-        self.schedule = schedules_mod.get(schedule, **(schedule_options or {}))
-        self.ema = EMA(backbone, ema_decay)
-        # The two denoisers only wrap modules registered above; object.__setattr__ keeps
-        # them out of the module tree so the state dict holds each weight once.
-        object.__setattr__(self, "denoiser",
-                           Denoiser(backbone, self.schedule, target, sigma_data=sigma_data,
-                                    self_condition=self_condition))
-        object.__setattr__(self, "ema_denoiser",
-                           Denoiser(self.ema.shadow, self.schedule, target,
-                                    sigma_data=sigma_data, self_condition=self_condition))
         self.loss_fn = DiffusionLoss(weighting, t_sampler, weighting_options, t_options,
                                      self_condition=self_condition, coupling=coupling)
-        for d in (self.denoiser, self.ema_denoiser):  # a truncated t-range: a refiner
-            d.max_t = self.loss_fn.time_range[1]
+        #: the model itself (a truncated t-range, ``t_options: {high: ...}``: a refiner)
+        self.model = DiffusionModel(domain, backbone, schedule, schedule_options, target,
+                                    sigma_data, max_t=self.loss_fn.time_range[1],
+                                    self_condition=self_condition, ema_decay=ema_decay,
+                                    hparams=self.hparams)
         self.clipper = AdaptiveClipper()
         self.register_buffer("grad_norms", torch.zeros(self.clipper.size))
         self.register_buffer("grad_norms_filled", torch.zeros((), dtype=torch.long))
@@ -155,6 +136,8 @@ class DiffusionModule(pl.LightningModule):
                              persistent=False)
         self.register_buffer("bucket_sum", torch.zeros(log_snr_buckets), persistent=False)
         self.register_buffer("bucket_count", torch.zeros(log_snr_buckets), persistent=False)
+        self.register_state_dict_post_hook(_unprefix_model)
+        self.register_load_state_dict_pre_hook(_prefix_model)
         #: filled by the CLI: the whole run configuration, stored in every checkpoint
         self.run_config: dict[str, Any] | None = None
         #: how the weights were made: steps, wall seconds of training (over resumes),
@@ -162,6 +145,40 @@ class DiffusionModule(pl.LightningModule):
         self.train_record: dict[str, Any] = {}
         self._fit_clock: tuple[float, float] | None = None
         self._skipped = False
+
+    # -- the model's parts, as before the model was its own module ------------------------
+    @property
+    def domain(self) -> Domain:
+        return self.model.domain
+
+    @property
+    def backbone(self) -> torch.nn.Module:
+        return self.model.backbone
+
+    @property
+    def schedule(self):
+        return self.model.schedule
+
+    @property
+    def ema(self):
+        return self.model.ema
+
+    @property
+    def denoiser(self):
+        return self.model.denoiser
+
+    @property
+    def ema_denoiser(self):
+        return self.model.ema_denoiser
+
+    def generate(self, *args: Any, **kwargs: Any) -> tuple[Any, dict[str, Any]]:
+        """``DiffusionModel.generate``: samples with the EMA weights."""
+        return self.model.generate(*args, **kwargs)
+
+    def configure_callbacks(self):
+        from diffplat.training.validation import SampleScoring
+
+        return [SampleScoring()]
 
     # -- data ---------------------------------------------------------------------------------
     def setup(self, stage: str) -> None:
@@ -228,20 +245,6 @@ class DiffusionModule(pl.LightningModule):
         self.log("train/loss", loss, prog_bar=True, batch_size=len(losses))
         return loss
 
-    def _skip(self) -> None:
-        """Count a skipped batch; fail past ``max_skipped_fraction`` of the batches."""
-        self._skipped = True
-        self.skipped_batches += 1
-        self.log("train/skipped_batches", self.skipped_batches.float())
-        skipped, batches = int(self.skipped_batches), self._batches_done()
-        limit = self.hparams.get("max_skipped_fraction", 0.1)
-        if skipped > limit * max(batches, 100):
-            raise NonFiniteLossError(
-                f"{skipped} of {batches} batches skipped for NaN or Inf (model.on_nonfinite="
-                f"skip), more than model.max_skipped_fraction={limit:g} allows; the last "
-                "checkpoint written before it is kept. Check the data and the learning rate, "
-                "or raise model.max_skipped_fraction")
-
     def _bucket(self, losses: Tensor, t: Tensor) -> None:
         lam = self.schedule.log_snr(t.to(torch.float64)).to(self.bucket_edges.dtype)
         idx = (torch.bucketize(lam, self.bucket_edges[1:-1])).clamp(0, len(self.bucket_sum) - 1)
@@ -261,25 +264,6 @@ class DiffusionModule(pl.LightningModule):
         self.bucket_sum.zero_()
         self.bucket_count.zero_()
 
-    def on_before_optimizer_step(self, optimizer) -> None:
-        """A finite loss can still give NaN or Inf gradients; the step that would write
-        them into the weights (and the EMA, and the next checkpoint) is stopped or skipped."""
-        if self._skipped:
-            return
-        grads = [p.grad for p in self.backbone.parameters() if p.grad is not None]
-        if not grads:
-            return
-        norms = torch._foreach_norm(grads)
-        if bool(torch.isfinite(torch.stack(norms)).all()):
-            return
-        step = self._batches_done()
-        if self.hparams.on_nonfinite == "skip":
-            raise _SkipStep
-        raise NonFiniteLossError(
-            f"non-finite gradients at step {self.global_step} (batch {step}) with a finite "
-            "loss; nothing was applied and the last checkpoint is kept. Lower the learning "
-            "rate, check the data, or set model.on_nonfinite=skip")
-
     def optimizer_step(self, *args: Any, **kwargs: Any) -> None:
         try:
             super().optimizer_step(*args, **kwargs)
@@ -291,24 +275,6 @@ class DiffusionModule(pl.LightningModule):
         # a checkpoint must hold the EMA of every step it counts
         if not self._skipped:
             self.ema.update(self.backbone)
-
-    def on_train_end(self) -> None:
-        from diffplat.training.checkpoint import nonfinite_tensors
-
-        bad = nonfinite_tensors(dict(self.state_dict()))
-        if bad:
-            raise NonFiniteLossError(
-                f"training ended with {len(bad)} non-finite tensors (e.g. {', '.join(bad[:3])}"
-                f"); {int(self.skipped_batches)} batches were skipped. The last checkpoint "
-                "written before it is kept")
-        skipped = int(self.skipped_batches)
-        if skipped and self.trainer.is_global_zero:
-            import sys
-
-            print(f"diffplat fit: skipped {skipped} of {self._batches_done()} batches for NaN "
-                  "or Inf (model.on_nonfinite=skip; the run fails past "
-                  f"model.max_skipped_fraction={self.hparams.get('max_skipped_fraction', 0.1):g})",
-                  file=sys.stderr)
 
     def configure_gradient_clipping(self, optimizer, gradient_clip_val=None,
                                     gradient_clip_algorithm=None) -> None:
@@ -363,115 +329,6 @@ class DiffusionModule(pl.LightningModule):
     def test_step(self, batch: Any, batch_idx: int) -> None:
         self._eval_step(batch, batch_idx, "test")
 
-    def _score_samples(self, split: str) -> None:
-        hp = self.hparams
-        if hp.sample_num <= 0 or self.trainer.sanity_checking:
-            return
-        if self.ema_denoiser.max_t < 1.0:  # a refiner has nothing to start from here
-            return
-        if split == "val" and self.current_epoch % max(1, hp.sample_every_n_epochs) != 0:
-            return
-        if self.global_rank != 0:  # one rank samples and scores; the others wait
-            return
-        samples, _ = self.generate(hp.sample_num, seed=hp.seed)
-        for k, v in self.domain.metrics(samples, split).items():
-            if isinstance(v, str):  # a label (molecules: the stability protocol), not logged
-                continue
-            self.log(f"{split}/{k}", float(v), rank_zero_only=True)
-        self._log_preview(samples, split)
-
-    def on_validation_epoch_end(self) -> None:
-        self._score_samples("val")
-
-    # -- what a run shows: the model's size, each validation, the end ------------------------
-    def on_fit_start(self) -> None:
-        n = sum(p.numel() for p in self.backbone.parameters())
-        k = torch.get_num_threads()
-        threads = ""
-        if self.device.type == "cpu":
-            from diffplat.runtime import thread_note
-
-            note = thread_note()
-            threads = f", {k} thread{'s' * (k > 1)}" + (f" ({note})" if note else "")
-        steps = self.trainer.max_steps
-        if self.trainer.is_global_zero:
-            say(f"model: {type(self.backbone).__name__}, {n / 1e6:.2f}M parameters (and their "
-                f"EMA); {self.domain.name} on {self.device.type}{threads}"
-                + (f"; {steps} steps" if steps and steps > 0 else ""))
-
-    def on_validation_end(self) -> None:
-        """At each validation of ``fit``: one line (step and every ``val/`` metric) and
-        ``metrics.json`` beside the checkpoint (``diffplat.progress.write_metrics``)."""
-        trainer = self.trainer
-        if trainer.sanity_checking or trainer.state.fn != "fit" or not trainer.is_global_zero:
-            return
-        from diffplat.progress import validation_line, write_metrics
-
-        metrics = _val_metrics(trainer.callback_metrics)
-        if not metrics:
-            return
-        self._last_validation = {"step": int(self.global_step),
-                                 "epoch": int(self.current_epoch), "metrics": metrics}
-        path = write_metrics(_checkpoint_dir(trainer), self._last_validation)
-        self._metrics_path = path
-        say(validation_line(self._last_validation))
-
-    def on_fit_end(self) -> None:
-        if not self.trainer.is_global_zero:
-            return
-        from diffplat.progress import fit_summary
-
-        say(fit_summary(int(self.global_step), getattr(self, "_last_validation", None),
-                        getattr(self, "_metrics_path", None),
-                        self.trainer.check_val_every_n_epoch))
-
-    def on_test_epoch_end(self) -> None:
-        self._score_samples("test")
-
-    def _log_preview(self, samples: Any, split: str) -> None:
-        """Save a preview PNG beside the logs; wandb also receives it as an image, and the
-        domain's ``media(samples)`` ({name: wandb objects})."""
-        logger = self.logger
-        if logger is None:
-            return
-        root = Path(getattr(logger, "log_dir", None) or self.trainer.default_root_dir)
-        path = self.domain.preview(samples, root / "previews" /
-                                   f"{split}_step{self.global_step:07d}.png")
-        if hasattr(logger, "log_image"):
-            logger.log_image(key=f"{split}/samples", images=[str(path)], step=self.global_step)
-        if type(logger).__name__ == "WandbLogger":
-            media = self.domain.media(samples)  # e.g. wandb.Audio clips, wandb.Object3D
-            if media:
-                logger.log_metrics({f"{split}/{k}": v for k, v in media.items()},
-                                   step=self.global_step)
-
-    # -- sampling -----------------------------------------------------------------------------
-    @torch.no_grad()
-    def generate(self, num: int, sampler: str | None = None, steps: int | None = None,
-                 seed: int = 0, batch_size: int | None = None,
-                 callback: Callable[[dict], Any] | None = None,
-                 sampler_options: dict[str, Any] | None = None,
-                 guidance: float | None = None,
-                 inpaint: tuple[str | Path, str] | None = None, resample: int = 1,
-                 **prior_options: Any) -> tuple[Any, dict[str, Any]]:
-        """Draw ``num`` samples with the EMA weights through ``diffplat.sampling.generate``
-        (reproducible for a fixed seed and batch size). Returns (samples as the domain
-        decodes them, stats: sampler, steps, nfe per chunk, calls in all).
-
-        ``guidance = w`` applies classifier-free guidance with the domain's null condition;
-        ``inpaint = (path, mask)`` fixes the part of each sample that the domain reads from
-        ``path`` (``Domain.inpaint_source``) and generates the rest, with ``resample``
-        denoiser calls per evaluation (``guidance.Inpainting``)."""
-        from diffplat.sampling import generate
-
-        samples, stats = generate(
-            self.ema_denoiser, self.domain, num, sampler=sampler or self.hparams.sampler,
-            steps=self.hparams.sample_steps if steps is None else steps, seed=seed,
-            batch_size=batch_size, guidance=guidance, inpaint=inpaint, resample=resample,
-            sampler_options=sampler_options, callback=callback, device=self.device,
-            **prior_options)
-        return samples, stats.as_dict()
-
     # -- checkpoints --------------------------------------------------------------------------
     def on_train_start(self) -> None:
         import time
@@ -481,8 +338,6 @@ class DiffusionModule(pl.LightningModule):
     def _record(self) -> dict[str, Any]:
         import sys
         import time
-
-        from diffplat.api import device_name
 
         record = dict(self.train_record)
         if self._fit_clock is not None:
@@ -509,36 +364,32 @@ class DiffusionModule(pl.LightningModule):
         checkpoint["diffplat"] = extra
 
 
-def _nonfinite_inputs(x0: Any, cond: dict[str, Any]) -> list[str]:
-    """Names of the batch's floating-point tensors (x0, conditions) that hold NaN or Inf."""
-    from diffplat.training.checkpoint import nonfinite_tensors
+def _unprefix_model(module, state: dict[str, Any], prefix: str, metadata) -> None:
+    """state_dict post-hook: ``model.backbone.*`` -> ``backbone.*`` (the checkpoint format
+    of every diffplat version), order kept."""
+    head = prefix + "model."
+    items = list(state.items())
+    state.clear()
+    for key, value in items:
+        state[prefix + key[len(head):] if key.startswith(head) else key] = value
+    meta = getattr(state, "_metadata", None)
+    if meta is not None:
+        entries = list(meta.items())
+        meta.clear()
+        for key, value in entries:
+            if key != head[:-1]:
+                meta[prefix + key[len(head):] if key.startswith(head) else key] = value
 
-    return nonfinite_tensors({"x0": x0, **{f"cond.{k}": v for k, v in cond.items()}})
+
+def _prefix_model(module, state: dict[str, Any], prefix: str, *args: Any) -> None:
+    """load_state_dict pre-hook: a checkpoint's ``backbone.*`` and ``ema.*`` go to the
+    model (``model.backbone.*``); the training's own entries stay."""
+    names = {name for name, _ in module.model.named_children()}
+    for key in [k for k in state if k.startswith(prefix)]:
+        if key[len(prefix):].split(".", 1)[0] in names:
+            state[prefix + "model." + key[len(prefix):]] = state.pop(key)
 
 
-def _val_metrics(callback_metrics: dict[str, Any]) -> dict[str, float]:
-    """The ``val/`` scalars Lightning holds after a validation, as floats."""
-    out = {}
-    for key, value in callback_metrics.items():
-        if key.startswith("val/") and (not hasattr(value, "numel") or value.numel() == 1):
-            out[key] = float(value)
-    return out
-
-
-def _checkpoint_dir(trainer: pl.Trainer) -> Path:
-    """Where the run's ``last.ckpt`` goes: the Autosave folder, else ModelCheckpoint's,
-    else ``<default_root_dir>/checkpoints``."""
-    from pytorch_lightning.callbacks import ModelCheckpoint
-
-    from diffplat.training.callbacks import Autosave
-
-    for cb in trainer.callbacks:
-        if isinstance(cb, Autosave):
-            return cb.path(trainer).parent
-    for cb in trainer.callbacks:
-        if isinstance(cb, ModelCheckpoint) and cb.dirpath:
-            return Path(cb.dirpath)
-    return Path(trainer.default_root_dir) / "checkpoints"
-
+assert set(TRAINING_STATE) == {"grad_norms", "grad_norms_filled", "skipped_batches"}
 
 __all__ = ["DiffusionModule", "NonFiniteLossError"]

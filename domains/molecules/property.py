@@ -198,7 +198,7 @@ class PropertyPredictor(pl.LightningModule):
 
 def load_predictor(path: str | Path, device: Any = "cpu") -> PropertyPredictor:
     """A trained predictor from its checkpoint, read without unpickling."""
-    from diffplat.training.checkpoint import read_checkpoint
+    from diffplat.store import read_checkpoint
 
     ckpt = read_checkpoint(path, device)
     hp = dict(ckpt.get("hyper_parameters") or {})

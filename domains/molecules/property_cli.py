@@ -62,9 +62,9 @@ def main(argv: list[str]) -> int:
         domain = _domain_from_meta(Path(args.samples))
     else:
         from diffplat.cli.sample import model_source
-        from diffplat.training.checkpoint import load_module
+        from diffplat.store import load_model
 
-        domain = load_module(model_source(args)).domain
+        domain = load_model(model_source(args)).domain
     predictor_path = args.predictor or getattr(domain, "property_predictor", None)
     if not predictor_path:
         p.error("give --predictor (the model names no property_predictor)")

@@ -87,7 +87,7 @@ def _check_refine(p: argparse.ArgumentParser, args) -> None:
 def _check_refiner(p: argparse.ArgumentParser, args, module) -> None:
     """A model trained on t <= max_t only (``t_options: {high: ...}``) refines and does not
     generate: say so before any work is done."""
-    max_t = float(getattr(module.ema_denoiser, "max_t", 1.0))
+    max_t = float(module.ema_denoiser.max_t)
     if max_t >= 1.0:
         return
     if not args.refine_from:
@@ -105,10 +105,10 @@ def _device(args) -> str:
 
 
 def _load(ckpt: str, device: str):
-    from diffplat.training.checkpoint import load_module
+    from diffplat.store import load_model
     from domains.molecules.conformers.domain import ConformerDomain
 
-    module = load_module(ckpt, map_location=device).to(device)
+    module = load_model(ckpt, map_location=device).to(device)
     if not isinstance(module.domain, ConformerDomain):
         raise ValueError(f"{ckpt} is a {module.domain.name!r} model, not a conformer model")
     if module.domain.vocabulary is None:  # SDF-trained without `elements`: read the data
