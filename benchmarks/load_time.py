@@ -5,7 +5,11 @@ warm after the first), imports diffplat, loads the shipped model and reports the
 those two lines and whether ``lightning`` / ``pytorch_lightning`` ended up imported. The
 median over ``--runs`` starts is printed (one thread: ``OMP_NUM_THREADS=1``).
 
-    python benchmarks/load_time.py [--model qm9-small] [--runs 7]
+    python benchmarks/load_time.py [--model qm9-small] [--runs 7] [--baseline DIR]
+
+``--baseline DIR`` (another checkout, e.g. ``git worktree add /tmp/base <commit>``) times
+that checkout too, alternating with this one start by start, so that both figures come
+from the same run on an equally busy machine.
 """
 
 from __future__ import annotations
@@ -31,25 +35,38 @@ print(json.dumps({"seconds": seconds, "lightning": [n for n in names if n in sys
 """
 
 
-def one_run(model: str) -> dict:
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "WANDB_MODE": "offline"}
-    out = subprocess.run([sys.executable, "-c", CHILD, model], cwd=ROOT, env=env,
+def one_run(model: str, root: Path = ROOT) -> dict:
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "WANDB_MODE": "offline",
+           "PYTHONPATH": str(root)}
+    out = subprocess.run([sys.executable, "-c", CHILD, model], cwd=root, env=env,
                          check=True, capture_output=True, text=True).stdout
     return json.loads(out.strip().splitlines()[-1])
+
+
+def summary(label: str, model: str, runs: list[dict]) -> str:
+    times = [r["seconds"] for r in runs]
+    imported = sorted({n for r in runs for n in r["lightning"]})
+    return (f"{label}import diffplat; diffplat.load({model!r}): median "
+            f"{statistics.median(times):.2f} s over {len(runs)} fresh processes (min "
+            f"{min(times):.2f}, max {max(times):.2f}); lightning imported: "
+            f"{', '.join(imported) if imported else 'no'}")
 
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--model", default="qm9-small")
     p.add_argument("--runs", type=int, default=7)
+    p.add_argument("--baseline", type=Path, default=None,
+                   help="another checkout to time alternately with this one")
     args = p.parse_args(argv)
-    runs = [one_run(args.model) for _ in range(args.runs)]
-    times = [r["seconds"] for r in runs]
-    imported = sorted({n for r in runs for n in r["lightning"]})
-    median = statistics.median(times)
-    print(f"import diffplat; diffplat.load({args.model!r}): median {median:.2f} s "
-          f"over {args.runs} fresh processes (min {min(times):.2f}, max {max(times):.2f}); "
-          f"lightning imported: {', '.join(imported) if imported else 'no'}")
+    runs, base = [], []
+    for _ in range(args.runs):
+        if args.baseline is not None:
+            base.append(one_run(args.model, args.baseline.resolve()))
+        runs.append(one_run(args.model))
+    if base:
+        print(summary(f"baseline {args.baseline}: ", args.model, base))
+    print(summary("this checkout: " if base else "", args.model, runs))
     return 0
 
 
