@@ -396,13 +396,13 @@ def test_the_demo_reruns_its_sample_line():
 # -- 8: unwritable targets are found before the work -----------------------------------------
 def test_unwritable_targets_are_refused_before_the_work(ckpt, tmp_path, capsys, monkeypatch):
     import diffplat.cli.evaluate as evaluate_cli
-    import diffplat.sampling
+    import diffplat.tune
 
     def spent(*a, **k):
         raise AssertionError("the work ran before the target was checked")
 
     monkeypatch.setattr(evaluate_cli, "generate", spent)
-    monkeypatch.setattr(diffplat.sampling, "tune_steps", spent)
+    monkeypatch.setattr(diffplat.tune, "tune_steps", spent)
     blocker = tmp_path / "file.txt"
     blocker.write_text("x")
     for target in (blocker / "m.json", tmp_path):  # under a file; a folder
