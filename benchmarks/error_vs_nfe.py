@@ -47,6 +47,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from benchmarks.few_step import (  # noqa: E402
+    ALL_SETTINGS,
     MIXTURES,
     SETTINGS,
     Problem,
@@ -73,7 +74,7 @@ def our_samplers() -> list[tuple[str, dict]]:
 
 def our_configs(setting: str) -> list[tuple[str, dict]]:
     spacings = ["karras", "log_snr", "polynomial"]
-    if setting == "vp":
+    if setting in ("vp", "cosine"):
         spacings += ["uniform_t", "trailing", "leading"]
     configs = []
     for (name, base), spacing in itertools.product(our_samplers(), spacings):
@@ -135,7 +136,7 @@ def k_grids(pb: Problem, steps: int) -> list[tuple[str, torch.Tensor]]:
     lo, hi = level_range(pb.schedule, level_min=0.0, level_max=math.inf)
     grids = [("karras (table range)", ks.get_sigmas_karras(steps, lo, hi, 7.0).double()),
              ("exponential (table range)", ks.get_sigmas_exponential(steps, lo, hi).double())]
-    if pb.setting == "vp":
+    if pb.setting in ("vp", "cosine"):
         grids.append(("karras [0.01, 80]", ks.get_sigmas_karras(steps, lo, 80.0, 7.0).double()))
         grids.append(("vp", ks.get_sigmas_vp(steps).double()))
     for spacing in ("karras", "log_snr", "polynomial"):
@@ -172,7 +173,7 @@ def _evaluate(pb: Problem, run_fn) -> dict:
     try:
         return pb.evaluate(run_fn(pb))
     except Exception as err:  # noqa: BLE001 - a configuration a library refuses
-        return {"error": f"{type(err).__name__}: {str(err).splitlines()[0][:120]}"}
+        return {"error": f"{type(err).__name__}: {(str(err).splitlines() or [''])[0][:120]}"}
 
 
 def sweep(pb: Problem, nfes: list[int], screen: int, top: int, fit_top: int, log) -> list[dict]:
@@ -495,6 +496,291 @@ def _save(path: str, data: dict) -> None:
     tmp.replace(path)
 
 
+# -- defaults only (issue #26): each sampler called by name with only a step count -------------
+#: our sampler -> (its diffusers counterpart, whether it is stochastic)
+DEFAULT_PAIRS = {
+    "ddim": ("DDIMScheduler", False),
+    "euler": ("EulerDiscreteScheduler", False),
+    "heun": ("HeunDiscreteScheduler", False),
+    "dpmpp_2m": ("DPMSolverMultistepScheduler", False),
+    "dpmpp_3m": ("DPMSolverMultistepScheduler", False),
+    "unipc": ("UniPCMultistepScheduler", False),
+    "deis": ("DEISMultistepScheduler", False),
+    "dpmpp_2m_sde": ("DPMSolverMultistepScheduler", True),
+    "euler_ancestral": ("EulerAncestralDiscreteScheduler", True),
+}
+#: our deterministic samplers that compete for "the best default" at an NFE budget
+DEFAULT_OURS = ("ddim", "euler", "heun", "dpmpp_2m", "dpmpp_3m", "unipc", "deis", "ipndm",
+                "auto")
+DEFAULT_STEPS = (5, 10, 20)
+DEFAULT_SETTINGS = ("vp", "cosine")
+
+#: the timestep grids every diffusers scheduler offers, plus Karras sigmas where it has them
+_SPACINGS = [{"timestep_spacing": s} for s in ("linspace", "leading", "trailing")]
+_KARRAS = [{"use_karras_sigmas": True}]
+
+
+def peer_defaults(name: str) -> list[tuple[str, dict]]:
+    """The standard configurations of the diffusers counterpart of our sampler ``name``:
+    timestep_spacing linspace/leading/trailing (and leading with steps_offset 1, Stable
+    Diffusion's), Karras sigmas where the scheduler has them, the final step's level
+    (final_sigmas_type, DDIM's set_alpha_to_one) and lower_order_final where they exist; for
+    UniPC and DEIS order 2 and 3, UniPC's bh1 and bh2, DPM-Solver's midpoint and heun."""
+    cls, _ = DEFAULT_PAIRS[name]
+    out = []
+    if name == "ddim":
+        grids = [*_SPACINGS, {"timestep_spacing": "leading", "steps_offset": 1}]
+        for grid, one in itertools.product(grids, (True, False)):
+            out.append((cls, {"clip_sample": False, "set_alpha_to_one": one, **grid}))
+    elif name == "euler":
+        for grid, final in itertools.product(_SPACINGS + _KARRAS, ("zero", "sigma_min")):
+            out.append((cls, {"final_sigmas_type": final, **grid}))
+    elif name == "heun":
+        out = [(cls, dict(grid)) for grid in _SPACINGS + _KARRAS]
+    elif name == "euler_ancestral":
+        out = [(cls, dict(grid)) for grid in _SPACINGS]
+    elif name in ("dpmpp_2m", "dpmpp_3m", "dpmpp_2m_sde"):
+        order = 3 if name == "dpmpp_3m" else 2
+        alg = "sde-dpmsolver++" if name.endswith("sde") else "dpmsolver++"
+        for st, grid, final, lof in itertools.product(("midpoint", "heun"), _SPACINGS + _KARRAS,
+                                                      ("zero", "sigma_min"), (True, False)):
+            out.append((cls, {"solver_order": order, "algorithm_type": alg, "solver_type": st,
+                              "final_sigmas_type": final, "lower_order_final": lof, **grid}))
+    elif name == "unipc":
+        for order, bh, grid, final, lof in itertools.product(
+                (2, 3), ("bh1", "bh2"), _SPACINGS + _KARRAS, ("zero", "sigma_min"),
+                (True, False)):
+            out.append((cls, {"solver_order": order, "solver_type": bh, "final_sigmas_type": final,
+                              "lower_order_final": lof, **grid}))
+    elif name == "deis":
+        for order, grid, lof in itertools.product((2, 3), _SPACINGS + _KARRAS, (True, False)):
+            out.append((cls, {"solver_order": order, "lower_order_final": lof, **grid}))
+    return out
+
+
+def _peer_steps(cls: str, nfe: int) -> int:
+    """A diffusers scheduler's step count for at most ``nfe`` evaluations."""
+    return max(1, (nfe + 1) // 2) if cls == "HeunDiscreteScheduler" else nfe
+
+
+def _row(pb: Problem, res: dict, **extra) -> dict:
+    return {"problem": pb.label, **extra, **res}
+
+
+def _best_of(small: Problem, full: Problem, configs: list[tuple[str, dict]], steps_of,
+             metric: str, top: int) -> tuple[dict | None, list[dict]]:
+    """Every configuration on ``small`` (the ODE error uses the first ode_n samples, the
+    same on both), the ``top`` best by ``metric`` rerun on ``full``; returns (best full
+    run, screening rows)."""
+    screened = []
+    for cls, opts in configs:
+        res = _evaluate(small, lambda pb, cls=cls, opts=opts:
+                        run_diffusers(pb, cls, 0, steps=steps_of(cls), **opts))
+        screened.append({"config": f"{cls}: {describe(opts)}", "cls": cls, "opts": opts, **res})
+    ok = sorted((r for r in screened if r.get(metric) is not None and math.isfinite(r[metric])),
+                key=lambda r: r[metric])
+    best_full = None
+    for r in ok[:top]:
+        res = _evaluate(full, lambda pb, r=r: run_diffusers(pb, r["cls"], 0,
+                                                            steps=steps_of(r["cls"]), **r["opts"]))
+        if res.get(metric) is not None and (best_full is None or res[metric] < best_full[metric]):
+            best_full = {"config": r["config"], **res}
+    return best_full, [{k: v for k, v in r.items() if k not in ("cls", "opts")}
+                       for r in screened]
+
+
+def defaults_sweep(pb: Problem, screen: int, top: int, log,
+                   candidates: dict | None = None) -> dict:
+    """Per sampler and step count, our default against the best of its counterpart's
+    configurations; per NFE, our best default against diffusers' best overall. With
+    ``candidates`` (sampler -> list of option dicts), each candidate too, so that the
+    defaults can be chosen from the measurements."""
+    small = pb.subset(screen)
+    out: dict = {"problem": pb.label, "pairs": [], "overall": [], "candidates": []}
+    for name, (cls, stochastic) in DEFAULT_PAIRS.items():
+        metric = "sw2" if stochastic else "ode"
+        configs = peer_defaults(name)
+        for steps in DEFAULT_STEPS:
+            t0 = time.perf_counter()
+            peer, _ = _best_of(small, pb, configs, lambda c, s=steps: s, metric, top)
+            ours = _evaluate(pb, lambda pb, s=steps: run_ours(pb, name, s, steps=s))
+            ratio = ours[metric] / peer[metric] if peer and ours.get(metric) else None
+            out["pairs"].append({"sampler": name, "peer": cls, "steps": steps, "metric": metric,
+                                 "ours": ours, "best_peer": peer, "ratio": ratio,
+                                 "peer_configs": len(configs)})
+            for opts in (candidates or {}).get(name, []):
+                res = _evaluate(pb, lambda pb, s=steps, o=opts: run_ours(pb, name, s, steps=s,
+                                                                         **o))
+                out["candidates"].append({"sampler": name, "steps": steps, "options": opts,
+                                          "metric": metric, **res,
+                                          "ratio": res[metric] / peer[metric]
+                                          if peer and res.get(metric) else None})
+            shown = "-" if ratio is None else f"{ratio:.3f}"
+            log(f"{pb.label} {name:15s} {steps:2d} steps: ours {fmt(ours, metric)} "
+                f"{cls} best {fmt(peer, metric)} ratio {shown}  "
+                f"({time.perf_counter() - t0:.0f} s)")
+    everything = [c for name in DEFAULT_PAIRS if not DEFAULT_PAIRS[name][1]
+                  for c in peer_defaults(name)]
+    everything += [c for c in diffusers_configs(pb.setting if pb.setting != "cosine" else "vp")
+                   if "sde" not in str(c[1].get("algorithm_type", ""))]
+    everything = list({(c, describe(o)): (c, o) for c, o in everything}.values())
+    for nfe in DEFAULT_STEPS:
+        peer, _ = _best_of(small, pb, everything, lambda c, n=nfe: _peer_steps(c, n), "ode", top)
+        runs = []
+        for name in DEFAULT_OURS:
+            res = _evaluate(pb, lambda pb, name=name: run_ours(pb, name, nfe))
+            runs.append({"sampler": name, **res})
+        ok = [r for r in runs if r.get("ode") is not None and r["nfe"] <= nfe]
+        ours = min(ok, key=lambda r: r["ode"])
+        named = [r for r in ok if r["sampler"] != "auto"]
+        ours_named = min(named, key=lambda r: r["ode"])
+        out["overall"].append({"nfe": nfe, "ours": ours, "ours_by_name": ours_named,
+                               "runs": runs, "best_peer": peer,
+                               "peer_configs": len(everything),
+                               "ratio": ours["ode"] / peer["ode"],
+                               "ratio_by_name": ours_named["ode"] / peer["ode"]})
+        log(f"{pb.label} NFE {nfe:2d}: our best default {ours['sampler']} {ours['ode']:.4g} "
+            f"(without auto: {ours_named['sampler']} {ours_named['ode']:.4g}), diffusers' best "
+            f"{peer['ode']:.4g} ({peer['config']}): ratio {ours['ode'] / peer['ode']:.3f}")
+    return out
+
+
+def defaults_markdown(data: dict, info: dict, args) -> str:
+    before = data.get("before")
+    cmd = (f"python benchmarks/error_vs_nfe.py --defaults --samples {args.samples} "
+           f"--ode-samples {args.ode_samples} --settings {' '.join(args.settings)} "
+           f"--mixtures {' '.join(args.mixtures)}")
+    lines = [
+        "### Defaults against the peers",
+        "",
+        f"`{cmd}` on {info['date']} ({data['seconds'] / 60:.0f} min; CPU {info['cpu']}, "
+        f"1 torch thread, torch {info['torch']}, diffusers {info['diffusers']}).",
+        "",
+        "Each of our samplers called by name with only the step count (its defaults), "
+        "against the best of its diffusers counterpart's standard configurations "
+        "(timestep_spacing linspace/leading/trailing, Karras sigmas, final_sigmas_type or "
+        "DDIM's set_alpha_to_one, lower_order_final; orders 2 and 3 of UniPC and DEIS, bh1/"
+        "bh2, midpoint/heun), all on the same start noise and the same K steps (heun and "
+        "diffusers' Heun: 2K - 1 evaluations). Exact denoisers, float64, "
+        f"{args.samples} samples; the deterministic samplers by the ODE-endpoint error over "
+        f"the first {args.ode_samples}, the stochastic ones (dpmpp_2m_sde, euler_ancestral) "
+        "by sliced W2 (floor: two exact samples, mean over 8 seeds). Ratio = ours / the "
+        "best peer configuration; below 1 ours is ahead."
+        + (" Before: the defaults until this change (" + before["when"] + ")." if before else ""),
+        "",
+    ]
+    problems = [p["problem"] for p in data["results"]]
+    head = "| sampler | diffusers | metric | " + " | ".join(
+        f"{p} K={k}" for p in problems for k in DEFAULT_STEPS) + " |"
+    lines += [head, "|---|---|---|" + "---:|" * (len(problems) * len(DEFAULT_STEPS))]
+
+    def cell(res, prev):
+        r = res["ratio"]
+        txt = "-" if r is None else f"{r:.2f}"
+        if prev is not None and prev.get("ratio") is not None:
+            txt = f"{prev['ratio']:.2f} -> **{txt}**" if r is not None else txt
+        return txt
+
+    for name, (cls, stochastic) in DEFAULT_PAIRS.items():
+        cells = []
+        for p in data["results"]:
+            for k in DEFAULT_STEPS:
+                res = next(r for r in p["pairs"] if r["sampler"] == name and r["steps"] == k)
+                prev = None
+                if before:
+                    bp = next((b for b in before["results"] if b["problem"] == p["problem"]), None)
+                    prev = bp and next((r for r in bp["pairs"] if r["sampler"] == name
+                                        and r["steps"] == k), None)
+                cells.append(cell(res, prev))
+        lines.append(f"| `{name}` | {cls} | {'sliced W2' if stochastic else 'ODE'} | "
+                     + " | ".join(cells) + " |")
+    lines += ["", "The best default (any of " + ", ".join(f"`{n}`" for n in DEFAULT_OURS)
+              + ", called with only the NFE) against diffusers' best configuration overall "
+              "(all of the above and the full sweep's, at most that many evaluations), by the "
+              "ODE error:", "",
+              "| problem | NFE | ours | ODE error | diffusers' best | ODE error | ratio | "
+              "ratio without auto |", "|---|---:|---|---:|---|---:|---:|---:|"]
+    for p in data["results"]:
+        for o in p["overall"]:
+            prev = ""
+            if before:
+                bp = next((b for b in before["results"] if b["problem"] == p["problem"]), None)
+                bo = bp and next((b for b in bp["overall"] if b["nfe"] == o["nfe"]), None)
+                prev = f"{bo['ratio']:.2f} -> " if bo else ""
+            lines.append(f"| {p['problem']} | {o['nfe']} | `{o['ours']['sampler']}` | "
+                         f"{o['ours']['ode']:.3g} | `{o['best_peer']['config']}` | "
+                         f"{o['best_peer']['ode']:.3g} | {prev}**{o['ratio']:.2f}** | "
+                         f"{o['ratio_by_name']:.2f} (`{o['ours_by_name']['sampler']}`) |")
+    lines += ["", "The best peer configuration per sampler (after):", "",
+              "| problem | sampler | K | diffusers' best |", "|---|---|---:|---|"]
+    for p in data["results"]:
+        for r in p["pairs"]:
+            if r["best_peer"]:
+                lines.append(f"| {p['problem']} | `{r['sampler']}` | {r['steps']} | "
+                             f"`{r['best_peer']['config']}` |")
+    return "\n".join(lines)
+
+
+def defaults_main(args, problems: dict, info: dict, log) -> None:
+    start = time.perf_counter()
+    candidates = None
+    if args.candidates:  # JSON, or @file holding it
+        text = args.candidates
+        candidates = json.loads(Path(text[1:]).read_text() if text.startswith("@") else text)
+    results = []
+    data = {"samples": args.samples, "ode_samples": args.ode_samples, "steps": DEFAULT_STEPS,
+            "info": info, "results": results}
+    for label, pb in problems.items():
+        res = defaults_sweep(pb, args.screen, args.top, log, candidates)
+        res["floor"] = pb.floor()
+        results.append(res)
+        log(f"{label}: sliced-W2 floor {res['floor']['mean']:.3g} +- {res['floor']['std']:.1g}")
+        data["seconds"] = time.perf_counter() - start
+        _save(args.json, data)  # after every problem
+    if args.before:
+        before = json.loads(Path(args.before).read_text())
+        data["before"] = {"when": before["info"]["date"], "results": before["results"]}
+    log("")
+    log("ratio ours / best diffusers configuration of the same solver:")
+    for p in results:
+        for name in DEFAULT_PAIRS:
+            rs = [r for r in p["pairs"] if r["sampler"] == name]
+            log(f"  {p['problem']:14s} {name:16s} " + "  ".join(
+                f"K={r['steps']}: " + ("-" if r["ratio"] is None else f"{r['ratio']:.3f}")
+                for r in rs))
+        for o in p["overall"]:
+            log(f"  {p['problem']:14s} best default at NFE {o['nfe']:2d}: {o['ratio']:.3f} "
+                f"({o['ours']['sampler']}; without auto {o['ratio_by_name']:.3f})")
+    if candidates:
+        summarize_candidates(results, log)
+    _save(args.json, data)
+    log(f"wrote {args.json}")
+    if args.markdown:
+        write_marked(args.markdown, "defaults", defaults_markdown(data, info, args))
+        log(f"wrote {args.markdown}")
+
+
+def summarize_candidates(results: list[dict], log) -> None:
+    """Per sampler, every candidate's worst ratio over the problems and step counts."""
+    rows = [dict(c, problem=p["problem"]) for p in results for c in p["candidates"]]
+    for name in dict.fromkeys(r["sampler"] for r in rows):
+        scores = {}
+        for r in rows:
+            if r["sampler"] != name:
+                continue
+            key = json.dumps(r["options"], sort_keys=True)
+            ratio = r["ratio"] if r["ratio"] is not None else math.inf
+            s = scores.setdefault(key, {"worst": 0.0, "worst_10_20": 0.0, "cells": {}})
+            s["worst"] = max(s["worst"], ratio)
+            if r["steps"] >= 10:
+                s["worst_10_20"] = max(s["worst_10_20"], ratio)
+            s["cells"][f"{r['problem']} {r['steps']}"] = ratio
+        log(f"{name}: candidates by worst ratio at 10 and 20 steps")
+        for key, s in sorted(scores.items(), key=lambda kv: kv[1]["worst_10_20"])[:8]:
+            log(f"  {s['worst_10_20']:.3f} (all: {s['worst']:.3f})  {key}  " + " ".join(
+                f"{v:.2f}" for v in s["cells"].values()))
+
+
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--nfe", type=int, nargs="+", default=[5, 10, 20])
@@ -507,9 +793,22 @@ def main(argv=None) -> None:
                         help="configurations per library and metric rerun on all samples")
     parser.add_argument("--fit-top", type=int, default=3,
                         help="our best samplers that also get a fitted step schedule")
-    parser.add_argument("--settings", nargs="+", default=list(SETTINGS), choices=SETTINGS)
+    parser.add_argument("--settings", nargs="+", default=None, choices=ALL_SETTINGS,
+                        help="schedules: vp (DDPM linear), cosine (VP), ve (EDM); default vp "
+                             "ve, with --defaults vp cosine")
     parser.add_argument("--mixtures", nargs="+", default=list(MIXTURES), choices=list(MIXTURES))
-    parser.add_argument("--json", default="benchmarks/results/error_vs_nfe.json",
+    parser.add_argument("--defaults", action="store_true",
+                        help="defaults only: each sampler called with only the step count "
+                             "against its diffusers counterpart's best configuration, and our "
+                             "best default against diffusers' best (JSON: --json, default "
+                             "benchmarks/results/defaults.json; tables: --markdown)")
+    parser.add_argument("--candidates",
+                        help="with --defaults: JSON {sampler: [options, ...]} of candidate "
+                             "defaults (or @FILE holding it), each measured against the same "
+                             "peers")
+    parser.add_argument("--before", help="with --defaults: an earlier --defaults JSON whose "
+                                         "ratios the table shows as before -> after")
+    parser.add_argument("--json", default=None,
                         help="raw results: written after a sweep, read with --report-only")
     parser.add_argument("--resume", action="store_true",
                         help="keep the (problem, NFE) sweeps already in --json, run the rest")
@@ -521,14 +820,21 @@ def main(argv=None) -> None:
     parser.add_argument("--plot", default="docs/img/error_vs_nfe.png",
                         help="PNG path ('' for none)")
     args = parser.parse_args(argv)
+    if args.settings is None:
+        args.settings = list(DEFAULT_SETTINGS if args.defaults else SETTINGS)
+    if args.json is None:
+        args.json = f"benchmarks/results/{'defaults' if args.defaults else 'error_vs_nfe'}.json"
     torch.set_num_threads(1)
     info = machine_info()
     info["threads"] = "1"
     log = lambda msg: print(msg, flush=True)  # noqa: E731
     log(f"{info['date']}  torch {info['torch']}  diffusers {info['diffusers']}  CPU {info['cpu']}")
     start = time.perf_counter()
-    problems = {f"{s.upper()}, {m}": Problem(s, m, args.samples, args.ode_samples, args.seed)
-                for s in args.settings for m in args.mixtures}
+    problems = {pb.label: pb for pb in (Problem(s, m, args.samples, args.ode_samples, args.seed)
+                                        for s in args.settings for m in args.mixtures)}
+    if args.defaults:
+        defaults_main(args, problems, info, log)
+        return
     if args.report_only:
         data = json.loads(Path(args.json).read_text())
         data["rows"] = [r for r in data["rows"] if not r.get("auto")]

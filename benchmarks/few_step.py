@@ -1,7 +1,8 @@
 """The few-step comparison's parts: problems, runners for ours, diffusers and k-diffusion,
 and the two metrics. Used by benchmarks/error_vs_nfe.py.
 
-A *problem* is a schedule (VP: DDPM linear; VE: EDM sigmas 0.002 to 80) and a Gaussian
+A *problem* is a schedule (VP: DDPM linear; VP cosine: the cosine table of Nichol & Dhariwal
+2021, diffusers' "squaredcos_cap_v2"; VE: EDM sigmas 0.002 to 80) and a Gaussian
 mixture whose exact denoiser E[x0 | x_t] is known, so every library runs on the true score
 and any difference is its solver and grid. Everything is compared in the variance-exploding
 frame y = x / alpha at noise level sigma / alpha, where the exact denoiser is
@@ -43,6 +44,12 @@ if str(REPO) not in sys.path:
 
 from diffplat import samplers, schedules  # noqa: E402
 from diffplat.samplers.grids import noise_levels  # noqa: E402
+
+try:  # per-sampler default grids (diffplat >= issue #26); before that every sampler's were
+    from diffplat.samplers.grids import sampler_defaults  # noqa: E402
+except ImportError:  # pragma: no cover - the generic ones
+    def sampler_defaults(name: str, schedule: Schedule) -> dict:
+        return {}
 from diffplat.schedules import Schedule  # noqa: E402
 from domains.toy import ExactDenoiser, GaussianMixture  # noqa: E402
 
@@ -53,11 +60,23 @@ MIXTURES = {
     "2-D": dict(dim=2, components=8, std=0.3, seed=0),
     "16-D": dict(dim=16, components=12, std=0.05, seed=1),
 }
-SETTINGS = ("vp", "ve")
+SETTINGS = ("vp", "ve")  # the full sweep's (benchmarks/error_vs_nfe.py)
+#: every setting a Problem takes: "cosine" is the VP cosine table
+ALL_SETTINGS = ("vp", "cosine", "ve")
+#: the schedule of each setting
+SCHEDULES = {"vp": "linear", "cosine": "cosine", "ve": "edm"}
+#: diffusers schedulers that keep their sample in the variance-exploding frame (x / alpha,
+#: scaled by scale_model_input) rather than the VP one
+VE_FRAME = ("EulerDiscreteScheduler", "EulerAncestralDiscreteScheduler",
+            "HeunDiscreteScheduler", "LMSDiscreteScheduler", "KDPM2DiscreteScheduler")
 
 
 def schedule_for(setting: str) -> Schedule:
-    return schedules.get("linear" if setting == "vp" else "edm")
+    return schedules.get(SCHEDULES[setting])
+
+
+def setting_label(setting: str) -> str:
+    return {"cosine": "VP cosine"}.get(setting, setting.upper())
 
 
 @dataclass
@@ -108,7 +127,7 @@ class Problem:
 
     @property
     def label(self) -> str:
-        return f"{self.setting.upper()}, {self.mixture_name}"
+        return f"{setting_label(self.setting)}, {self.mixture_name}"
 
     def denoise_ve(self, y: Tensor, level: float) -> Tensor:
         return self.mix.posterior_mean(y, 1.0, level)
@@ -157,18 +176,22 @@ class Problem:
 
 
 # -- ours ---------------------------------------------------------------------------------------
-def run_ours(pb: Problem, name: str, nfe: int, **options) -> Run:
+def run_ours(pb: Problem, name: str, nfe: int, steps: int | None = None, **options) -> Run:
+    """Our sampler ``name`` at ``nfe`` evaluations (or ``steps`` steps), with ``options`` over
+    its own defaults."""
     if name == "auto":  # what auto runs, so that its start level is known
         from diffplat.samplers.auto import choose
 
         name, table = choose(nfe, pb.schedule)
         options = {**table, **options}
-    steps = samplers.steps_for_nfe(name, nfe, **options)
-    grid = options.get("levels")
+    full = {**sampler_defaults(name, pb.schedule), **options}
+    if steps is None:
+        steps = samplers.steps_for_nfe(name, nfe, **full)
+    grid = full.get("levels")
     if grid is None:
-        grid = noise_levels(pb.schedule, steps, options.get("spacing"), options.get("rho", 7.0),
-                            options.get("level_min"), options.get("level_max"),
-                            options.get("denoise_final", True))
+        grid = noise_levels(pb.schedule, steps, full.get("spacing"), full.get("rho"),
+                            full.get("level_min"), full.get("level_max"),
+                            full.get("denoise_final", True))
     level0 = float(grid[0])
     stats: dict = {}
     x0 = samplers.get(name)(ExactDenoiser(pb.mix, pb.schedule), pb.noise, pb.schedule, steps,
@@ -185,6 +208,8 @@ def diffusers_table(pb: Problem) -> dict:
     if pb.setting == "vp":
         return {"num_train_timesteps": 1000, "beta_start": 1e-4, "beta_end": 0.02,
                 "beta_schedule": "linear"}
+    if pb.setting == "cosine":
+        return {"num_train_timesteps": 1000, "beta_schedule": "squaredcos_cap_v2"}
     t = torch.arange(1000, dtype=torch.float64) / 999
     ab = 1 / (1 + pb.schedule.noise_level(t) ** 2)
     betas = 1 - ab / torch.cat([ab.new_ones(1), ab[:-1]])
@@ -203,15 +228,22 @@ def run_diffusers(pb: Problem, cls_name: str, nfe: int, steps: int | None = None
     sched = cls(**{**base, **options})
     if not edm:  # float64 tables, so only the solver differs (diffusers keeps float32)
         sched.alphas_cumprod = 1 / (1 + _table_levels(pb) ** 2)
+        if hasattr(sched, "final_alpha_cumprod") and not sched.config.get("set_alpha_to_one"):
+            sched.final_alpha_cumprod = sched.alphas_cumprod[0]  # DDIM's last level
     steps = steps or nfe
     sched.set_timesteps(steps)
     if grid is not None:
         sched.sigmas = grid.to(torch.float32).clone()
         sched.timesteps = torch.arange(len(grid) - 2, -1, -1)
-    sigmas = sched.sigmas.double()
+    sigmas = _ddim_levels(sched, steps) if not hasattr(sched, "sigmas") else \
+        sched.sigmas.double()
     level0 = float(sigmas[0])
+    ve_frame = cls_name in VE_FRAME
     if edm:
         x = pb.noise * sched.init_noise_sigma
+        y0 = x.clone()
+    elif ve_frame:  # the same start state as ours and k-diffusion's: noise at level0
+        x = pb.noise * level0
         y0 = x.clone()
     else:  # VP sample x = y / sqrt(1 + level^2)
         x = pb.noise * (level0 / math.sqrt(1 + level0**2))
@@ -236,10 +268,21 @@ def run_diffusers(pb: Problem, cls_name: str, nfe: int, steps: int | None = None
             sched.step.__code__.co_varnames else sched.step(out, t, x)
         x = step.prev_sample.double()
     last = float(sigmas[-1])
-    if not edm and last > 0:
+    if not edm and not ve_frame and last > 0:
         x = x * math.sqrt(1 + last**2)
-    stochastic = "sde" in str(options.get("algorithm_type", ""))
+    stochastic = "sde" in str(options.get("algorithm_type", "")) or "Ancestral" in cls_name \
+        or float(options.get("eta", 0.0)) > 0
     return Run(x, y0, level0, calls, stochastic)
+
+
+def _ddim_levels(sched, steps: int) -> Tensor:
+    """DDIMScheduler keeps no sigmas: the noise levels of its timesteps, then the level its
+    last step lands on (0 with ``set_alpha_to_one``, else training step 0's)."""
+    ac = sched.alphas_cumprod.double()
+    ts = sched.timesteps.long()
+    levels = ((1 - ac[ts]) / ac[ts]).sqrt()
+    final = float(sched.final_alpha_cumprod)
+    return torch.cat([levels, levels.new_tensor([math.sqrt((1 - final) / final)])])
 
 
 def _table_levels(pb: Problem) -> Tensor:

@@ -42,7 +42,7 @@ if str(REPO) not in sys.path:  # scripts run as files; the package is not instal
     sys.path.insert(0, str(REPO))
 
 from diffplat import samplers, schedules  # noqa: E402
-from diffplat.samplers.grids import noise_levels  # noqa: E402
+from diffplat.samplers.grids import noise_levels, sampler_defaults  # noqa: E402
 from diffplat.schedules import Schedule  # noqa: E402
 from domains.toy import ExactDenoiser, GaussianMixture  # noqa: E402
 from domains.toy.metrics import mmd2_to_mixture  # noqa: E402
@@ -169,10 +169,10 @@ def run_ours(name: str, noise: Tensor, schedule: Schedule, mix: GaussianMixture,
     if name == "adaptive":
         level0 = float(noise_levels(schedule, 1, "karras", level_min=options.get("level_min"),
                                     level_max=options.get("level_max"))[0])
-    else:
-        level0 = float(noise_levels(schedule, steps, options.get("spacing"),
-                                    options.get("rho", 7.0), options.get("level_min"),
-                                    options.get("level_max"))[0])
+    else:  # the sampler's own defaults where the options name none
+        full = {**sampler_defaults(name, schedule), **options}
+        level0 = float(noise_levels(schedule, steps, full.get("spacing"), full.get("rho"),
+                                    full.get("level_min"), full.get("level_max"))[0])
     stats: dict = {}
     x0 = samplers.get(name)(ExactDenoiser(mix, schedule), noise, schedule, steps,
                             stats=stats, **options)

@@ -77,6 +77,10 @@ def request(name: str) -> dict[str, Any]:
     how = dict(card(name).get("measured_with") or {})
     req = {"num": 4, "steps": 3, **REQUESTS.get(name, {})}
     req.setdefault("sampler", how.get("sampler") or card(name).get("sampler"))
+    if how.get("spacing"):  # the card's grid, as its metrics were measured
+        req.setdefault("spacing", how["spacing"])
+    if how.get("sampler_options"):
+        req.setdefault("options", dict(how["sampler_options"]))
     req["seed"] = 0
     return req
 

@@ -16,7 +16,7 @@ from diffplat import guidance, samplers, schedules
 from diffplat.errors import NonFiniteError
 from diffplat.samplers.adams import deis_weights
 from diffplat.samplers.auto import TABLE, choose
-from diffplat.samplers.grids import level_range, noise_levels
+from diffplat.samplers.grids import level_range, noise_levels, sampler_defaults
 from domains.toy import ExactDenoiser, GaussianMixture
 
 pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning")
@@ -110,12 +110,12 @@ def _diffusers_run(cls_name, steps, noise, sched, **options):
 @pytest.mark.parametrize("steps", [6, 20])
 @pytest.mark.parametrize("peer,options,ours,our_options", [
     ("UniPCMultistepScheduler", {"solver_order": 3, "solver_type": "bh2"},
-     "unipc", {"order": 3, "variant": "bh2"}),
+     "unipc", {"order": 3, "variant": "bh2", "denoise_final": True}),
     ("UniPCMultistepScheduler", {"solver_order": 2, "solver_type": "bh1",
                                  "final_sigmas_type": "sigma_min"},
      "unipc", {"order": 2, "variant": "bh1", "denoise_final": False}),
     ("DPMSolverMultistepScheduler", {"solver_order": 3},
-     "dpmpp_3m", {"coefficients": "dpm_solver"}),
+     "dpmpp_3m", {"coefficients": "dpm_solver", "denoise_final": True}),
 ])
 def test_agrees_with_diffusers(steps, peer, options, ours, our_options):
     sched = schedules.get("linear")
@@ -176,7 +176,8 @@ def test_guidance_and_inpainting_wrappers(name):
     wrapped = guidance.Inpainting(den, known, mask, sched, generator=gen)
     out = samplers.get(name)(wrapped, noise, sched, 8, generator=torch.Generator().manual_seed(1))
     assert torch.isfinite(out).all()
-    if name == "auto":  # auto ends at the smallest level without denoising: within its noise
+    if name == "auto" or not sampler_defaults(name, sched).get("denoise_final", True):
+        # ends at the smallest level without denoising: within its noise
         assert float((out[:, 0] - known[:, 0]).abs().max()) < 5 * level_range(sched)[0] * 4
     else:  # the last step returns the wrapped x0 estimate, exact on the known part
         assert torch.equal(out[:, 0], known[:, 0])
@@ -206,7 +207,8 @@ def test_denoise_final_and_explicit_levels():
     den = ExactDenoiser(MIX, sched)
     levels = noise_levels(sched, 5, "karras")
     a = samplers.get("unipc")(den, _noise(8), sched, 5, levels=levels)
-    b = samplers.get("unipc")(den, _noise(8), sched, 5, spacing="karras")
+    b = samplers.get("unipc")(den, _noise(8), sched, 5, spacing="karras", level_max=80.0,
+                              denoise_final=True)
     torch.testing.assert_close(a, b, rtol=0, atol=0)
     with pytest.raises(ValueError, match="needs 6 noise levels"):
         samplers.get("unipc")(den, _noise(8), sched, 5, levels=levels[:-1])

@@ -9,7 +9,11 @@ Per model the test checks, in this order:
 * when this machine's torch version and CPU model are those the file was recorded with, the
   SHA-256 of the sampled states equals the recorded one (bit-identical samples);
 * otherwise (another CPU or torch may pick other kernels and sum in another order) the first
-  recorded values agree to rtol 1e-5 (atol 1e-5 of their largest magnitude).
+  recorded values agree to rtol 1e-3 (atol 1e-3 of their largest magnitude). Measured
+  2026-12-08: the digests recorded on an AMD EPYC, rerun on an Intel Xeon with the same
+  torch, differ by up to 2.7e-4 relative (2.0e-4 absolute) on the qm9 models (float32 EGNN,
+  a stochastic sampler), by under 1e-6 on the others; a change of sampler, grid or weights
+  moves them by 1e-2 or more.
 """
 
 import json
@@ -52,4 +56,4 @@ def test_samples_match_the_recorded_digest(name):
     else:
         stored = torch.tensor(want["first"], dtype=torch.float64)
         torch.testing.assert_close(torch.tensor(got["first"], dtype=torch.float64), stored,
-                                   rtol=1e-5, atol=1e-5 * float(stored.abs().max()))
+                                   rtol=1e-3, atol=1e-3 * float(stored.abs().max()))

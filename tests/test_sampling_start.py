@@ -40,10 +40,14 @@ def test_small_start_level_returns_the_start_after_one_final_denoise():
 
 def test_start_at_the_top_is_ordinary_sampling_and_a_low_start_stays_near_the_start():
     n = 1500
+    # a start keeps the generic grid (Karras to a final denoise; the per-sampler defaults of
+    # issue #26 were measured for generation from noise): with that grid named, t = 1 keeps
+    # the ordinary grid and a zero start adds nothing to the first state
+    generic = {"spacing": "karras", "denoise_final": True}
     plain = generate(ExactDenoiser(MIX, SCHED), ToyDomain(), n, sampler="dpmpp_2m", steps=30,
-                     seed=0)[0].double()
-    # t = 1 keeps the ordinary grid; a zero start adds nothing to the first state
+                     seed=0, sampler_options=generic)[0].double()
     assert torch.equal(_run((torch.zeros(n, 2), 1.0), n), plain)
+    assert torch.equal(_run((torch.zeros(n, 2), 1.0), n, sampler_options=generic), plain)
     far = torch.full((n, 2), 4.0)  # every sample starts at one point off the mixture
     exact = [mmd2_to_mixture(MIX.sample(n, torch.Generator().manual_seed(s)), MIX)
              for s in range(8)]

@@ -42,8 +42,10 @@ def _check_shapes(pipe, info, tmp_path, monkeypatch):
     n = 90
     monkeypatch.chdir(tmp_path)
     assert main(["data", "prepare", "shapes"]) == 0  # procedural and seeded: the same set
-    # the sampler and steps the card's metrics were measured with (the model's own)
-    clouds = pipe.sample(n, sampler=info["sampler"], steps=info["sample_steps"], seed=12345)
+    # the sampler, steps and grid the card's metrics were measured with
+    how = info["measured_with"]
+    clouds = pipe.sample(n, sampler=how["sampler"], steps=how["steps"], seed=12345,
+                         spacing=how.get("spacing"), options=how.get("sampler_options"))
     assert clouds.points.shape == (n, pipe.domain.num_points, 3)
     assert torch.isfinite(clouds.points).all()
     pipe.domain.emd = "none"  # the card's headline is Chamfer; EMD is slow on a CPU
@@ -82,7 +84,8 @@ def _check_property(pipe, info, prop):
     from domains.molecules.property import load_predictor, predict
 
     n, how, m = 100, info["measured_with"], info["metrics"]
-    mols = pipe.sample(n, sampler=how["sampler"], steps=how["steps"], seed=12345)
+    mols = pipe.sample(n, sampler=how["sampler"], steps=how["steps"], seed=12345,
+                       spacing=how.get("spacing"), options=how.get("sampler_options"))
     asked = np.array([mol.properties[prop] for mol in mols])
     err = np.abs(predict(load_predictor(pipe.domain.property_predictor), mols) - asked)
     tol = 3 * err.std(ddof=1) / math.sqrt(n)

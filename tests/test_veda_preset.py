@@ -151,7 +151,16 @@ def test_make_demo_samples_qm9_tiny_with_vedas_full_sampler():
     assert args[:2] == ["--spacing", opts["spacing"]]
     assert args[2:] == ["-o", f"level_min={opts['level_min']}"]
     card = json.loads((ROOT / "models/qm9-small/card.json").read_text())
-    assert var["SHIPPED_SAMPLER"] == card["measured_with"]["sampler"]
+    how = card["measured_with"]
+    assert var["SHIPPED_SAMPLER"] == how["sampler"]
+    # the card's grid too, so the shipped line reproduces the card
+    from diffplat.cli.options import parse_options
+
+    shipped = var["SHIPPED_SAMPLER_ARGS"].split()
+    assert shipped[:2] == ["--spacing", how["spacing"]]
+    assert parse_options(shipped[3::2]) == how["sampler_options"]
+    assert shipped[2::2] == ["-o"] * len(shipped[3::2])
+    assert "$(SHIPPED_SAMPLER) $(SHIPPED_SAMPLER_ARGS)" in make
     demo = [line for line in make.splitlines() if "diffplat sample" in line
             and "DEMO_DIR" in line][0]
     assert "$(DEMO_SAMPLER) $(DEMO_SAMPLER_ARGS)" in demo

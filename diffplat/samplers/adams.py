@@ -28,7 +28,7 @@ import numpy as np
 from numpy.polynomial import polynomial as P
 from torch import Tensor
 
-from diffplat.samplers.base import Denoise, check_order, combine, setup, step_order
+from diffplat.samplers.base import Denoise, check_order, combine, defaults, setup, step_order
 from diffplat.schedules import Schedule
 
 #: Adams-Bashforth weights for equal steps, newest first (Hairer, Norsett & Wanner III.1).
@@ -93,7 +93,7 @@ def _adams(model, y: Tensor, steps: int, order: int, lower_order_final: bool,
 
 
 def sample_deis(denoise: Denoise, noise: Tensor, schedule: Schedule, steps: int, *,
-                order: int = 3, variable: str = "log_rho", lower_order_final: bool = True,
+                order: int = 3, variable: str = "log_rho", lower_order_final: bool | None = None,
                 **kw: Any) -> Tensor:
     """DEIS, the exponential-integrator Adams-Bashforth method of Zhang & Chen (2023),
     tAB-DEIS (eq. 14) in the variance-exploding frame. One evaluation per step.
@@ -108,13 +108,15 @@ def sample_deis(denoise: Denoise, noise: Tensor, schedule: Schedule, steps: int,
     if variable not in VARIABLES:
         raise ValueError(f"deis: variable must be one of {', '.join(VARIABLES)}, "
                          f"got {variable!r}")
+    kw = defaults("deis", schedule, kw, lower_order_final=lower_order_final)
+    lower_order_final = kw.pop("lower_order_final") is not False
     model, y = setup(denoise, noise, schedule, steps, **kw)
     return _adams(model, y, steps, order, lower_order_final,
                   lambda rhos, nxt: deis_weights(rhos, nxt, variable))
 
 
 def sample_ipndm(denoise: Denoise, noise: Tensor, schedule: Schedule, steps: int, *,
-                 order: int = 4, lower_order_final: bool = True, **kw: Any) -> Tensor:
+                 order: int = 4, lower_order_final: bool | None = None, **kw: Any) -> Tensor:
     """iPNDM (Zhang & Chen 2023, App. D): fixed Adams-Bashforth weights on eps in rho, with
     a lower-order warm-up. One evaluation per step.
 
@@ -122,6 +124,8 @@ def sample_ipndm(denoise: Denoise, noise: Tensor, schedule: Schedule, steps: int
         order: 1 to 4; lower on the first steps and, with ``lower_order_final``, the last.
     """
     check_order("ipndm", order, 4)
+    kw = defaults("ipndm", schedule, kw, lower_order_final=lower_order_final)
+    lower_order_final = kw.pop("lower_order_final") is not False
     model, y = setup(denoise, noise, schedule, steps, **kw)
     return _adams(model, y, steps, order, lower_order_final,
                   lambda rhos, nxt: [w * (nxt - rhos[0]) for w in AB_WEIGHTS[len(rhos)]])

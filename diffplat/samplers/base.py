@@ -16,7 +16,7 @@ from torch import Tensor
 
 from diffplat.errors import NonFiniteError
 from diffplat.noise import GaussianNoise, NoiseSpace
-from diffplat.samplers.grids import check_levels, noise_levels
+from diffplat.samplers.grids import check_levels, noise_levels, with_defaults
 from diffplat.schedules import Schedule
 
 Denoise = Callable[[Tensor, Tensor], Tensor]
@@ -104,9 +104,21 @@ class VEModel:
         return y
 
 
+def defaults(name: str, schedule: Schedule, kw: dict[str, Any], **own: Any) -> dict[str, Any]:
+    """A sampler's options: ``kw`` (the caller's) and ``own`` (its keyword arguments, None
+    where the caller gave none), with sampler ``name``'s defaults for ``schedule``'s family
+    filled in where missing or None (diffplat.samplers.grids.SAMPLER_DEFAULTS). A refinement
+    (``start`` given: SDEdit from a given state) keeps the generic grid: the table was
+    measured for generation from noise."""
+    options = {**own, **kw}
+    if options.get("start") is not None:
+        return options
+    return with_defaults(name, schedule, options)
+
+
 def setup(denoise: Denoise, noise: Tensor, schedule: Schedule, steps: int,
           spacing: str | None = None, rho: float | None = None, level_min: float | None = None,
-          level_max: float | None = None, denoise_final: bool = True,
+          level_max: float | None = None, denoise_final: bool | None = True,
           levels: Any = None, start: Tensor | None = None,
           **kw: Any) -> tuple[VEModel, Tensor]:
     """Build the grid and the model view; returns (model, y at the first level).
@@ -124,7 +136,7 @@ def setup(denoise: Denoise, noise: Tensor, schedule: Schedule, steps: int,
         levels = check_levels(levels, steps)
     else:
         levels = noise_levels(schedule, steps, spacing, rho, level_min, level_max,
-                              denoise_final)
+                              True if denoise_final is None else denoise_final)
     model = VEModel(denoise, noise, schedule, levels, **kw)
     if start is None:
         return model, noise * levels[0].item()

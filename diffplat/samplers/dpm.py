@@ -18,7 +18,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from diffplat.samplers.base import Denoise, check_order, combine, setup, step_order
+from diffplat.samplers.base import Denoise, check_order, combine, defaults, setup, step_order
 from diffplat.schedules import Schedule
 
 
@@ -29,7 +29,7 @@ def _lam(level: float) -> float:
 def sample_dpmpp_2m(denoise: Denoise, noise: Tensor, schedule: Schedule, steps: int,
                     **kw: Any) -> Tensor:
     """DPM-Solver++(2M), deterministic; first-order on the first and last step."""
-    model, y = setup(denoise, noise, schedule, steps, **kw)
+    model, y = setup(denoise, noise, schedule, steps, **defaults("dpmpp_2m", schedule, kw))
     old = None
     h_last = 0.0
     for i in range(steps):
@@ -50,7 +50,7 @@ def sample_dpmpp_2m(denoise: Denoise, noise: Tensor, schedule: Schedule, steps: 
 def sample_dpmpp_2m_sde(denoise: Denoise, noise: Tensor, schedule: Schedule, steps: int, *,
                         eta: float = 1.0, s_noise: float = 1.0, **kw: Any) -> Tensor:
     """DPM-Solver++(2M) SDE with the midpoint correction; eta = 0 gives an ODE solver."""
-    model, y = setup(denoise, noise, schedule, steps, **kw)
+    model, y = setup(denoise, noise, schedule, steps, **defaults("dpmpp_2m_sde", schedule, kw))
     old = None
     h_last = 0.0
     for i in range(steps):
@@ -126,7 +126,7 @@ def _dpmpp_3m(model, y: Tensor, steps: int, order: int, eta: float, s_noise: flo
 
 
 def sample_dpmpp_3m(denoise: Denoise, noise: Tensor, schedule: Schedule, steps: int, *,
-                    order: int = 3, lower_order_final: bool = True,
+                    order: int = 3, lower_order_final: bool | None = None,
                     coefficients: str = "taylor", **kw: Any) -> Tensor:
     """DPM-Solver++(3M), the third-order multistep data-prediction solver (Lu et al. 2022,
     "DPM-Solver++", sec. 4 and App. B; third order as in the authors' code).
@@ -144,19 +144,24 @@ def sample_dpmpp_3m(denoise: Denoise, noise: Tensor, schedule: Schedule, steps: 
             and half the D2 weight at order 3. The halved weight leaves an O(h^3) local
             error, so that variant converges at second order only (tests/test_samplers.py).
     """
+    kw = defaults("dpmpp_3m", schedule, kw, lower_order_final=lower_order_final)
+    lof = kw.pop("lower_order_final")
     model, y = setup(denoise, noise, schedule, steps, **kw)
-    return _dpmpp_3m(model, y, steps, order, 0.0, 1.0, lower_order_final, coefficients)
+    return _dpmpp_3m(model, y, steps, order, 0.0, 1.0, True if lof is None else lof,
+                     coefficients)
 
 
 def sample_dpmpp_3m_sde(denoise: Denoise, noise: Tensor, schedule: Schedule, steps: int, *,
                         eta: float = 1.0, s_noise: float = 1.0, order: int = 3,
-                        lower_order_final: bool = True, coefficients: str = "taylor",
+                        lower_order_final: bool | None = None, coefficients: str = "taylor",
                         **kw: Any) -> Tensor:
     """DPM-Solver++(3M) SDE (Lu et al. 2022, sec. 5 SDE variant; k-diffusion's
     sample_dpmpp_3m_sde): the data-prediction SDE with noise scale eta. Its linear part
     decays as e^{-(1 + eta) h}, so the Taylor weights of sample_dpmpp_3m are taken at
     z = (1 + eta) h, and fresh noise of std level_next sqrt(1 - e^{-2 eta h}) is added.
     eta = 0 is sample_dpmpp_3m."""
+    kw = defaults("dpmpp_3m_sde", schedule, kw, lower_order_final=lower_order_final)
+    lof = kw.pop("lower_order_final")
     model, y = setup(denoise, noise, schedule, steps, **kw)
-    return _dpmpp_3m(model, y, steps, order, float(eta), float(s_noise), lower_order_final,
-                     coefficients)
+    return _dpmpp_3m(model, y, steps, order, float(eta), float(s_noise),
+                     True if lof is None else lof, coefficients)

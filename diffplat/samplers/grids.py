@@ -174,6 +174,47 @@ def default_spacing(schedule: Schedule) -> str:
     return "uniform_t" if schedule.family == "flow" else "karras"
 
 
+#: sampler -> schedule family ("vp", "ve", "flow") -> the options a sampler called by name
+#: uses where the caller gives none (or None): its grid's ends and spacing, measured per
+#: family against diffusers' configurations of the same solver (benchmarks/error_vs_nfe.py
+#: --defaults, docs/core.md "Defaults against the peers")
+#: (measured 2026-12-08 on the DDPM linear and cosine tables, 2-D and narrow 16-D mixtures,
+#: 5 to 20 steps). Variance-exploding and flow schedules keep the generic defaults: Karras
+#: (flow: uniform t) on [0.002, 80], ending in a final denoise; ipndm, ddpm and
+#: euler_anneal, which have no diffusers counterpart, too.
+SAMPLER_DEFAULTS: dict[str, dict[str, dict[str, Any]]] = {
+    "ddim": {"vp": {"spacing": "uniform_t", "denoise_final": False}},
+    "euler": {"vp": {"spacing": "uniform_t", "denoise_final": False}},
+    "euler_ancestral": {"vp": {"spacing": "uniform_t", "denoise_final": False}},
+    "heun": {"vp": {"spacing": "karras", "level_max": 20.0}},
+    "dpmpp_2m": {"vp": {"spacing": "polynomial", "denoise_final": False}},
+    "dpmpp_2m_sde": {"vp": {"spacing": "polynomial", "level_max": 20.0,
+                            "denoise_final": False}},
+    "dpmpp_3m": {"vp": {"spacing": "uniform_t", "denoise_final": False,
+                        "lower_order_final": True}},
+    "unipc": {"vp": {"spacing": "polynomial", "level_max": 20.0, "denoise_final": False,
+                     "lower_order_final": True}},
+    "deis": {"vp": {"spacing": "karras", "level_max": 20.0, "denoise_final": False,
+                    "lower_order_final": True}},
+}
+
+
+def sampler_defaults(name: str, schedule: Schedule) -> dict[str, Any]:
+    """The default options of sampler ``name`` on ``schedule`` (see SAMPLER_DEFAULTS);
+    options absent here take ``noise_levels``' defaults and the sampler's own."""
+    table = SAMPLER_DEFAULTS.get(name.lower().replace("-", "_"), {})
+    return dict(table.get(schedule.family, {}))
+
+
+def with_defaults(name: str, schedule: Schedule, options: dict[str, Any]) -> dict[str, Any]:
+    """``options`` with sampler ``name``'s defaults filled in where missing or None."""
+    out = dict(options)
+    for key, value in sampler_defaults(name, schedule).items():
+        if out.get(key) is None:
+            out[key] = value
+    return out
+
+
 DISCRETE = frozenset({"leading", "trailing", "linspace"})
 #: spacings whose grid ending in 0 replaces their smallest level by 0 instead of appending
 #: 0 after it (VEDA's arcsin grid: its u = 0 point becomes the clean data)

@@ -14,7 +14,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from diffplat.samplers.base import Denoise, setup
+from diffplat.samplers.base import Denoise, defaults, setup
 from diffplat.schedules import Schedule
 
 
@@ -54,6 +54,13 @@ def sample_euler(denoise: Denoise, noise: Tensor, schedule: Schedule, steps: int
     """Euler's method on the probability-flow ODE (Karras et al. 2022, Alg. 2 without the
     second-order correction; churn options as there, or a fixed ``gamma``: see ``_churn``).
     One evaluation per step."""
+    return _euler(denoise, noise, schedule, steps, s_churn, s_tmin, s_tmax, s_noise, gamma,
+                  **defaults("euler", schedule, kw))
+
+
+def _euler(denoise: Denoise, noise: Tensor, schedule: Schedule, steps: int, s_churn: float,
+           s_tmin: float, s_tmax: float, s_noise: float, gamma: float | None,
+           **kw: Any) -> Tensor:
     _check_churn(s_churn, gamma)
     model, y = setup(denoise, noise, schedule, steps, **kw)
     for i in range(steps):
@@ -73,7 +80,7 @@ def sample_heun(denoise: Denoise, noise: Tensor, schedule: Schedule, steps: int,
     final step to 0; a fixed ``gamma`` instead of ``s_churn``: see ``_churn``).
     2K - 1 evaluations for K steps."""
     _check_churn(s_churn, gamma)
-    model, y = setup(denoise, noise, schedule, steps, **kw)
+    model, y = setup(denoise, noise, schedule, steps, **defaults("heun", schedule, kw))
     for i in range(steps):
         y, level, at = _churn(model, y, i, steps, s_churn, s_tmin, s_tmax, s_noise, gamma)
         den = model(y, i=at, level=level)
@@ -104,8 +111,8 @@ def sample_euler_anneal(denoise: Denoise, noise: Tensor, schedule: Schedule, ste
     of std sqrt(level_hat^2 - level^2), then the Euler step from level_hat to the next
     level. ``euler`` with these options; VEDA samples on the ``arcsin`` spacing
     (``spacing="arcsin", level_min=0.001``). One evaluation per step."""
-    return sample_euler(denoise, noise, schedule, steps, gamma=gamma, s_tmin=s_tmin,
-                        s_tmax=s_tmax, s_noise=s_noise, **kw)
+    return _euler(denoise, noise, schedule, steps, 0.0, s_tmin, s_tmax, s_noise, gamma,
+                  **defaults("euler", schedule, kw))  # euler's grid
 
 
 def ancestral_levels(level: float, nxt: float, eta: float) -> tuple[float, float]:
@@ -120,6 +127,12 @@ def sample_euler_ancestral(denoise: Denoise, noise: Tensor, schedule: Schedule, 
                            *, eta: float = 1.0, s_noise: float = 1.0, **kw: Any) -> Tensor:
     """Ancestral sampling: a deterministic Euler step to sigma_down, then fresh noise of
     size sigma_up. eta = 0 is DDIM, eta = 1 the DDPM posterior (see module docstring)."""
+    return _ancestral(denoise, noise, schedule, steps, eta, s_noise,
+                      **defaults("euler_ancestral", schedule, kw))
+
+
+def _ancestral(denoise: Denoise, noise: Tensor, schedule: Schedule, steps: int, eta: float,
+               s_noise: float, **kw: Any) -> Tensor:
     model, y = setup(denoise, noise, schedule, steps, **kw)
     for i in range(steps):
         level, nxt = model.levels[i], model.levels[i + 1]
@@ -135,10 +148,12 @@ def sample_euler_ancestral(denoise: Denoise, noise: Tensor, schedule: Schedule, 
 def sample_ddim(denoise: Denoise, noise: Tensor, schedule: Schedule, steps: int, *,
                 eta: float = 0.0, **kw: Any) -> Tensor:
     """DDIM (Song et al. 2021, eq. 12); eta = 0 is deterministic."""
-    return sample_euler_ancestral(denoise, noise, schedule, steps, eta=eta, **kw)
+    return _ancestral(denoise, noise, schedule, steps, eta, kw.pop("s_noise", 1.0),
+                      **defaults("ddim", schedule, kw))
 
 
 def sample_ddpm(denoise: Denoise, noise: Tensor, schedule: Schedule, steps: int, *,
                 eta: float = 1.0, **kw: Any) -> Tensor:
     """DDPM ancestral sampling (Ho et al. 2020, Alg. 2): the posterior q(x_s | x_t, x0_hat)."""
-    return sample_euler_ancestral(denoise, noise, schedule, steps, eta=eta, **kw)
+    return _ancestral(denoise, noise, schedule, steps, eta, kw.pop("s_noise", 1.0),
+                      **defaults("ddpm", schedule, kw))

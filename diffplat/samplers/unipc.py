@@ -26,7 +26,7 @@ from typing import Any
 import numpy as np
 from torch import Tensor
 
-from diffplat.samplers.base import Denoise, check_order, combine, setup, step_order
+from diffplat.samplers.base import Denoise, check_order, combine, defaults, setup, step_order
 from diffplat.schedules import Schedule
 
 
@@ -89,7 +89,7 @@ def _update(y: Tensor, level: float, nxt: float, hist: list[tuple[float, Tensor]
 
 def sample_unipc(denoise: Denoise, noise: Tensor, schedule: Schedule, steps: int, *,
                  order: int = 3, variant: str = "bh2", corrector: bool = True,
-                 lower_order_final: bool = True, **kw: Any) -> Tensor:
+                 lower_order_final: bool | None = None, **kw: Any) -> Tensor:
     """UniPC-p (Zhao et al. 2023, Alg. 1-2 with B(h)), one evaluation per step.
 
     Args:
@@ -102,6 +102,8 @@ def sample_unipc(denoise: Denoise, noise: Tensor, schedule: Schedule, steps: int
     check_order("unipc", order, 3)
     if variant not in ("bh1", "bh2"):
         raise ValueError(f"unipc: variant must be 'bh1' or 'bh2', got {variant!r}")
+    kw = defaults("unipc", schedule, kw, lower_order_final=lower_order_final)
+    lower_order_final = kw.pop("lower_order_final") is not False
     model, y = setup(denoise, noise, schedule, steps, **kw)
     levels = model.levels
     hist: list[tuple[float, Tensor]] = []
