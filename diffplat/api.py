@@ -67,8 +67,7 @@ class Pipeline:
                batch_size: int | None = None, guidance: float | None = None,
                inpaint: tuple[str | Path, str] | None = None, resample: int = 1,
                options: dict[str, Any] | None = None, progress: bool = False,
-               refine_from: str | None = None, noise_level: float | None = None,
-               mmff: bool = False, **prior: Any) -> Any:
+               **domain_options: Any) -> Any:
         """``num`` samples, decoded by the domain (molecules, clips, clouds, points).
 
         Args:
@@ -83,83 +82,52 @@ class Pipeline:
             resample: network calls per evaluation when inpainting.
             options: sampler options (``{"eta": 0.5}``).
             progress: show a progress bar.
-            prior: what to sample, for the domain (``num_atoms=19``, ``label="seven"``;
-                conformers of given molecules: ``smiles=["CCO", "CO"], copies=5``).
-            refine_from, noise_level, mmff: conformers only: ``refine_from="etkdg"`` refines
-                RDKit ETKDG conformers (``mmff``: relaxed with MMFF94 first) noised to
-                schedule time ``noise_level`` instead of generating from noise (SDEdit, Meng
-                et al. 2022), as ``diffplat conformers --refine-from etkdg`` does; a
-                shipped refiner's card supplies its ``noise_level``. ``last_stats`` holds
-                ETKDG's own seconds.
+            domain_options: the domain's own sampling options, as it declares them
+                (``Domain.sampling_options``; ``num_atoms=19``, ``label="seven"``;
+                conformers of given molecules: ``smiles=["CCO", "CO"], copies=5``, refined
+                from RDKit ETKDG with ``refine_from="etkdg", noise_level=0.4``): checked
+                against the declaration (an unknown name or a bad value raises a ValueError
+                naming it), then handed to ``Domain.sample``.
+
+        ``last_stats`` holds the sampling record (sampler, steps, evaluations, and what the
+        domain adds: a conformer refinement's ETKDG seconds).
         """
-        from diffplat.sampling import check_sampler_options, resolve_sampler
+        from diffplat.domain_options import check_options
+        from diffplat.request import SamplingRequest
+
+        request = SamplingRequest(sampler, steps, nfe, spacing, dict(options or {}), seed,
+                                  batch_size, guidance, inpaint, resample).check()
+        given = check_options(self.domain.sampling_options, domain_options,
+                              f"{self.source}: the {self.domain.name!r} domain")
+
+        def draw(**prior: Any) -> tuple[Any, dict[str, Any]]:
+            return self._generate(num, request, progress, prior)
+
+        samples, self.last_stats = self.domain.sample(self.module, num, request, given,
+                                                      draw, self.card)
+        return samples
+
+    def _generate(self, num, request, progress, prior):
+        """The core's ordinary sampling: the request resolved for this model, then
+        ``diffplat.sampling.generate``."""
+        from diffplat.sampling import check_sampler_options, chunk_plan, generate
 
         hp = self.module.hparams
-        max_t = self.module.ema_denoiser.max_t
-        if refine_from is not None or noise_level is not None or mmff:
-            return self._refine(num, refine_from, noise_level, mmff, sampler, steps, nfe,
-                                seed, options, prior)
-        if max_t < 1.0:
-            raise ValueError(
-                f"{self.source} is a refiner (trained on t <= {max_t:g} only): give "
-                f"refine_from='etkdg' and noise_level <= {max_t:g}"
-                + (f" (its card: {self._card_refine()['t']})" if self._card_refine() else ""))
-        name, steps, options = resolve_sampler(
-            sampler, steps, nfe, spacing, options, schedule=self.module.schedule,
-            default_sampler=hp.sampler, default_steps=hp.sample_steps,
+        name, steps, options = request.resolve(
+            self.module.schedule, default_sampler=hp.sampler, default_steps=hp.sample_steps,
             fitted_source=self.source)
         check_sampler_options(name, options)
-        samples, self.last_stats = self._generate(num, name, steps, seed, batch_size,
-                                                  guidance, inpaint, resample, options,
-                                                  progress, prior)
-        return samples
-
-    def _card_refine(self) -> dict[str, Any] | None:
-        refine = (self.card.get("measured_with") or {}).get("refine")
-        return refine if isinstance(refine, dict) and "t" in refine else None
-
-    def _refine(self, num, refine_from, noise_level, mmff, sampler, steps, nfe, seed,
-                options, prior):
-        """Samples refined from a classical method's (``sample(..., refine_from=...)``);
-        the domain makes the starts (``Domain.refine``)."""
-        card = self._card_refine()
-        if refine_from is None:
-            raise ValueError("noise_level and mmff belong to refinement: give refine_from "
-                             "too (refine_from='etkdg' for conformers)")
-        if noise_level is None:
-            if card is None:
-                raise ValueError(f"refine_from={refine_from!r} needs noise_level (schedule "
-                                 "time in (0, 1] of the start); this model's card names none")
-            noise_level = float(card["t"])
-            mmff = mmff or bool(card.get("mmff"))
-        if not 0.0 < float(noise_level) <= 1.0:
-            raise ValueError(f"noise_level must be in (0, 1], got {noise_level}")
-        if nfe is not None or options:
-            raise ValueError("refinement takes sampler and steps (not nfe or options)")
-        try:
-            samples, self.last_stats = self.domain.refine(
-                self.module, num, start=refine_from, noise_level=float(noise_level),
-                mmff=mmff, sampler=sampler or self.module.hparams.sampler,
-                steps=steps or self.module.hparams.sample_steps, seed=seed, prior=prior)
-        except NotImplementedError as err:
-            raise ValueError(f"{self.source}: {err}") from None
-        return samples
-
-    def _generate(self, num, name, steps, seed, batch_size, guidance, inpaint, resample,
-                  options, progress, prior):
-        from diffplat.sampling import chunk_plan, generate
-
         bar = None
         if progress:
             from tqdm.auto import tqdm
 
-            bar = tqdm(total=steps * len(chunk_plan(num, batch_size)),
+            bar = tqdm(total=steps * len(chunk_plan(num, request.batch_size)),
                        desc=f"sampling ({name}, {steps} steps)", unit="step")
         try:
             samples, stats = generate(
                 self.module.ema_denoiser, self.domain, num, sampler=name, steps=steps,
-                seed=seed, batch_size=batch_size, guidance=guidance, inpaint=inpaint,
-                resample=resample, sampler_options=options,
+                seed=request.seed, batch_size=request.batch_size, guidance=request.guidance,
+                inpaint=request.inpaint, resample=request.resample, sampler_options=options,
                 callback=(lambda info: bar.update(1)) if bar else None,
                 device=self.module.device, **prior)
         finally:

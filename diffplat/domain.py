@@ -18,7 +18,10 @@ import torch
 from torch import Tensor
 from torch.utils.data import Dataset
 
+from diffplat.domain_options import SamplingOption
 from diffplat.noise import GaussianNoise, NoiseSpace
+
+__all__ = ["SPLITS", "Domain", "Draw", "SamplingOption"]
 
 #: The data splits every domain offers.
 SPLITS = ("train", "val", "test")
@@ -59,6 +62,12 @@ class Domain:
     #: Constructor arguments that only say where the data is or how samples are scored:
     #: ``--model.domain.init_args.<name>`` may change them for a restored model.
     eval_options: tuple[str, ...] = ("data_path",)
+    #: The domain's own sampling options (``diffplat.domain_options.SamplingOption``: name,
+    #: type, help, check): the keywords ``Pipeline.sample`` and ``diffplat sample --prior
+    #: KEY=VALUE`` accept for it, checked there and handed to ``sample``. ``()`` declares
+    #: none; None (the default) leaves them undeclared: every keyword reaches ``prior``
+    #: unchecked. A domain whose options depend on the model may make it a property.
+    sampling_options: tuple[SamplingOption, ...] | None = None
 
     # -- data ---------------------------------------------------------------------------------
     def setup(self, stage: str = "fit") -> None:
@@ -118,16 +127,18 @@ class Domain:
         meaning of ``mask`` (a time range, a dimension, a region) is the domain's."""
         raise NotImplementedError(f"domain {self.name!r} does not support --inpaint")
 
-    def refine(self, module: Any, num: int, *, start: str, noise_level: float, mmff: bool,
-               sampler: str, steps: int, seed: int,
-               prior: dict[str, Any]) -> tuple[Any, dict[str, Any]]:
-        """Optional: ``num`` samples refined from starts that a classical method makes
-        (``Pipeline.sample(refine_from=start, noise_level=t)``): each start is noised to
-        schedule time ``noise_level`` and the reverse process runs from there (SDEdit, Meng
-        et al. 2022; ``generate(start=...)``). Returns the samples and the sampling record
-        (``sampler``, ``steps``, ``refine`` and the seconds, the start method's included)."""
-        raise NotImplementedError(f"domain {self.name!r} has no refine_from: it refines "
-                                  "nothing that another method makes")
+    def sample(self, model: Any, num: int, request: Any, options: dict[str, Any],
+               draw: Any, card: dict[str, Any] | None = None) -> tuple[Any, dict[str, Any]]:
+        """Optional: ``num`` samples for the user's ``request`` (a
+        ``diffplat.sampling.SamplingRequest``: sampler, steps, seed...) and this domain's
+        ``options``, already checked against ``sampling_options``; returns the samples and
+        the sampling record. ``draw(**prior)`` is the core's ordinary sampling (the request
+        resolved, ``generate`` with ``prior`` passed to ``prior``), and the default is
+        ``draw(**options)``. A domain overrides it where an option asks for another way of
+        sampling: the conformer domain refines RDKit conformers when given ``refine_from``
+        (SDEdit, Meng et al. 2022; ``generate(start=...)``). ``model`` is the
+        ``DiffusionModel``; ``card`` its model card, when it has one."""
+        return draw(**options)
 
     def sampling_state(self) -> dict[str, Any]:
         """What sampling and decoding need from the data (an atom-count histogram, a

@@ -9,6 +9,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
+from diffplat.checks import positive_int
 from diffplat.noise import GaussianNoise, NoiseSpace
 from diffplat.samplers.base import Denoise
 from diffplat.schedules import Schedule
@@ -65,8 +66,7 @@ class Inpainting:
     def __init__(self, denoise: Denoise, known: Tensor, mask: Tensor, schedule: Schedule,
                  noise_space: NoiseSpace | None = None,
                  generator: torch.Generator | None = None, resample: int = 1):
-        if resample < 1:
-            raise ValueError(f"resample must be >= 1, got {resample}")
+        positive_int(resample, "resample")
         self.denoise, self.known, self.schedule = denoise, known, schedule
         self.resample = int(resample)
         self.mask = mask.to(known.dtype)

@@ -20,31 +20,19 @@ import torch
 from torch import Tensor
 
 from diffplat import samplers as samplers_mod
+from diffplat.checks import positive_int
 from diffplat.domain import Domain, Draw
 from diffplat.errors import NonFiniteError
 from diffplat.guidance import ClassifierFreeGuidance, Inpainting
 from diffplat.noise import NoiseSpace
+from diffplat.request import (  # noqa: F401 - the resolver and the request lived here
+    SamplingRequest,
+    check_guidance,
+    resolve_sampler,
+)
 
 #: The seed of chunk ``k`` of a call with ``seed``: seed * CHUNK_STRIDE + k.
 CHUNK_STRIDE = 100_003
-
-
-def check_guidance(weight: float | None, name: str = "guidance") -> float | None:
-    """A classifier-free guidance weight w, or ValueError before any work. The guided
-    denoiser D_u + w (D_c - D_u) is the one of p(x) p(c|x)^w: w = 0 unconditional, 1 the
-    conditional model, above 1 sharper; w < 0 raises the likelihood of *not* matching the
-    condition (it samples away from it), and NaN or Inf makes every sample NaN."""
-    if weight is None:
-        return None
-    w = float(weight)
-    if w != w or w in (float("inf"), float("-inf")):
-        raise ValueError(f"{name} must be a finite number, got {weight}: the guided "
-                         "denoiser D_u + w (D_c - D_u) would make every sample NaN")
-    if w < 0:
-        raise ValueError(f"{name} must be >= 0, got {weight}: guidance samples p(x) p(c|x)^w "
-                         "(0 = unconditional, 1 = conditional, > 1 sharper); a negative "
-                         "weight samples away from the condition")
-    return w
 
 
 def _nonfinite(err: NonFiniteError, denoiser, sampler: str, steps: int,
@@ -90,61 +78,6 @@ class SamplingStats:
     def as_dict(self) -> dict[str, Any]:
         return {"sampler": self.sampler, "steps": self.steps, "nfe": self.nfe,
                 "calls": self.calls, "chunks": self.chunks}
-
-
-def resolve_sampler(sampler: str | None, steps: int | None = None, nfe: int | None = None,
-                    spacing: str | None = None, options: dict[str, Any] | None = None, *,
-                    schedule=None, default_sampler: str = "auto", default_steps: int = 18,
-                    fitted_source: str | Path | None = None
-                    ) -> tuple[str, int, dict[str, Any]]:
-    """The concrete (sampler, steps, options) that a request means.
-
-    ``auto`` (the default, whatever sampler the model was validated with) becomes the
-    configuration measured best for the evaluation budget (``nfe``, else ``steps``, else
-    what the model's ``default_sampler`` spends at ``default_steps``;
-    ``diffplat.samplers.auto``); ``nfe`` alone sets the steps of a named
-    sampler; ``spacing="fitted"`` takes the levels that ``diffplat tune-steps`` stored with
-    ``fitted_source`` (a checkpoint or export).
-    """
-    from diffplat.samplers.auto import choose
-    from diffplat.samplers.grids import spacings
-    from diffplat.samplers.tuning import GRID_OPTIONS
-
-    for flag, value in (("steps", steps), ("nfe", nfe)):
-        if value is not None and (isinstance(value, bool) or not isinstance(value, int)
-                                  or value < 1):
-            raise ValueError(f"{flag} must be an integer >= 1, got {value!r}")
-    if steps is not None and nfe is not None:
-        raise ValueError("give steps or nfe, not both")
-    options = dict(options or {})
-    name = (sampler or "auto").lower().replace("-", "_")
-    if name != "auto":
-        samplers_mod.get(name)  # unknown names list the valid ones
-    if name == "auto":
-        if nfe is None:
-            base = (default_sampler or "auto").lower()
-            nfe = steps or (default_steps if base in ("adaptive", "auto") else
-                            samplers_mod.nfe_for_steps(base, default_steps))
-        name, table = choose(nfe, schedule)
-        options = {**table, **options}
-        steps = samplers_mod.steps_for_nfe(name, nfe, **options)
-    elif steps is None:
-        steps = samplers_mod.steps_for_nfe(name, nfe, **options) if nfe else default_steps
-    if spacing is not None and spacing.lower() == "fitted":
-        from diffplat.store.schedules import fitted_schedule
-
-        if fitted_source is None:
-            raise ValueError("spacing 'fitted' needs the checkpoint or export the schedule "
-                             "was fitted for")
-        entry = fitted_schedule(fitted_source, name, steps)
-        options = {k: v for k, v in {**entry["options"], **options}.items()
-                   if k not in GRID_OPTIONS}
-        options["levels"] = entry["levels"]
-    elif spacing is not None:
-        spacings.get(spacing)
-        options = {k: v for k, v in options.items() if k != "levels"}
-        options["spacing"] = spacing
-    return name, steps, options
 
 
 def sampler_options(name: str) -> list[str]:
@@ -218,10 +151,9 @@ def _network(denoiser, cond: dict[str, Any], space: NoiseSpace, counter: Counter
 
 def chunk_plan(num: int, batch_size: int | None) -> list[tuple[int, dict[str, Any]]]:
     """``num`` samples in chunks of ``batch_size`` (all at once when None)."""
-    if num < 1:
-        raise ValueError(f"the number of samples must be >= 1, got {num}")
-    if batch_size is not None and batch_size < 1:
-        raise ValueError(f"batch size must be >= 1, got {batch_size}")
+    positive_int(num, "the number of samples")
+    if batch_size is not None:
+        positive_int(batch_size, "batch size")
     size = batch_size or num
     return [(min(size, num - start), {}) for start in range(0, num, size)]
 
@@ -287,10 +219,8 @@ def generate(denoiser, domain: Domain, num: int | None = None, *, sampler: str,
         (the domain's decoded samples, joined over chunks; SamplingStats).
     """
     fn = samplers_mod.get(sampler)
-    if isinstance(steps, bool) or not isinstance(steps, int) or steps < 1:
-        raise ValueError(f"steps must be an integer >= 1, got {steps!r}")
-    if resample < 1:
-        raise ValueError(f"resample must be >= 1, got {resample}")
+    positive_int(steps, "steps")
+    positive_int(resample, "resample")
     guidance = check_guidance(guidance)
     if chunks is None:
         chunks = domain.sample_chunks(num or 0, batch_size, prior_options)

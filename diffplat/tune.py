@@ -12,23 +12,17 @@ from typing import Any
 import torch
 
 from diffplat import samplers as samplers_mod
+from diffplat.checks import positive_int
+from diffplat.request import SamplingRequest
 from diffplat.sampling import CHUNK_STRIDE, Counter, _network, as_draw
 
 
 def tune_resolve(name: str, nfe: int, options: dict[str, Any], schedule=None
-            ) -> tuple[str, int, dict[str, Any]]:
-    """(sampler, steps, options) for a sampler name or ``auto`` at ``nfe`` evaluations."""
-    from diffplat.samplers.auto import choose
-
-    if isinstance(nfe, bool) or not isinstance(nfe, int) or nfe < 1:
-        raise ValueError(f"--nfe must be an integer >= 1, got {nfe!r}")
-    if name.lower() != "auto":
-        samplers_mod.get(name)  # unknown names list the valid ones
-    name = name.lower().replace("-", "_")
-    if name == "auto":
-        name, table = choose(nfe, schedule)
-        options = {**table, **options}
-    return name, samplers_mod.steps_for_nfe(name, nfe, **options), options
+                 ) -> tuple[str, int, dict[str, Any]]:
+    """(sampler, steps, options) for a sampler name or ``auto`` at ``nfe`` evaluations: the
+    one resolver (``diffplat.request.SamplingRequest``) with ``nfe`` named as the flag."""
+    return SamplingRequest(name, nfe=nfe, options=dict(options)).check(
+        {"nfe": "--nfe"}).resolve(schedule)
 
 
 def tune_steps(module, ckpt: str | Path, sampler: str, nfe: int,
@@ -45,8 +39,8 @@ def tune_steps(module, ckpt: str | Path, sampler: str, nfe: int,
     if name in samplers_mod.STOCHASTIC or name == "adaptive":
         raise ValueError(f"tune-steps needs a deterministic fixed-step sampler; {name} is "
                          f"{'adaptive' if name == 'adaptive' else 'stochastic'}")
-    if batches < 1 or batch_size < 1:
-        raise ValueError("--batches and --batch-size must be >= 1")
+    positive_int(batches, "--batches")
+    positive_int(batch_size, "--batch-size")
     device = module.device
     module.ema.shadow.eval()
     fit_batches = []

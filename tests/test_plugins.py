@@ -134,6 +134,12 @@ def test_the_outside_domain_trains_samples_and_scores(installed):
     _run(installed, "fit", "-c", "cfg.yaml")  # its classes are trusted: it is installed
     _run(installed, "sample", "--ckpt", "run/checkpoints/last.ckpt", "--num", "500",
          "--seed", "0", "--out", "samples", "--no-progress")
+    # its declared sampling option reaches its prior; a bad value is refused naming it
+    _run(installed, "sample", "--ckpt", "run/checkpoints/last.ckpt", "--num", "8",
+         "--prior", "spread=0.5", "--out", "spread", "--no-progress")
+    bad = _run(installed, "sample", "--ckpt", "run/checkpoints/last.ckpt", "--num", "8",
+               "--prior", "spread=-1", "--out", "bad", "--no-progress", check=False)
+    assert bad.returncode == 1 and "--prior spread must be > 0, got -1" in bad.stderr
     _run(installed, "evaluate", "--samples", "samples", "--json", "m.json")
     metrics = json.loads((work / "m.json").read_text())["metrics"]
     assert metrics["num"] == 500
@@ -147,6 +153,7 @@ def test_the_outside_domain_trains_samples_and_scores(installed):
             from diffplat.training.checkpoint import build_module
             p = diffplat.load("model")
             x = p.sample(500, seed=0)
+            assert p.sample(4, seed=0, spread=0.5).shape == (4, 2)
             print(tuple(x.shape), p.domain.radius)
             print(float(np.abs(x.numpy() - np.load("samples/points.npy")).max()))
             fresh = diffplat.Pipeline(build_module(dict(p.module.hparams)), "untrained")

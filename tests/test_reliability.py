@@ -353,9 +353,9 @@ def test_sample_checks_out_and_options_before_sampling(trained, tmp_path, capsys
     line = _one_line(capsys)
     assert "unknown option(s) colour" in line and "valid:" in line
     assert main([*base, "--out", str(tmp_path / "o"), "--steps", "0"]) == 1
-    assert "--steps must be >= 1" in _one_line(capsys)
+    assert "--steps must be an integer >= 1" in _one_line(capsys)
     assert main([*base, "--out", str(tmp_path / "o"), "--batch-size", "0"]) == 1
-    assert "--batch-size must be >= 1" in _one_line(capsys)
+    assert "--batch-size must be an integer >= 1" in _one_line(capsys)
 
 
 def test_read_only_output_is_one_line(trained, tmp_path, capsys, monkeypatch):

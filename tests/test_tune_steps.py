@@ -85,7 +85,7 @@ def test_missing_schedule_and_bad_input_are_one_line_errors(ckpt, tmp_path, caps
         (["tune-steps", "--ckpt", str(ckpt), "--sampler", "ddpm", "--nfe", "5"],
          "needs a deterministic fixed-step sampler"),
         (["sample", "--ckpt", str(ckpt), "--num", "5", "--nfe", "0", "--out", str(tmp_path)],
-         "--nfe must be >= 1"),
+         "--nfe must be an integer >= 1"),
     ]
     for argv, needle in cases:
         capsys.readouterr()

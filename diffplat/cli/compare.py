@@ -33,8 +33,10 @@ def main(argv: list[str]) -> int:
     p.add_argument("--report-only", action="store_true",
                    help="rewrite the tables and plots from the results on disk")
     args = p.parse_args(argv)
-    if args.jobs is not None and args.jobs < 1:
-        raise ValueError(f"--jobs must be >= 1, got {args.jobs}")
+    if args.jobs is not None:
+        from diffplat.checks import positive_int
+
+        positive_int(args.jobs, "--jobs")
 
     from diffplat.compare.grid import load_grid
     from diffplat.compare.report import write_report

@@ -35,7 +35,9 @@ def mode_of(args: argparse.Namespace) -> str:
     return "inpaint" if args.inpaint else "sample"
 
 
-def _domain_from_meta(folder: Path, data: str | None = None):
+def domain_from_samples(folder: Path, data: str | None = None):
+    """The domain that wrote a ``diffplat sample`` folder (its meta.json), under the trust
+    rule; ``data`` replaces its data_path. Public (``diffplat.cli.plugin``)."""
     from diffplat.trust import check_class_paths, enforced
 
     meta_file = folder / META_FILE
@@ -55,7 +57,9 @@ def _domain_from_meta(folder: Path, data: str | None = None):
         return instantiate_domain(cfg)
 
 
-def _domain_from_config(path: Path, data: str | None = None):
+def domain_from_config(path: Path, data: str | None = None):
+    """The domain of a training config (its ``model.domain``); ``data`` replaces its
+    data_path. Public (``diffplat.cli.plugin``)."""
     from diffplat.configs import load_yaml
 
     if not path.is_file():
@@ -64,6 +68,10 @@ def _domain_from_config(path: Path, data: str | None = None):
     if not isinstance(domain, dict):
         raise ValueError(f"{path}: no model.domain section")
     return instantiate_domain(_with_data(domain, data))
+
+
+#: the names these had before they were public (benchmarks/conformers_td_scoring.py)
+_domain_from_meta, _domain_from_config = domain_from_samples, domain_from_config
 
 
 def _with_data(cfg: dict, data: str | None) -> dict:
@@ -136,13 +144,13 @@ def main(argv: list[str]) -> int:
         check_sampling_args(args)
     info: dict[str, Any] = {}
     if args.samples:
-        domain = _domain_from_meta(Path(args.samples), args.data)  # metrics set it up
+        domain = domain_from_samples(Path(args.samples), args.data)  # metrics set it up
         samples = domain.read(Path(args.samples))
         check_count(Path(args.samples), len(samples))
         info["samples"] = args.samples
     elif args.reference:
         if args.config:
-            domain = _domain_from_config(Path(args.config), args.data)
+            domain = domain_from_config(Path(args.config), args.data)
         else:
             from diffplat.cli.sample import model_source
             from diffplat.store import load_model

@@ -7,7 +7,9 @@ import json
 import time
 from pathlib import Path
 
+from diffplat.checks import positive_int
 from diffplat.cli.options import given_options, parse_options, refuse_unused, usage_error
+from diffplat.request import SamplingRequest
 
 META_FILE = "meta.json"
 
@@ -65,9 +67,10 @@ def add_sampling_args(p: argparse.ArgumentParser, required: bool = True) -> None
     p.add_argument("--option", "-o", action="append", default=[], metavar="KEY=VALUE",
                    help="extra sampler option, e.g. -o eta=0.5 -o s_churn=10 (repeatable)")
     p.add_argument("--prior", action="append", default=[], metavar="KEY=VALUE",
-                   help="what to sample, passed to the domain, e.g. --prior num_atoms=19 or, "
-                        "for a property-conditional molecule model, --prior alpha=80 "
-                        "(repeatable)")
+                   help="one of the domain's own sampling options, as it declares them "
+                        "(Domain.sampling_options, checked before sampling), e.g. --prior "
+                        "num_atoms=19, --prior alpha=80 for a property-conditional molecule "
+                        "model, --prior smiles=CCO for conformers (repeatable)")
     p.add_argument("--guidance", type=float, default=None, metavar="W",
                    help="classifier-free guidance weight for a conditional model (1 = plain "
                         "conditional, 0 = unconditional; default: none)")
@@ -117,71 +120,97 @@ def prepare_out_dir(path: str | Path, overwrite: bool = False) -> Path:
     return check_out(path, overwrite, marker=META_FILE, command="diffplat sample")
 
 
+#: How the request's fields are spelled on the command line (for its errors).
+FLAGS = {"steps": "--steps", "nfe": "--nfe", "batch_size": "--batch-size",
+         "resample": "--resample", "guidance": "--guidance"}
+
+
+def sampling_request(args: argparse.Namespace) -> SamplingRequest:
+    """The sampling flags as a checked ``SamplingRequest`` (errors name the flag)."""
+    inpaint = (args.inpaint, args.mask) if args.inpaint is not None else None
+    return SamplingRequest(args.sampler, args.steps, args.nfe, args.spacing,
+                           parse_options(args.option), args.seed, args.batch_size,
+                           args.guidance, inpaint, args.resample).check(FLAGS)
+
+
 def check_sampling_args(args: argparse.Namespace) -> None:
     """The sampling flags' values, before any model is loaded: ValueError naming the
     flag."""
     from diffplat.cli.options import resolve_device
-    from diffplat.sampling import check_guidance
 
-    if args.num < 1:
-        raise ValueError(f"--num must be >= 1, got {args.num}")
-    for flag, value in (("--steps", args.steps), ("--nfe", args.nfe),
-                        ("--batch-size", args.batch_size), ("--resample", args.resample)):
-        if value is not None and value < 1:
-            raise ValueError(f"{flag} must be >= 1, got {value}")
-    if args.steps is not None and args.nfe is not None:
-        raise ValueError("give --steps or --nfe, not both")
-    if args.sampler is not None and args.sampler.lower() != "auto":
-        from diffplat import samplers
-
-        samplers.get(args.sampler)
-    check_guidance(args.guidance, "--guidance")
+    positive_int(args.num, "--num")
+    sampling_request(args)
     args.device = resolve_device(args.device)
 
 
+def read_card(source: str | Path) -> dict | None:
+    """The model card (``card.json``) of an export folder, or None."""
+    card = Path(source) / "card.json"
+    if not card.is_file():
+        return None
+    try:
+        return json.loads(card.read_text())
+    except ValueError:
+        raise ValueError(f"{card}: not a JSON model card") from None
+
+
 def generate(args: argparse.Namespace):
-    """Load the model that the arguments name and draw samples as they say.
-    Returns (module, samples, stats)."""
+    """Load the model that the arguments name and draw samples as they say: the domain's
+    ``--prior`` options checked against its declaration and handed to ``Domain.sample``,
+    as ``Pipeline.sample`` does. Returns (module, samples, stats)."""
+    from diffplat.domain_options import check_options
     from diffplat.progress import bar as progress_bar
-    from diffplat.sampling import check_sampler_options, resolve_sampler
+    from diffplat.sampling import check_sampler_options
     from diffplat.store import load_model
 
     check_sampling_args(args)
+    request = sampling_request(args)
     source = model_source(args)
     device = args.device
     module = load_model(source, map_location=device).to(device)
     hp = module.hparams
-    name, steps, options = resolve_sampler(
-        args.sampler, args.steps, args.nfe, args.spacing, parse_options(args.option),
-        schedule=module.schedule, default_sampler=hp.sampler, default_steps=hp.sample_steps,
-        fitted_source=source)
-    check_sampler_options(name, options)
-    inpaint = args.inpaint
-    if inpaint is not None:
-        if not Path(inpaint).exists():
-            raise FileNotFoundError(f"--inpaint: no such file {inpaint}")
+    if request.inpaint is not None:
+        if not Path(request.inpaint[0]).exists():
+            raise FileNotFoundError(f"--inpaint: no such file {request.inpaint[0]}")
         if args.mask is None:
             raise ValueError("--inpaint needs --mask (which part of the input is kept)")
-        inpaint = (inpaint, args.mask)
-    bar = None
-    if not args.no_progress:
-        chunks = -(-args.num // (args.batch_size or args.num))
-        total = None if name == "adaptive" else steps * chunks  # adaptive: steps unknown
-        bar = progress_bar(total=total, desc=f"sampling ({name}, {steps} steps)", unit="step")
+    prior = parse_options(args.prior)
+    given = check_options(module.domain.sampling_options, prior,
+                          f"the {module.domain.name!r} domain", lambda k: f"--prior {k}")
+
+    def draw(**prior_options):
+        name, steps, options = request.resolve(
+            module.schedule, default_sampler=hp.sampler, default_steps=hp.sample_steps,
+            fitted_source=source)
+        check_sampler_options(name, options)
+        bar = None
+        if not args.no_progress:
+            chunks = -(-args.num // (args.batch_size or args.num))
+            total = None if name == "adaptive" else steps * chunks  # adaptive: steps unknown
+            bar = progress_bar(total=total, desc=f"sampling ({name}, {steps} steps)",
+                               unit="step")
+        try:
+            samples, stats = module.generate(
+                args.num, sampler=name, steps=steps, seed=args.seed,
+                batch_size=args.batch_size,
+                callback=(lambda info: bar.update(1)) if bar else None,
+                sampler_options=options, guidance=request.guidance, inpaint=request.inpaint,
+                resample=args.resample, **prior_options)
+        finally:
+            if bar:
+                bar.close()
+        return samples, {**stats, "options": options}
+
     t0 = time.perf_counter()
-    try:
-        samples, stats = module.generate(
-            args.num, sampler=name, steps=steps, seed=args.seed, batch_size=args.batch_size,
-            callback=(lambda info: bar.update(1)) if bar else None, sampler_options=options,
-            guidance=args.guidance, inpaint=inpaint, resample=args.resample,
-            **parse_options(args.prior))
-    finally:
-        if bar:
-            bar.close()
-    stats.update(seconds=round(time.perf_counter() - t0, 3), options=options,
+    samples, stats = module.domain.sample(module, args.num, request, given, draw,
+                                          read_card(source))
+    stats = dict(stats)
+    stats.setdefault("options", {})
+    stats.update(seconds=round(time.perf_counter() - t0, 3),
                  requested_sampler=args.sampler or "auto", spacing=args.spacing,
-                 prior=parse_options(args.prior), guidance=args.guidance,
-                 inpaint=list(inpaint) if inpaint else None, source=str(source))
+                 prior=prior, guidance=args.guidance,
+                 inpaint=list(request.inpaint) if request.inpaint else None,
+                 source=str(source))
     return module, samples, stats
 
 
@@ -221,7 +250,8 @@ def main(argv: list[str]) -> int:
     names = [p.name for p in [*paths, preview]]
     if len(names) > 8:                  # one file per sample (audio): name a few of them
         names = [*names[:3], f"... {len(names) - 5} more ...", *names[-2:]]
-    print(f"wrote {args.num} samples ({stats['sampler']}, {stats['steps']} steps, "
-          f"{stats['nfe']} evaluations per batch, {stats['seconds']} s) to {out}: "
+    per_batch = f", {stats['nfe']} evaluations per batch" if "nfe" in stats else ""
+    print(f"wrote {args.num} samples ({stats['sampler']}, {stats['steps']} steps"
+          f"{per_batch}, {stats['seconds']} s) to {out}: "
           + ", ".join(names))
     return 0

@@ -13,7 +13,7 @@ import torch
 from torch import Tensor
 from torch.utils.data import Dataset
 
-from diffplat.domain import SPLITS, Domain, Draw
+from diffplat.domain import SPLITS, Domain, Draw, SamplingOption
 from diffplat.noise import GaussianNoise
 from domains.audio.data import (
     WavFolder,
@@ -86,6 +86,10 @@ class AudioDomain(Domain):
     default_data_dir = "data/digits"
     eval_options = ("data_path", "classifier", "fid_reference", "ndb_bins", "skip_bad",
                     "max_items")
+    sampling_options = (SamplingOption(
+        "label", (str, int), metavar="LABEL",
+        help="a class-conditional model's class, by name (three) or index (3); default: the "
+             "classes in turn"),)
 
     def __init__(self, data_path: str = "data/digits", sample_rate: int | None = None,
                  seconds: float = 1.0, classes: list[str] | None = None,

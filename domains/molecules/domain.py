@@ -13,7 +13,8 @@ import torch
 from torch import Tensor
 from torch.utils.data import Dataset
 
-from diffplat.domain import SPLITS, Domain, Draw
+from diffplat.checks import positive_int
+from diffplat.domain import SPLITS, Domain, Draw, SamplingOption
 from diffplat.noise import ZeroCoMGaussian
 from domains.molecules.features import SYMBOL_TO_Z, Featurizer, Molecule
 
@@ -71,6 +72,17 @@ class MoleculeDomain(Domain):
     name = "molecules"
     default_data_dir = "data/qm9"
     eval_options = ("data_path", "max_eval", "skip_bad", "stability_protocol")
+
+    @property
+    def sampling_options(self) -> tuple[SamplingOption, ...]:
+        """``num_atoms``, and for a property-conditional model each property by name (raw
+        units, ``--prior alpha=80``)."""
+        return (SamplingOption("num_atoms", int, check=positive_int,
+                               help="atoms of every molecule (default: drawn from the "
+                                    "training sizes)"),
+                *(SamplingOption(c, float, help=f"the {c} the molecules are asked for (raw "
+                                 "units; default: drawn with the sizes)")
+                  for c in self.context))
     #: ``reference`` also takes "all" (``evaluate --reference --data`` scores the whole data)
     reference_splits = (*SPLITS, "all")
 

@@ -25,7 +25,7 @@ PUBLISHED = {"alpha": {"Naive (upper bound)": 9.01, "#Atoms": 3.86, "EDM": 2.76,
 
 
 def main(argv: list[str]) -> int:
-    from diffplat.cli.sample import add_sampling_args, generate
+    from diffplat.cli.plugin import add_sampling_args, generate
 
     p = argparse.ArgumentParser(
         prog="diffplat evaluate property",
@@ -57,11 +57,11 @@ def main(argv: list[str]) -> int:
     if not args.samples and not (args.ckpt or args.model or args.config):
         p.error("give the generator (--ckpt, --model or -c) or --samples")
     if args.samples:
-        from diffplat.cli.evaluate import _domain_from_meta
+        from diffplat.cli.plugin import domain_from_samples
 
-        domain = _domain_from_meta(Path(args.samples))
+        domain = domain_from_samples(Path(args.samples))
     else:
-        from diffplat.cli.sample import model_source
+        from diffplat.cli.plugin import model_source
         from diffplat.store import load_model
 
         domain = load_model(model_source(args)).domain

@@ -13,7 +13,7 @@ import torch
 from torch import Tensor
 from torch.utils.data import Dataset
 
-from diffplat.domain import SPLITS, Domain, Draw
+from diffplat.domain import SPLITS, Domain, Draw, SamplingOption
 from diffplat.noise import GaussianNoise
 
 NORMALIZATIONS = ("global", "unit_sphere", "unit_box")
@@ -86,6 +86,10 @@ class ShapeDomain(Domain):
     default_data_dir = "data/shapes"
     eval_options = ("data_path", "max_eval", "emd", "emd_max", "emd_points", "cache_dir",
                     "skip_bad")
+    sampling_options = (SamplingOption(
+        "label", (str, int), metavar="LABEL",
+        help="a class-conditional model's class, by name or index; default: drawn with the "
+             "training class frequencies"),)
 
     def __init__(self, data_path: str = "data/shapes", num_points: int = 2048,
                  normalize: str = "global", classes: list[str] | None = None,

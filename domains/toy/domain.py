@@ -39,6 +39,7 @@ class ToyDomain(Domain):
     """
 
     name = "toy"
+    sampling_options = ()  # the mixture is drawn whole: nothing to choose
     default_data_dir = "data/toy"
 
     def __init__(self, dim: int = 2, components: int = 8, radius: float = 2.0,

@@ -4,14 +4,26 @@ here lazily, so the core never imports RDKit)."""
 from __future__ import annotations
 
 import argparse
-import json
 import math
 import sys
 import time
-from pathlib import Path
 from typing import Any
 
+from diffplat.checks import positive_int
+from diffplat.cli.plugin import add_option_flags, check_option_flags, read_card
+from domains.molecules.conformers.options import SAMPLING_OPTIONS
+
 BASELINES = ("rdkit",)
+#: The domain's sampling options that both conformer commands take as flags.
+REFINE = ("refine_from", "noise_level", "mmff")
+REFINE_HELP = {
+    "refine_from": "etkdg, with --ckpt: start the reverse process from each ETKDG conformer "
+                   "(with --mmff if given) noised to --noise-level (SDEdit); ETKDG's time is "
+                   "counted in the model's",
+    "noise_level": "with --refine-from: schedule time in (0, 1] of the start (1: from the "
+                   "top, as ordinary sampling); default: the model card's",
+    "mmff": "with --baseline rdkit or --refine-from etkdg: relax each ETKDG conformer with "
+            "MMFF94"}
 
 
 def _add_generation_args(p: argparse.ArgumentParser) -> None:
@@ -20,9 +32,6 @@ def _add_generation_args(p: argparse.ArgumentParser) -> None:
                                    "(models/; instead of --ckpt)")
     p.add_argument("--baseline", choices=BASELINES,
                    help="use RDKit's ETKDGv3 instead of (or, for evaluate, beside) a model")
-    p.add_argument("--mmff", action="store_true",
-                   help="with --baseline rdkit or --refine-from etkdg: relax each ETKDG "
-                        "conformer with MMFF94")
     p.add_argument("--sampler", default=None, help="core sampler (default: the model's)")
     p.add_argument("--steps", type=int, default=None, help="sampler steps (default: the "
                                                            "model's)")
@@ -30,13 +39,8 @@ def _add_generation_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--max-atoms", type=int, default=20000,
                    help="atoms per sampler batch (default 20000)")
     p.add_argument("--device", default=None, help="cpu or cuda (default: cuda if available)")
-    p.add_argument("--refine-from", choices=("etkdg",), default=None,
-                   help="with --ckpt: start the reverse process from each ETKDG conformer "
-                        "(with --mmff if given) noised to --noise-level (SDEdit); ETKDG's "
-                        "time is counted in the model's")
-    p.add_argument("--noise-level", type=float, default=None, metavar="T",
-                   help="with --refine-from: schedule time in (0, 1] of the start (1: from "
-                        "the top, as ordinary sampling); default: the model card's")
+    # the refinement flags are the domain's declared sampling options (options.py)
+    add_option_flags(p, SAMPLING_OPTIONS, REFINE, helps=REFINE_HELP)
 
 
 def _resolve_model(p: argparse.ArgumentParser, args) -> None:
@@ -51,51 +55,31 @@ def _resolve_model(p: argparse.ArgumentParser, args) -> None:
             p.error(str(err))
 
 
-def card_refine(ckpt: str) -> dict[str, Any] | None:
-    """How the model card of an export folder says the model refines (``measured_with``'s
-    ``refine``: ``t`` and maybe ``mmff``), as ``Pipeline.sample`` reads it; else None."""
-    card = Path(ckpt) / "card.json"
-    if not card.is_file():
-        return None
-    try:
-        refine = (json.loads(card.read_text()).get("measured_with") or {}).get("refine")
-    except (ValueError, AttributeError):
-        raise ValueError(f"{card}: not a JSON model card") from None
-    return refine if isinstance(refine, dict) and "t" in refine else None
+def _check_refine(p: argparse.ArgumentParser, args, module=None) -> None:
+    """The refinement flags under the domain's one rule (refine.py's ``refine_settings``,
+    as ``Pipeline.sample`` applies it): a model to refine with, the noise level of its card
+    when none is given, and a refiner (trained on t <= max_t < 1 only) refused without a
+    start or above its range; before any work. One line and exit status 2 when refused."""
+    from domains.molecules.conformers.refine import refine_settings
 
-
-def _check_refine(p: argparse.ArgumentParser, args) -> None:
-    """--refine-from needs a model and a noise level: the model card's when not given (as
-    the Python API does)."""
+    check_option_flags(p, args, SAMPLING_OPTIONS, REFINE)
+    args.mmff = bool(args.mmff)
     if args.refine_from and not args.ckpt:
         p.error("--refine-from needs --ckpt (a model to refine with)")
-    if args.noise_level is not None and not args.refine_from:
-        p.error("--noise-level needs --refine-from etkdg")
-    if args.refine_from and args.noise_level is None:
-        card = card_refine(args.ckpt)
-        if card is None:
-            p.error(f"--refine-from etkdg needs --noise-level T: {args.ckpt} has no model "
-                    "card naming one")
-        args.noise_level = float(card["t"])
-        args.mmff = args.mmff or bool(card.get("mmff"))
-        print(f"noise level {args.noise_level:g}{' with --mmff' if card.get('mmff') else ''}"
-              f" from the model card of {args.model or args.ckpt}")
-    if args.noise_level is not None and not 0 < args.noise_level <= 1:
-        p.error(f"--noise-level must be in (0, 1], got {args.noise_level}")
-
-
-def _check_refiner(p: argparse.ArgumentParser, args, module) -> None:
-    """A model trained on t <= max_t only (``t_options: {high: ...}``) refines and does not
-    generate: say so before any work is done."""
-    max_t = float(module.ema_denoiser.max_t)
-    if max_t >= 1.0:
-        return
-    if not args.refine_from:
-        p.error(f"{args.ckpt} is a refiner (trained on t <= {max_t} only): give "
-                f"--refine-from etkdg --noise-level T with T <= {max_t}")
-    if args.noise_level > max_t:
-        p.error(f"--noise-level {args.noise_level} is above the t <= {max_t} that "
-                f"{args.ckpt} was trained on")
+    options = {"refine_from": args.refine_from, "noise_level": args.noise_level,
+               "mmff": args.mmff}
+    max_t = 1.0 if module is None else float(module.ema_denoiser.max_t)
+    card = read_card(args.ckpt) if args.ckpt else None
+    try:
+        start, t, mmff, from_card = refine_settings(options, max_t, card,
+                                                    model=args.ckpt or "--baseline", cli=True)
+    except ValueError as err:
+        p.error(str(err))
+    if start is not None:
+        args.noise_level, args.mmff = t, mmff
+        if from_card:
+            print(f"noise level {t:g}{' with --mmff' if mmff else ''} from the model card of "
+                  f"{args.model or args.ckpt}")
 
 
 def _device(args) -> str:
@@ -125,8 +109,8 @@ def conformers_main(argv: list[str]) -> int:
                     "Molecules that fail are reported with the reason; the others are still "
                     "written, and the exit status is 1.")
     _add_generation_args(p)
-    p.add_argument("--smiles", action="append", default=[], metavar="SMILES",
-                   help="an input molecule (repeatable); hydrogens are added if absent")
+    add_option_flags(p, SAMPLING_OPTIONS, ("smiles",), helps={
+        "smiles": "an input molecule (repeatable); hydrogens are added if absent"})
     p.add_argument("--sdf", help="an SDF file of input molecules (one per record)")
     p.add_argument("-n", "--num", type=int, default=10, help="conformers per molecule")
     p.add_argument("--out", required=True, help="output SDF file")
@@ -143,8 +127,12 @@ def conformers_main(argv: list[str]) -> int:
         p.error("give exactly one of --ckpt or --baseline rdkit")
     if args.allow_out_of_range and not args.ckpt:
         p.error("--allow-out-of-range applies to a model (--ckpt or --model)")
-    if args.num < 1:
-        p.error(f"-n must be >= 1, got {args.num}")
+    check_option_flags(p, args, SAMPLING_OPTIONS, ("smiles",))
+    args.smiles = args.smiles or []
+    try:
+        positive_int(args.num, "-n")
+    except ValueError as err:
+        p.error(str(err))
     _check_refine(p, args)
     from domains.molecules.conformers.baseline import rdkit_conformers
     from domains.molecules.conformers.io import input_graphs, read_inputs, write_conformers
@@ -156,7 +144,7 @@ def conformers_main(argv: list[str]) -> int:
     if args.ckpt:
         device = _device(args)
         module = _load(args.ckpt, device)
-        _check_refiner(p, args, module)
+        _check_refine(p, args, module)
         graphs, failures = input_graphs(inputs, module.domain.vocabulary)
         _check_range(graphs, failures, module.domain.training_range(),
                      args.model or args.ckpt, args.allow_out_of_range)

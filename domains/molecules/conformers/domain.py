@@ -18,6 +18,7 @@ from torch import Tensor
 
 from diffplat.domain import SPLITS, Domain, Draw
 from diffplat.noise import ZeroCoMGaussian
+from domains.molecules.conformers.options import SAMPLING_OPTIONS
 from domains.molecules.features import QM9_ELEMENTS
 
 
@@ -55,6 +56,7 @@ class ConformerDomain(Domain):
     name = "conformers"
     default_data_dir = "data/qm9"
     eval_options = ("data_path", "max_eval", "skip_bad", "delta", "sample_split")
+    sampling_options = SAMPLING_OPTIONS  # options.py
 
     def __init__(self, data_path: str = "data/qm9/qm9.npz", elements: list[str] | None = None,
                  max_train: int | None = None, max_eval: int | None = None,
@@ -308,11 +310,13 @@ class ConformerDomain(Domain):
                                             "copies": None})
                 for i in range(0, len(graphs), size)]
 
-    def refine(self, module, num: int, **how: Any) -> tuple[list[Conformer], dict[str, Any]]:
-        """Conformers refined from RDKit ETKDG (``refine_from="etkdg"``; see refine.py)."""
-        from domains.molecules.conformers.refine import refine_conformers
+    def sample(self, model, num: int, request, options: dict[str, Any], draw,
+               card: dict[str, Any] | None = None) -> tuple[list[Conformer], dict[str, Any]]:
+        """Conformers refined from RDKit ETKDG when ``options`` say ``refine_from="etkdg"``
+        (refine.py), else the core's sampling (``draw``) with the other options."""
+        from domains.molecules.conformers.refine import sample_conformers
 
-        return refine_conformers(self, module, num, **how)
+        return sample_conformers(self, model, num, request, options, draw, card)
 
     def decode(self, x0: Tensor, cond: dict[str, Any], meta=None) -> list[Conformer]:
         graphs = (meta or {}).get("graphs")

@@ -15,7 +15,6 @@ from typing import Any
 from domains.molecules.conformers.cli import (
     _add_generation_args,
     _check_refine,
-    _check_refiner,
     _device,
     _load,
     _resolve_model,
@@ -23,7 +22,7 @@ from domains.molecules.conformers.cli import (
 
 
 def _domain_from_config(path: str):
-    from diffplat.cli.evaluate import _domain_from_config as load
+    from diffplat.cli.plugin import domain_from_config as load
 
     return load(Path(path))
 
@@ -121,7 +120,7 @@ def evaluate_main(argv: list[str]) -> int:
     device = _device(args)
     module = _load(args.ckpt, device) if args.ckpt else None
     if module is not None:
-        _check_refiner(p, args, module)
+        _check_refine(p, args, module)
     domain = module.domain if module else _domain_from_config(args.config)
     split = "val" if args.split == "valid" else args.split
     order = domain.order(split)[: args.num_mols]
