@@ -105,7 +105,9 @@ class SamplingRequest:
         (``nfe``, else ``steps``, else what the model's ``default_sampler`` spends at
         ``default_steps``); ``nfe`` alone sets the steps of a named sampler; ``spacing=
         "fitted"`` takes the levels that ``diffplat tune-steps`` stored with
-        ``fitted_source`` (a checkpoint or export)."""
+        ``fitted_source`` (a checkpoint or export). A model that declares its own sampling
+        (a distilled student: ``diffplat.store.schedules.default_schedule``) gets it when
+        the request leaves sampler, spacing and budget open or equal to it."""
         from diffplat import samplers as samplers_mod
         from diffplat.samplers.auto import choose
         from diffplat.samplers.tuning import GRID_OPTIONS
@@ -113,6 +115,10 @@ class SamplingRequest:
         self.check()
         steps, nfe, options = self.steps, self.nfe, dict(self.options or {})
         name = sampler_name(self.sampler)
+        own = self._own_schedule(name, fitted_source)
+        if own is not None:
+            return own["sampler"], own["steps"], {**own.get("options", {}), **options,
+                                                  "levels": own["levels"]}
         if name == "auto":
             if nfe is None:
                 base = (default_sampler or "auto").lower()
@@ -138,6 +144,22 @@ class SamplingRequest:
             options = {k: v for k, v in options.items() if k != "levels"}
             options["spacing"] = spacing
         return name, steps, options
+
+    def _own_schedule(self, name: str, source: str | Path | None) -> dict[str, Any] | None:
+        """The sampling a model declares as its own (a distilled student's K steps on its
+        grid: ``diffplat.store.schedules.default_schedule``) when the request leaves it
+        open: no sampler or that sampler, no spacing or levels, no other budget."""
+        if source is None or self.spacing is not None or "levels" in (self.options or {}):
+            return None
+        from diffplat.store.schedules import default_schedule
+
+        own = default_schedule(source)
+        if own is None or name not in ("auto", own["sampler"]):
+            return None
+        if self.nfe not in (None, own.get("nfe", own["steps"])) or \
+                self.steps not in (None, own["steps"]):
+            return None
+        return own
 
 
 def resolve_sampler(sampler: str | None, steps: int | None = None, nfe: int | None = None,

@@ -8,6 +8,7 @@
     diffplat data prepare|info DOMAIN ...                      build / describe datasets
     diffplat compare -c GRID                                   schedules x samplers across domains
     diffplat models                                            shipped models and their figures
+    diffplat distill --teacher CKPT --method M --nfe K        a K-step student of a model
 """
 
 from __future__ import annotations
@@ -68,11 +69,13 @@ def main(argv: list[str] | None = None) -> int:
             from diffplat.cli.compare import main as sub
         elif cmd == "models":
             from diffplat.cli.models import main as sub
+        elif cmd == "distill":
+            from diffplat.cli.distill import main as sub
         elif cmd in plugins.commands():
             sub = plugins.command(plugins.commands()[cmd][1])
         else:
             known = ["fit", "validate", "test", "sample", "tune-steps", "evaluate", "export",
-                     "data", "compare", "models", *plugins.commands()]
+                     "data", "compare", "models", "distill", *plugins.commands()]
             return _error(cmd, f"unknown command {cmd!r}; commands: {', '.join(known)}", 2)
         return sub(rest)
     except Exception as err:  # noqa: BLE001 - sorted below; anything else re-raises

@@ -63,6 +63,30 @@ def save_step_schedule(ckpt: str | Path, entry: dict[str, Any]) -> Path:
     return path
 
 
+def save_default_schedule(ckpt: str | Path, entry: dict[str, Any]) -> Path:
+    """Store ``entry`` (sampler, steps, levels, options) as the model's own sampling: what
+    ``SamplingRequest.resolve`` uses when the request names no sampler, no spacing and no
+    other budget (a distilled student's K steps on the grid it was distilled on,
+    ``diffplat distill``). Replaces the file: other weights' schedules do not apply."""
+    path = step_schedules_path(ckpt)
+    key = f"{entry['sampler']}/{entry['steps']}"
+    data = {"fingerprint": weights_fingerprint(ckpt), "schedules": {key: entry},
+            "default": key}
+    atomic_write_text(path, json.dumps(data, indent=2))
+    return path
+
+
+def default_schedule(ckpt: str | Path | None) -> dict[str, Any] | None:
+    """The schedule a checkpoint or export declares as its own sampling
+    (``save_default_schedule``), or None; one fitted to other weights raises ValueError."""
+    if ckpt is None or not step_schedules_path(ckpt).is_file():
+        return None
+    key = load_step_schedules(ckpt, check=False).get("default")
+    if not key:  # fitted schedules only (tune-steps): nothing to hash
+        return None
+    return load_step_schedules(ckpt)["schedules"].get(key)
+
+
 def fitted_schedule(ckpt: str | Path, sampler: str, steps: int) -> dict[str, Any]:
     """The schedule ``tune-steps`` fitted for ``sampler`` with ``steps`` steps; a missing one
     raises FileNotFoundError naming the command that makes it."""
@@ -89,6 +113,8 @@ def export_step_schedules(ckpt: str | Path, out_dir: str | Path) -> Path | None:
         return None
     out = Path(out_dir)
     path = out / STEPS_FILE
-    atomic_write_text(path, json.dumps({"fingerprint": weights_fingerprint(out),
-                                         "schedules": data["schedules"]}, indent=2))
+    carried = {"fingerprint": weights_fingerprint(out), "schedules": data["schedules"]}
+    if data.get("default"):
+        carried["default"] = data["default"]
+    atomic_write_text(path, json.dumps(carried, indent=2))
     return path
