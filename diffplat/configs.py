@@ -65,17 +65,32 @@ def load_yaml(path: Path) -> dict:
     return data
 
 
+def config_args(argv: list[str]) -> list[tuple[int, str, str]]:
+    """Every ``-c``/``--config`` option of a command line, in order: (index of the token
+    that holds the path, its prefix, the path), the prefix "" for ``-c PATH`` and
+    ``--config PATH``, "--config=" for ``--config=PATH``. The one reading of ``-c``."""
+    found = []
+    for i, tok in enumerate(argv):
+        if tok in ("-c", "--config") and i + 1 < len(argv):
+            found.append((i + 1, "", argv[i + 1]))
+        elif tok.startswith("--config="):
+            found.append((i, "--config=", tok.split("=", 1)[1]))
+    return found
+
+
+def config_files(argv: list[str]) -> list[str]:
+    """The paths that a command line's ``-c``/``--config`` options name, in order."""
+    return [path for _, _, path in config_args(argv)]
+
+
 def resolve_args(argv: list[str]) -> list[str]:
     """Resolve the value of every ``-c``/``--config`` option of a command line and check
     that each file is a YAML mapping."""
     out = list(argv)
-    for i, tok in enumerate(out):
-        if tok in ("-c", "--config") and i + 1 < len(out):
-            out[i + 1] = resolve(out[i + 1])
-            _not_empty(Path(out[i + 1]))
-        elif tok.startswith("--config="):
-            out[i] = "--config=" + resolve(tok.split("=", 1)[1])
-            _not_empty(Path(out[i].split("=", 1)[1]))
+    for i, prefix, path in config_args(argv):
+        resolved = resolve(path)
+        out[i] = prefix + resolved
+        _not_empty(Path(resolved))
     return out
 
 

@@ -223,13 +223,11 @@ class DiffplatCLI(LightningCLI):
 
     def _explicit_backbone_args(self) -> set[str]:
         """Backbone argument names the user set: in a ``-c`` file or as a flag."""
-        from diffplat.configs import load_yaml
+        from diffplat.configs import config_files, load_yaml
 
         names = set()
         args = self._argv
-        files = [args[i + 1] for i, a in enumerate(args[:-1]) if a in ("-c", "--config")]
-        files += [a.split("=", 1)[1] for a in args if a.startswith("--config=")]
-        for f in files:
+        for f in config_files(args):
             backbone = (load_yaml(Path(f)).get("model") or {}).get("backbone") or {}
             if isinstance(backbone, dict):
                 names |= set(backbone.get("init_args") or {})

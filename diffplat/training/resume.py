@@ -122,11 +122,9 @@ def _other_model_class(args: list[str]) -> type | None:
     """pytorch_lightning.LightningModule when a config file names ``model.class_path``
     (a model that is not the DiffusionModule, such as the audio digit classifier); the
     class path itself is resolved by LightningCLI, restricted to trusted packages here."""
-    from diffplat.configs import load_yaml
+    from diffplat.configs import config_files, load_yaml
 
-    paths = [args[i + 1] for i, a in enumerate(args[:-1]) if a in ("-c", "--config")]
-    paths += [a.split("=", 1)[1] for a in args if a.startswith("--config=")]
-    for path in paths:
+    for path in config_files(args):
         if not Path(path).is_file():
             continue
         model = load_yaml(Path(path)).get("model")
