@@ -125,7 +125,7 @@ class SamplingRequest:
                 nfe = steps or (default_steps if base in ("adaptive", "auto") else
                                 samplers_mod.nfe_for_steps(base, default_steps))
             name, table = choose(nfe, schedule)
-            options = {**table, **options}
+            options = {**table, **{k: v for k, v in options.items() if v is not None}}
             steps = samplers_mod.steps_for_nfe(name, nfe, **options)
         elif steps is None:
             steps = samplers_mod.steps_for_nfe(name, nfe, **options) if nfe else default_steps

@@ -81,27 +81,16 @@ class SamplingStats:
 
 
 def sampler_options(name: str) -> list[str]:
-    """The keyword options a sampler accepts (its own, the grid's and the bookkeeping's)."""
-    import inspect
-
-    from diffplat.samplers.base import VEModel, setup
-
-    skip = {"self", "denoise", "noise", "schedule", "steps"}
-    names = set()
-    for fn in (samplers_mod.get(name), setup, VEModel.__init__):
-        for p in inspect.signature(fn).parameters.values():
-            if p.kind not in (p.VAR_KEYWORD, p.VAR_POSITIONAL) and p.name not in skip:
-                names.add(p.name)
-    return sorted(names - {"callback", "stats", "generator", "noise_space", "start"})
+    """The names of the options a sampler takes, as it declares them (its own, the grid's
+    and ``check_finite``: ``diffplat.samplers.options``)."""
+    return sorted(o.name for o in samplers_mod.options(name))
 
 
 def check_sampler_options(name: str, options: dict[str, Any]) -> None:
-    """ValueError listing the valid options when ``options`` holds one ``name`` lacks."""
-    valid = sampler_options(name)
-    unknown = sorted(set(options) - set(valid))
-    if unknown:
-        raise ValueError(f"unknown option(s) {', '.join(unknown)} for sampler {name!r}; "
-                         f"valid: {', '.join(valid)}")
+    """ValueError unless sampler ``name`` declares every option of ``options`` and allows
+    its value: an unknown one lists the valid ones, a value of the wrong type or out of
+    range names the option and the sampler (``diffplat.samplers.check_options``)."""
+    samplers_mod.check_options(name, options)
 
 
 def as_draw(result: Any) -> Draw:

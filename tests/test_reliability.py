@@ -352,6 +352,8 @@ def test_sample_checks_out_and_options_before_sampling(trained, tmp_path, capsys
     assert main([*base, "--out", str(tmp_path / "o"), "-o", "colour=3"]) == 1
     line = _one_line(capsys)
     assert "unknown option(s) colour" in line and "valid:" in line
+    assert main([*base, "--out", str(tmp_path / "o"), "--sampler", "ddim", "-o", "eta=-1"]) == 1
+    assert "sampler 'ddim': eta must be a number >= 0, got -1" in _one_line(capsys)
     assert main([*base, "--out", str(tmp_path / "o"), "--steps", "0"]) == 1
     assert "--steps must be an integer >= 1" in _one_line(capsys)
     assert main([*base, "--out", str(tmp_path / "o"), "--batch-size", "0"]) == 1

@@ -64,8 +64,14 @@ def add_sampling_args(p: argparse.ArgumentParser, required: bool = True) -> None
     p.add_argument("--batch-size", type=int, default=None,
                    help="samples per sampler call (default: all at once); the output for a "
                         "seed is reproducible for a fixed batch size")
+    own = "; ".join(f"{n}: {', '.join(o.name for o in samplers.options(n, common=False))}"
+                    for n in samplers.names() if samplers.options(n, common=False))
+    common = ", ".join(o.name for o in samplers.options("auto"))
     p.add_argument("--option", "-o", action="append", default=[], metavar="KEY=VALUE",
-                   help="extra sampler option, e.g. -o eta=0.5 -o s_churn=10 (repeatable)")
+                   help="extra sampler option, e.g. -o eta=0.5 -o s_churn=10 (repeatable), "
+                        "checked against the sampler's declared options before sampling. "
+                        f"Every sampler takes {common}; their own: {own} (types, ranges "
+                        "and defaults: diffplat.samplers.describe(NAME))")
     p.add_argument("--prior", action="append", default=[], metavar="KEY=VALUE",
                    help="one of the domain's own sampling options, as it declares them "
                         "(Domain.sampling_options, checked before sampling), e.g. --prior "

@@ -29,6 +29,7 @@ from numpy.polynomial import polynomial as P
 from torch import Tensor
 
 from diffplat.samplers.base import Denoise, check_order, combine, defaults, setup, step_order
+from diffplat.samplers.options import LOWER_ORDER_FINAL, SamplerOption, order
 from diffplat.schedules import Schedule
 
 #: Adams-Bashforth weights for equal steps, newest first (Hairer, Norsett & Wanner III.1).
@@ -36,6 +37,14 @@ AB_WEIGHTS = {1: [1.0], 2: [1.5, -0.5], 3: [23 / 12, -16 / 12, 5 / 12],
               4: [55 / 24, -59 / 24, 37 / 24, -9 / 24]}
 
 VARIABLES = ("log_rho", "rho")
+#: the options of each sampler here beyond the grid's (diffplat.samplers.options)
+OPTIONS = {
+    "deis": (order(4, 3), SamplerOption("variable", str, "log_rho", "the polynomial's "
+                                        "variable: log_rho (diffusers' DEIS) or rho "
+                                        "(k-diffusion's LMS)", choices=VARIABLES),
+             LOWER_ORDER_FINAL),
+    "ipndm": (order(4, 4), LOWER_ORDER_FINAL),
+}
 
 
 def _lagrange(nodes: list[float], k: int) -> np.ndarray:

@@ -15,6 +15,7 @@ from torch import Tensor
 
 from diffplat.samplers.base import Denoise, setup
 from diffplat.samplers.grids import level_range
+from diffplat.samplers.options import SamplerOption
 from diffplat.schedules import Schedule
 
 # Butcher tableau of Dormand-Prince 5(4) (Hairer, Norsett & Wanner, Table II.5.2).
@@ -31,6 +32,13 @@ _A = [
 _B5 = [35 / 384, 0.0, 500 / 1113, 125 / 192, -2187 / 6784, 11 / 84, 0.0]
 _B4 = [5179 / 57600, 0.0, 7571 / 16695, 393 / 640, -92097 / 339200, 187 / 2100, 1 / 40]
 _E = [b5 - b4 for b5, b4 in zip(_B5, _B4)]
+
+#: the options of the adaptive sampler beyond the grid's (diffplat.samplers.options)
+OPTIONS = (SamplerOption("rtol", float, 1e-3, "relative tolerance of the error norm", low=0,
+                         above=True),
+           SamplerOption("atol", float, 1e-3, "absolute tolerance of the error norm", low=0),
+           SamplerOption("max_nfe", int, 10_000, "give up beyond this many evaluations",
+                         low=1))
 
 
 def sample_adaptive(denoise: Denoise, noise: Tensor, schedule: Schedule, steps: int = 20, *,

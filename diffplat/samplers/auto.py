@@ -17,6 +17,7 @@ from __future__ import annotations
 import math
 from typing import Any
 
+from diffplat.checks import positive_int
 from diffplat.schedules import Schedule
 
 _END = {"denoise_final": False, "level_max": 20.0}
@@ -49,8 +50,7 @@ def family(schedule: Schedule | None) -> str:
 
 def choose(nfe: int, schedule: Schedule | None = None) -> tuple[str, dict[str, Any]]:
     """The (sampler, options) that ``auto`` runs for ``nfe`` evaluations on ``schedule``."""
-    if isinstance(nfe, bool) or not isinstance(nfe, int) or nfe < 1:
-        raise ValueError(f"NFE must be an integer >= 1, got {nfe!r}")
+    positive_int(nfe, "NFE")
     table = TABLE[family(schedule)]
     key = max([k for k in table if k <= nfe], default=min(table))
     name, options = table[key]

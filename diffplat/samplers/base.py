@@ -14,6 +14,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from diffplat.checks import positive_int
 from diffplat.errors import NonFiniteError
 from diffplat.noise import GaussianNoise, NoiseSpace
 from diffplat.samplers.grids import check_levels, noise_levels, with_defaults
@@ -131,9 +132,7 @@ def setup(denoise: Denoise, noise: Tensor, schedule: Schedule, steps: int,
     if not isinstance(schedule, Schedule):
         raise TypeError(f"schedule must be a Schedule, got {type(schedule).__name__}")
     if levels is not None:
-        if isinstance(steps, bool) or not isinstance(steps, int) or steps < 1:
-            raise ValueError(f"steps must be an integer >= 1, got {steps!r}")
-        levels = check_levels(levels, steps)
+        levels = check_levels(levels, positive_int(steps, "steps"))
     else:
         levels = noise_levels(schedule, steps, spacing, rho, level_min, level_max,
                               True if denoise_final is None else denoise_final)

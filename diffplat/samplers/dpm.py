@@ -19,6 +19,7 @@ import torch
 from torch import Tensor
 
 from diffplat.samplers.base import Denoise, check_order, combine, defaults, setup, step_order
+from diffplat.samplers.options import LOWER_ORDER_FINAL, S_NOISE, SamplerOption, eta, order
 from diffplat.schedules import Schedule
 
 
@@ -76,6 +77,17 @@ def sample_dpmpp_2m_sde(denoise: Denoise, noise: Tensor, schedule: Schedule, ste
 
 #: Coefficient sets of the multistep DPM-Solver++ updates (see sample_dpmpp_3m).
 COEFFICIENTS = ("taylor", "dpm_solver")
+
+_THIRD = (order(3, 3), LOWER_ORDER_FINAL,
+          SamplerOption("coefficients", str, "taylor", "the 3M update's weights: taylor (the "
+                        "paper's) or dpm_solver (the authors' SDE code)", choices=COEFFICIENTS))
+#: the options of each sampler here beyond the grid's (diffplat.samplers.options)
+OPTIONS = {
+    "dpmpp_2m": (),
+    "dpmpp_2m_sde": (eta(1.0), S_NOISE),
+    "dpmpp_3m": _THIRD,
+    "dpmpp_3m_sde": (eta(1.0), S_NOISE, *_THIRD),
+}
 
 
 def _dpmpp_3m(model, y: Tensor, steps: int, order: int, eta: float, s_noise: float,

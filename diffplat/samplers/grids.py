@@ -16,6 +16,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from diffplat.checks import positive_int
 from diffplat.registry import Registry
 from diffplat.schedules import DiscreteVPSchedule, Schedule
 
@@ -241,8 +242,7 @@ def noise_levels(schedule: Schedule, steps: int, spacing: str | None = None,
             largest to the smallest level (for the discrete spacings the last one is the
             level of training step 0, as diffusers' ``final_sigmas_type="sigma_min"``).
     """
-    if isinstance(steps, bool) or not isinstance(steps, int) or steps < 1:
-        raise ValueError(f"steps must be an integer >= 1, got {steps!r}")
+    positive_int(steps, "steps")
     name = (spacing or default_spacing(schedule)).lower().replace("-", "_")
     fn = spacings.get(name)
     smin, smax = level_range(schedule, level_min, level_max)

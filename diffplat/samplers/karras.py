@@ -15,6 +15,7 @@ import torch
 from torch import Tensor
 
 from diffplat.samplers.base import Denoise, defaults, setup
+from diffplat.samplers.options import S_NOISE, churn, eta
 from diffplat.schedules import Schedule
 
 
@@ -113,6 +114,17 @@ def sample_euler_anneal(denoise: Denoise, noise: Tensor, schedule: Schedule, ste
     (``spacing="arcsin", level_min=0.001``). One evaluation per step."""
     return _euler(denoise, noise, schedule, steps, 0.0, s_tmin, s_tmax, s_noise, gamma,
                   **defaults("euler", schedule, kw))  # euler's grid
+
+
+#: the options of each sampler here beyond the grid's (diffplat.samplers.options)
+OPTIONS = {
+    "euler": churn(),
+    "heun": churn(),
+    "euler_anneal": churn(ANNEAL["gamma"], ANNEAL["s_tmin"], ANNEAL["s_tmax"], s_churn=False),
+    "euler_ancestral": (eta(1.0), S_NOISE),
+    "ddim": (eta(0.0), S_NOISE),
+    "ddpm": (eta(1.0), S_NOISE),
+}
 
 
 def ancestral_levels(level: float, nxt: float, eta: float) -> tuple[float, float]:

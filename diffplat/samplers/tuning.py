@@ -29,13 +29,11 @@ from torch import Tensor
 
 from diffplat.errors import NonFiniteError
 from diffplat.samplers.grids import level_range, noise_levels
+from diffplat.samplers.options import GRID_OPTIONS  # noqa: F401 - options that describe the grid
 from diffplat.schedules import Schedule
 
 #: smallest share of the log-level range between two neighbouring levels
 MIN_SHARE = 1e-4
-
-#: options that describe the grid, which the fitted levels replace
-GRID_OPTIONS = ("spacing", "rho", "level_min", "level_max", "denoise_final", "levels")
 
 
 #: at most this many free parameters: longer grids follow a piecewise-linear warp

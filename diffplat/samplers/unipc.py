@@ -27,7 +27,19 @@ import numpy as np
 from torch import Tensor
 
 from diffplat.samplers.base import Denoise, check_order, combine, defaults, setup, step_order
+from diffplat.samplers.options import LOWER_ORDER_FINAL, SamplerOption, order
 from diffplat.schedules import Schedule
+
+#: UniPC's B(h) choices (Zhao et al. 2023, sec. 3.2)
+VARIANTS = ("bh1", "bh2")
+#: the options of UniPC beyond the grid's (diffplat.samplers.options)
+OPTIONS = (
+    order(3, 3),
+    SamplerOption("variant", str, "bh2", "B(h) = h (bh1) or e^h - 1 (bh2, diffusers' default)",
+                  choices=VARIANTS),
+    SamplerOption("corrector", bool, True, "the UniC corrector (no extra evaluation)"),
+    LOWER_ORDER_FINAL,
+)
 
 
 def _lam(level: float) -> float:
@@ -100,7 +112,7 @@ def sample_unipc(denoise: Denoise, noise: Tensor, schedule: Schedule, steps: int
         lower_order_final: step i has order at most ``steps - i``.
     """
     check_order("unipc", order, 3)
-    if variant not in ("bh1", "bh2"):
+    if variant not in VARIANTS:
         raise ValueError(f"unipc: variant must be 'bh1' or 'bh2', got {variant!r}")
     kw = defaults("unipc", schedule, kw, lower_order_final=lower_order_final)
     lower_order_final = kw.pop("lower_order_final") is not False
