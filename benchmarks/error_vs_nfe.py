@@ -603,13 +603,13 @@ def defaults_sweep(pb: Problem, screen: int, top: int, log,
         for steps in DEFAULT_STEPS:
             t0 = time.perf_counter()
             peer, _ = _best_of(small, pb, configs, lambda c, s=steps: s, metric, top)
-            ours = _evaluate(pb, lambda pb, s=steps: run_ours(pb, name, s, steps=s))
+            ours = _evaluate(pb, lambda pb, s=steps, n=name: run_ours(pb, n, s, steps=s))
             ratio = ours[metric] / peer[metric] if peer and ours.get(metric) else None
             out["pairs"].append({"sampler": name, "peer": cls, "steps": steps, "metric": metric,
                                  "ours": ours, "best_peer": peer, "ratio": ratio,
                                  "peer_configs": len(configs)})
             for opts in (candidates or {}).get(name, []):
-                res = _evaluate(pb, lambda pb, s=steps, o=opts: run_ours(pb, name, s, steps=s,
+                res = _evaluate(pb, lambda pb, s=steps, o=opts, n=name: run_ours(pb, n, s, steps=s,
                                                                          **o))
                 out["candidates"].append({"sampler": name, "steps": steps, "options": opts,
                                           "metric": metric, **res,
@@ -628,7 +628,7 @@ def defaults_sweep(pb: Problem, screen: int, top: int, log,
         peer, _ = _best_of(small, pb, everything, lambda c, n=nfe: _peer_steps(c, n), "ode", top)
         runs = []
         for name in DEFAULT_OURS:
-            res = _evaluate(pb, lambda pb, name=name: run_ours(pb, name, nfe))
+            res = _evaluate(pb, lambda pb, name=name, k=nfe: run_ours(pb, name, k))
             runs.append({"sampler": name, **res})
         ok = [r for r in runs if r.get("ode") is not None and r["nfe"] <= nfe]
         ours = min(ok, key=lambda r: r["ode"])
