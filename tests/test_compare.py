@@ -216,7 +216,9 @@ def test_a_seed_replicate_trains_and_samples_with_its_seed_in_its_own_folder(tmp
 
 def test_the_conformer_recipe_preset_keeps_the_old_base_beside_the_new_default():
     """conf-base is conformers-qm9-tiny as it was before the ablation (eps, lr 2e-3), each
-    variant changes what its name says, and conf-v-lr4 is the tiny config's recipe now."""
+    variant changes what its name says, and conf-v-lr4 is the recipe the ablation gave the
+    tiny config (until VEDA's recipe replaced it on 2026-12-08, issue #24: every entry pins
+    the VP recipe it measured)."""
     import yaml
 
     grid = load_grid(ROOT / "configs/compare/conformers-recipe.yaml", root=ROOT)
@@ -233,6 +235,11 @@ def test_the_conformer_recipe_preset_keeps_the_old_base_beside_the_new_default()
         ("mat_r_mean", "min", 400)}
     assert {tuple(sorted(s.sampling.items())) for s in grid.domains.values()} == {
         (("batch_size", 400), ("copies", 2), ("split", "val"))}
+    for name, cell in cells.items():
+        model = cell.config["model"]
+        assert (model["schedule_options"], model["sigma_data"], model["weighting"],
+                model["sampler"]) == (None, 1.0, "uniform", "dpmpp_2m"), name
+        assert model["t_options"] is None or name == "conf-lownoise", name
     tiny = yaml.safe_load((ROOT / "configs/molecules/conformers-qm9-tiny.yaml").read_text())
-    assert (tiny["model"]["target"], tiny["model"]["lr"]) == ("v", 0.004)
-    assert tiny["model"]["schedule"] == "polynomial"
+    assert tiny["model"]["lr"] == cells["conf-v-lr4"].config["model"]["lr"] == 0.004
+    assert (tiny["model"]["schedule"], tiny["model"]["target"]) == ("edm", "edm")

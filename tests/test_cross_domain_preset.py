@@ -1,7 +1,9 @@
 """configs/compare/cross-domain-ve.yaml, VEDA's recipe in the audio, shapes and conformer
-domains (issue #24): each base entry is its domain's tiny recipe, each VE entry builds into a
-model with VEDA's settings in units of the domain's sigma_data, and sigma_data is the
-measured std of what the model diffuses (benchmarks/data_sigma.py), within 5%."""
+domains (issue #24): each base entry is its domain's tiny recipe before the study (for
+conformers pinned: conformers-qm9-tiny took the conf-ve-arcsin recipe on 2026-12-08), each
+VE entry builds into a model with VEDA's settings in units of the domain's sigma_data, and
+sigma_data is the measured std of what the model diffuses (benchmarks/data_sigma.py), within
+5%."""
 
 import importlib.util
 import math
@@ -21,6 +23,14 @@ TINY = {"audio": "configs/audio/digits-tiny.yaml",
         "shapes": "configs/shapes/procedural-tiny.yaml",
         "conf": "configs/molecules/conformers-qm9-tiny.yaml"}
 NFE = {"audio": 50, "shapes": 30, "conf": 50}
+#: conformers-qm9-tiny's recipe before 2026-12-08 (the conformer ablation's winner), which
+#: conf-base pins; the tiny config itself is conf-ve-arcsin's recipe since then
+CONF_BEFORE = {"schedule": "polynomial", "schedule_options": None, "target": "v",
+               "sigma_data": 1.0, "weighting": "uniform", "t_sampler": "uniform",
+               "t_options": None, "sampler": "dpmpp_2m"}
+#: the model settings the tiny configs share with their entries
+RECIPE_KEYS = ("schedule", "schedule_options", "target", "sigma_data", "weighting",
+               "t_sampler", "t_options")
 #: VEDA's levels: ln(sigma / d) ~ N(ln sqrt(0.001 * 80), ((ln 80 - ln 0.001) / 8)^2)
 VEDA_MEAN, VEDA_STD = math.log(math.sqrt(0.001 * 80)), (math.log(80) - math.log(0.001)) / 8
 
@@ -44,22 +54,57 @@ def test_each_domain_has_its_base_and_two_ve_entries(grid):
     for d, path in TINY.items():
         tiny = yaml.safe_load((ROOT / path).read_text())
         base, ve, full = (cells[f"{d}-{v}"].config for v in ("base", "ve", "ve-arcsin"))
-        # the base is the tiny recipe as it is, at its own budget
-        for key in ("schedule", "target", "lr", "batch_size", "backbone"):
+        # the base is the tiny recipe before the study, at its own budget: for audio and
+        # shapes the tiny config as it is; for conformers the recipe before 2026-12-08
+        for key in ("lr", "batch_size", "backbone"):
             assert base["model"][key] == tiny["model"][key], (d, key)
+        if d == "conf":
+            assert {k: base["model"].get(k) for k in CONF_BEFORE} == CONF_BEFORE
+            own = CONF_BEFORE["sampler"]
+        else:
+            for key in ("schedule", "target"):
+                assert base["model"][key] == tiny["model"][key], (d, key)
+            own = tiny["model"]["sampler"]
         for cfg in (base, ve, full):
             assert cfg["trainer"]["max_steps"] == tiny["trainer"]["max_steps"], d
             assert cfg["model"]["backbone"] == tiny["model"]["backbone"], d
             assert cfg["model"]["lr"] == tiny["model"]["lr"], d
         # the full recipe samples the ve entry's model (same config, entry name aside)
         assert ve == full, d
-        # the domain's sampler and NFE; VEDA's sampler at the same NFE
-        own = tiny["model"]["sampler"]
+        # the base's sampler and NFE; VEDA's sampler at the same NFE
         assert (samples[f"{d}-base"].sampler, samples[f"{d}-ve"].sampler,
                 samples[f"{d}-ve-arcsin"].sampler) == (own, own, "euler_anneal"), d
         assert {samples[f"{d}-{v}"].nfe for v in ("base", "ve", "ve-arcsin")} == {NFE[d]}
     assert {grid.domains[f"audio-{v}"].sampling["guidance"]
             for v in ("base", "ve", "ve-arcsin")} == {3.0}
+
+
+def test_conformers_qm9_tiny_is_the_conf_ve_arcsin_recipe(grid):
+    """The full recipe won in both seeds (issue #24): conformers-qm9-tiny trains the model
+    conf-ve-arcsin trains and names its sampler, and its header gives that entry's grid."""
+    path = ROOT / TINY["conf"]
+    tiny = yaml.safe_load(path.read_text())["model"]
+    cells = _cells(grid)
+    full = cells["conf-ve-arcsin"].config
+    assert {k: tiny.get(k) for k in RECIPE_KEYS} == {k: full["model"][k] for k in RECIPE_KEYS}
+    assert (tiny["schedule"], tiny["target"], tiny["sigma_data"]) == ("edm", "edm", 1.42)
+    (sample,) = [c for c in grid.sample_cells if c.train.domain == "conf-ve-arcsin"]
+    assert tiny["sampler"] == sample.sampler == "euler_anneal"
+    assert tiny["sample_steps"] == sample.steps == NFE["conf"]
+    # everything else the training sees is the entry's too (the entry sets sample_num 0 and
+    # keeps dpmpp_2m as its model's sampler name, for its ve twin's dpmpp_2m cell)
+    mine = yaml.safe_load(path.read_text())
+    mine["model"].update(sample_num=0, sampler="dpmpp_2m")
+    assert mine == {**full, "seed_everything": mine["seed_everything"]}
+    # the grid the entry samples on is the one the config's comments tell the user to pass
+    opts = grid.domains["conf-ve-arcsin"].sampling["sampler_options"]
+    assert opts == {"spacing": "arcsin", "rho": 2.0, "level_min": 0.001}
+    assert "--spacing arcsin -o level_min=0.001" in path.read_text()
+    from diffplat.samplers.grids import noise_levels
+
+    sched = schedules.get(tiny["schedule"], **tiny["schedule_options"])
+    told = noise_levels(sched, tiny["sample_steps"], "arcsin", level_min=0.001)
+    assert torch.equal(told, noise_levels(sched, tiny["sample_steps"], **opts))
 
 
 @pytest.mark.parametrize("domain", sorted(TINY))
