@@ -16,7 +16,9 @@ def rows() -> list[dict[str, Any]]:
     for name, folder in shipped().items():
         info = card(name)
         metrics = info.get("metrics") or {}
-        keys = info.get("headline") or list(metrics)[:3]
+        # the first three figures, not their intervals or per-seed values (card_metrics.py)
+        keys = info.get("headline") or [k for k in metrics if not k.endswith(
+            ("_ci_low", "_ci_high")) and "_seed" not in k][:3]
         out.append({"name": name, "domain": info.get("domain", "?"),
                     "description": info.get("description", ""),
                     "headline": {k: metrics[k] for k in keys if k in metrics},
