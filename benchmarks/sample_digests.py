@@ -45,20 +45,12 @@ REQUESTS: dict[str, dict[str, Any]] = {
 }
 
 
-def cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine() or "unknown"
-
-
 def environment() -> dict[str, str]:
     import torch
 
-    return {"torch": torch.__version__, "machine": platform.machine(), "cpu": cpu_model()}
+    from diffplat.store.cards import cpu_name
+
+    return {"torch": torch.__version__, "machine": platform.machine(), "cpu": cpu_name()}
 
 
 def file_sha256(path: Path) -> str:

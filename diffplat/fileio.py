@@ -1,5 +1,5 @@
 """Small file writes shared by training, the store and the CLI: the process umask and an
-atomic text write that honours it.
+atomic write that honours it.
 
 ``tempfile.mkstemp`` (and safetensors) create files 0600 whatever the umask, so every
 temporary-then-rename write sets the mode ``open()`` would have given (0o666 & ~umask).
@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import os
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
+from typing import IO, Any
 
 
 def umask() -> int:
@@ -31,8 +33,8 @@ def file_mode() -> int:
     return 0o666 & ~umask()
 
 
-def atomic_write_text(path: str | Path, text: str) -> Path:
-    """Write ``text`` to a temporary file beside ``path`` (fsynced, the umask's mode) and
+def atomic_write(path: str | Path, write: Callable[[IO], Any], binary: bool = False) -> Path:
+    """Call ``write(f)`` on a temporary file beside ``path`` (fsynced, the umask's mode) and
     rename it over ``path``: a reader sees the old file or the new one, never part of one;
     a failure leaves the old file (or none) and no temporary."""
     path = Path(path)
@@ -40,8 +42,8 @@ def atomic_write_text(path: str | Path, text: str) -> Path:
                                dir=os.path.dirname(os.path.abspath(path)))
     try:
         os.fchmod(fd, file_mode())
-        with os.fdopen(fd, "w") as f:
-            f.write(text)
+        with os.fdopen(fd, "wb" if binary else "w") as f:
+            write(f)
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
@@ -49,3 +51,8 @@ def atomic_write_text(path: str | Path, text: str) -> Path:
         Path(tmp).unlink(missing_ok=True)
         raise
     return path
+
+
+def atomic_write_text(path: str | Path, text: str) -> Path:
+    """``text`` written to ``path`` atomically (``atomic_write``)."""
+    return atomic_write(path, lambda f: f.write(text))

@@ -54,6 +54,18 @@ def test_core_names_no_domain_module_by_import_or_by_string():
     assert not found, "\n".join(found)
 
 
+def _imports(path: Path) -> list[str]:
+    """The modules a file imports (``import a.b`` and ``from a.b import c`` both give a.b),
+    function-local imports included."""
+    names = []
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.Import):
+            names += [a.name for a in node.names]
+        elif isinstance(node, ast.ImportFrom) and node.module:
+            names.append(node.module)
+    return names
+
+
 def test_no_import_circle_between_cli_compare_and_training():
     """cli/ sits on top: it may import compare/ and training/; compare/ may import training/
     but not cli/; training/ imports neither (its library entry point is training.fit)."""
@@ -63,14 +75,8 @@ def test_no_import_circle_between_cli_compare_and_training():
     found = []
     for package, banned in forbidden.items():
         for path in sorted((root / package).rglob("*.py")):
-            for node in ast.walk(ast.parse(path.read_text())):
-                names = []
-                if isinstance(node, ast.Import):
-                    names = [a.name for a in node.names]
-                elif isinstance(node, ast.ImportFrom) and node.module:
-                    names = [node.module]
-                found += [f"{path.relative_to(root)}: {n}" for n in names
-                          if n.startswith(banned)]
+            found += [f"{path.relative_to(root)}: {n}" for n in _imports(path)
+                      if n.startswith(banned)]
     assert not found, "\n".join(found)
 
 
@@ -118,12 +124,6 @@ def test_only_training_and_the_commands_that_train_import_training_or_lightning(
         rel = str(path.relative_to(root))
         if rel.startswith("training/") or rel in allowed:
             continue
-        for node in ast.walk(ast.parse(path.read_text())):
-            names = []
-            if isinstance(node, ast.Import):
-                names = [a.name for a in node.names]
-            elif isinstance(node, ast.ImportFrom) and node.module:
-                names = [node.module]
-            found += [f"{rel}: {n}" for n in names if n.split(".")[0] in lightning
-                      or n == "diffplat.training" or n.startswith("diffplat.training.")]
+        found += [f"{rel}: {n}" for n in _imports(path) if n.split(".")[0] in lightning
+                  or n == "diffplat.training" or n.startswith("diffplat.training.")]
     assert not found, "\n".join(found)

@@ -18,8 +18,6 @@ steps on the grid it was distilled on.
 from __future__ import annotations
 
 import copy
-import os
-import tempfile
 import time
 from pathlib import Path
 from typing import Any
@@ -27,7 +25,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from diffplat.fileio import file_mode
+from diffplat.fileio import atomic_write
 from diffplat.store.checkpoint import NonFiniteCheckpointError, nonfinite_tensors
 
 CKPT_NAME = "last.ckpt"
@@ -40,17 +38,7 @@ def atomic_save(obj: dict[str, Any], path: Path) -> None:
     if bad:
         raise NonFiniteCheckpointError(f"refusing to write {path}: {len(bad)} weights hold "
                                        f"NaN or Inf (e.g. {', '.join(bad[:3])})")
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        os.fchmod(fd, file_mode())
-        with os.fdopen(fd, "wb") as f:
-            torch.save(obj, f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    atomic_write(path, lambda f: torch.save(obj, f), binary=True)
 
 
 def _plain(value: Any) -> Any:

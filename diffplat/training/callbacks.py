@@ -28,8 +28,8 @@ from typing import Any
 import pytorch_lightning as pl
 from pytorch_lightning.utilities.exceptions import SIGTERMException
 
-from diffplat.training import runlock
 from diffplat.training.atomic import remove_stale_temporaries
+from diffplat.training.runlock import acquire, release, run_folders
 
 LAST = "last.ckpt"
 
@@ -98,16 +98,15 @@ class Autosave(pl.Callback):
         if stage == "fit" and trainer.is_global_zero:
             # the run folder is locked before anything is written (DiffplatCLI takes it
             # first; this covers a Trainer built by hand); only rank 0 writes here
-            for folder in runlock.run_folders(trainer.default_root_dir,
-                                              self.path(trainer).parent):
-                runlock.acquire(folder, "this run")
+            for folder in run_folders(trainer.default_root_dir, self.path(trainer).parent):
+                acquire(folder, "this run")
                 self._locked.append(folder)
             # temporaries of writes that a kill interrupted, never a live writer's
             remove_stale_temporaries(self.path(trainer).parent)
 
     def _release(self) -> None:
         while self._locked:
-            runlock.release(self._locked.pop())
+            release(self._locked.pop())
 
     def teardown(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
         self._restore_sigint()

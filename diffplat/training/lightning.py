@@ -32,7 +32,6 @@ from pytorch_lightning.cli import LightningArgumentParser, LightningCLI
 
 from diffplat import progress
 from diffplat.store.checkpoint import read_checkpoint
-from diffplat.training import runlock
 from diffplat.training.atomic import AtomicCheckpointIO
 from diffplat.training.callbacks import LAST, Autosave, ResumedOptimiser
 from diffplat.training.module import DiffusionModule
@@ -48,6 +47,7 @@ from diffplat.training.resume import (  # noqa: F401 - derive_backbone_args: use
     derive_backbone_args,
     explicit_model_keys,
 )
+from diffplat.training.runlock import acquire, is_rank_zero, release, run_folders
 from diffplat.trust import check_class_paths, enforced
 
 WANDB_CLASS = "pytorch_lightning.loggers.WandbLogger"
@@ -74,7 +74,7 @@ class DiffplatCLI(LightningCLI):
             )
         finally:
             while self._locked:
-                runlock.release(self._locked.pop())
+                release(self._locked.pop())
 
     def add_arguments_to_parser(self, parser: LightningArgumentParser) -> None:
         parser.add_lightning_class_args(ModelCheckpoint, "checkpoint")
@@ -186,11 +186,11 @@ class DiffplatCLI(LightningCLI):
         """One writer per run folder (diffplat.training.runlock), taken before anything is
         written there (config.yaml, wandb, the clean-up of stale temporaries); global rank
         0 only, released when the run ends, also on an exception."""
-        if self.subcommand is None or not runlock.is_rank_zero():
+        if self.subcommand is None or not is_rank_zero():
             return
-        for folder in runlock.run_folders(cfg["trainer"]["default_root_dir"],
-                                          self._checkpoint_dir(cfg)):
-            runlock.acquire(folder, f"this {self.subcommand}")
+        for folder in run_folders(cfg["trainer"]["default_root_dir"],
+                                  self._checkpoint_dir(cfg)):
+            acquire(folder, f"this {self.subcommand}")
             self._locked.append(folder)
 
     def _default_logger_dir(self, cfg: Any) -> None:
@@ -319,7 +319,8 @@ def fit(config: str | Path | dict[str, Any], *overrides: str,
     (``"--trainer.max_steps", "100"``); ``ckpt_path`` resumes (``"last"``). Returns the
     run's ``last.ckpt``; any failure raises (no exit codes, no log scraping): a run that
     SIGTERM or Ctrl-C stopped before ``max_steps`` raises ``RunStopped`` (its checkpoint
-    saved), and a run folder another process uses raises ``runlock.RunFolderLocked``.
+    saved), and a run folder another process uses raises ``RunFolderLocked``
+    (diffplat.training.runlock).
     """
     import tempfile
 
